@@ -1,0 +1,20 @@
+"""Training: the SVI loop, beta schedules, checkpoints."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .schedules import ConstantBeta, CyclicalBeta, LinearWarmup, parse_beta_schedule
+from .train import TrainConfig, TrainingDivergedError, TrainResult, fit, make_elbo, seed_everything
+
+__all__ = [
+    "ConstantBeta",
+    "CyclicalBeta",
+    "LinearWarmup",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+    "fit",
+    "load_checkpoint",
+    "make_elbo",
+    "parse_beta_schedule",
+    "save_checkpoint",
+    "seed_everything",
+]

@@ -1,0 +1,232 @@
+"""One SVI training loop for every model: seeds, beta schedules, CSV log, resumable checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from tqdm.auto import tqdm
+
+from .._validation import check_components
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .schedules import parse_beta_schedule
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "fit", "seed_everything", "make_elbo"]
+
+ELBOS = ("trace", "meanfield")
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.csv"
+LOG_FIELDS = ["epoch", "step", "loss", "beta", "seconds"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, PyTorch (CPU and CUDA) and Pyro."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    pyro.set_rng_seed(seed)  # also seeds torch and its CUDA generators
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run.
+
+    ``beta`` is a number or a schedule string (``"linear:2000"``, ``"cyclical:1000"``, see
+    :func:`parse_beta_schedule`); ``checkpoint_every`` counts steps (0: at epoch ends only).
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    elbo: str = "meanfield"
+    num_particles: int = 1
+    beta: object = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    clip_norm: float | None = 10.0
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        if self.elbo not in ELBOS:
+            raise ValueError(f"elbo must be one of {ELBOS}, got {self.elbo!r}")
+        for name in ("epochs", "batch_size", "num_particles"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        parse_beta_schedule(self.beta)
+
+
+@dataclass
+class TrainResult:
+    history: list = field(default_factory=list)  # one dict per epoch, as in the CSV log
+    steps: int = 0
+    checkpoint: Path | None = None
+
+    @property
+    def losses(self) -> list[float]:
+        return [row["loss"] for row in self.history]
+
+
+def make_elbo(kind: str, num_particles: int = 1):
+    """``Trace_ELBO`` (Monte Carlo KL) or ``TraceMeanField_ELBO`` (analytic KL where known)."""
+    cls = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[kind]
+    return cls(num_particles=num_particles, vectorize_particles=num_particles > 1)
+
+
+def _to_device(xs: list[torch.Tensor], device) -> list[torch.Tensor]:
+    return [x.to(device) for x in xs]
+
+
+def fit(
+    model,
+    data,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` (an :class:`~pyro_mcvae.MCVAE` or any module with ``.model``/``.guide``
+    programs taking ``(xs, beta=...)``) with SVI.
+
+    Args:
+        data: ``(N, M, D)`` tensor or list of ``M`` tensors ``(N, D_k)``.
+        out_dir: where ``log.csv`` and ``checkpoint.pt`` go; with ``resume`` an existing
+            checkpoint there continues the same run (same numbers as an uninterrupted run).
+            A ``KeyboardInterrupt`` writes a checkpoint at the last finished step first.
+
+    Clears Pyro's global parameter store: the model's parameters are registered anew.
+    """
+    config = config or TrainConfig()
+    schedule = parse_beta_schedule(config.beta)
+    xs = check_components(data, model.component_dims, "training data")
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    n = xs[0].shape[0]
+    xs = _to_device(xs, device)
+    model.to(device)
+
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+    seed_everything(config.seed)
+    pyro.clear_param_store()
+    optim_args = {"lr": config.lr}
+    if config.clip_norm:
+        optim = pyro.optim.ClippedAdam({**optim_args, "clip_norm": config.clip_norm})
+    else:
+        optim = pyro.optim.Adam(optim_args)
+    svi = SVI(model.model, model.guide, optim, make_elbo(config.elbo, config.num_particles))
+    shuffle = torch.Generator().manual_seed(config.seed)
+
+    state = {"epoch": 0, "step": 0, "batch": 0, "perm": None, "loss_sum": 0.0, "count": 0}
+    result = TrainResult(checkpoint=ckpt_path)
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        store = ckpt["param_store"]
+        # Module parameters are already in the model; only bare pyro.param sites go back to the store.
+        bare = {k: v for k, v in store["params"].items() if "$$$" not in k}
+        if bare:
+            pyro.get_param_store().set_state(
+                {"params": bare, "constraints": {k: store["constraints"][k] for k in bare}}
+            )
+        optim.set_state(ckpt["optimizer"])
+        restore_rng_state(ckpt["rng"])
+        shuffle.set_state(ckpt["shuffle_rng"])
+        state = ckpt["loop"]
+        result.history = ckpt["history"]
+
+    def checkpoint() -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(
+            {
+                "format": "pyro_mcvae-1",
+                "model": model.state_dict(),
+                "param_store": pyro.get_param_store().get_state(),
+                "optimizer": optim.get_state(),
+                "rng": capture_rng_state(),
+                "shuffle_rng": shuffle.get_state(),
+                "loop": dict(state),
+                "history": result.history,
+                "config": asdict(config) | {"beta": str(config.beta)},
+            },
+            ckpt_path,
+        )
+
+    log_file = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        # Rewritten from the checkpoint's history, so a crash between the two writes cannot
+        # leave duplicated or missing rows after a resume.
+        log_file = open(out / LOG_NAME, "w", newline="")
+        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(result.history)
+        log_file.flush()
+
+    batches = math.ceil(n / config.batch_size)
+    bar = tqdm(total=config.epochs * batches, initial=state["step"], disable=not progress,
+               desc="train", unit="step", dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        while state["epoch"] < config.epochs:
+            if state["batch"] == 0:
+                state["perm"] = torch.randperm(n, generator=shuffle)
+                state["loss_sum"], state["count"] = 0.0, 0
+            perm = state["perm"]
+            while state["batch"] < batches:
+                idx = perm[state["batch"] * config.batch_size : (state["batch"] + 1) * config.batch_size]
+                idx = idx.to(device)
+                beta = schedule(state["step"])
+                loss = svi.step([x[idx] for x in xs], beta=beta)
+                if not math.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"loss became {loss} at step {state['step']} (epoch {state['epoch']}); "
+                        + (f"the last good checkpoint is kept at {ckpt_path}. " if ckpt_path else "")
+                        + "Try a smaller learning rate, gradient clipping or a beta warm-up."
+                    )
+                state["loss_sum"] += loss
+                state["count"] += len(idx)
+                state["step"] += 1
+                state["batch"] += 1
+                bar.update(1)
+                if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+                    checkpoint()
+            row = {
+                "epoch": state["epoch"] + 1,
+                "step": state["step"],
+                "loss": state["loss_sum"] / max(state["count"], 1),
+                "beta": schedule(state["step"] - 1),
+                "seconds": time.perf_counter() - started,
+            }
+            result.history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", beta=f"{row['beta']:.3g}")
+            state["epoch"] += 1
+            state["batch"] = 0
+            if log_file is not None:
+                writer.writerow(row)
+                log_file.flush()
+            checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        raise
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+    result.steps = state["step"]
+    return result

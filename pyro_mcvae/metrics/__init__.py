@@ -1,0 +1,21 @@
+"""Evaluation metrics."""
+
+from .wasserstein import (
+    conditional_copula_metrics,
+    copula_metrics,
+    max_correlation_error,
+    noise_floor,
+    spearman_matrix,
+    wasserstein_joint,
+    wasserstein_marginals,
+)
+
+__all__ = [
+    "wasserstein_joint",
+    "wasserstein_marginals",
+    "spearman_matrix",
+    "max_correlation_error",
+    "copula_metrics",
+    "conditional_copula_metrics",
+    "noise_floor",
+]

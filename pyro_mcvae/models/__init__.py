@@ -1,0 +1,18 @@
+"""Generative Pyro programs and their guides."""
+
+from .guides import DiagonalGaussianGuide, GMRFGuide, latent_scale
+from .likelihoods import LIKELIHOODS, ComponentLikelihood
+from .mcvae import MCVAE
+from .priors import PRIOR_PARAMETERIZATIONS, DiagonalGaussianPrior, GMRFPrior
+
+__all__ = [
+    "LIKELIHOODS",
+    "PRIOR_PARAMETERIZATIONS",
+    "ComponentLikelihood",
+    "DiagonalGaussianGuide",
+    "DiagonalGaussianPrior",
+    "GMRFGuide",
+    "GMRFPrior",
+    "MCVAE",
+    "latent_scale",
+]
