@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 import torch
@@ -70,11 +71,12 @@ def check_component_indices(indices, num_components: int, name: str = "component
     """Sorted, unique component indices, each in ``[0, M)``."""
     out = []
     for k in indices:
-        if isinstance(k, bool) or not isinstance(k, int):
-            try:
-                k = int(k)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} index {k!r} is not an integer") from None
+        try:
+            if isinstance(k, bool):
+                raise TypeError
+            k = operator.index(k)  # ints, NumPy integers, 0-d integer tensors; never 1.7 -> 1
+        except TypeError:
+            raise ValueError(f"{name} index {k!r} is not an integer") from None
         if not 0 <= k < num_components:
             raise ValueError(
                 f"{name} index {k} is out of range; expected 0 <= index < {num_components}"

@@ -65,7 +65,9 @@ def mirror_upper_blocks(offdiag: torch.Tensor, graph: torch.Tensor | None = None
     upper = torch.ones(m, m, dtype=torch.bool, device=offdiag.device).triu(1)
     if graph is not None:
         upper = upper & graph.to(device=offdiag.device, dtype=torch.bool)
-    upper_blocks = offdiag * upper[..., None, None].to(offdiag.dtype)
+    # where, not a product: an unused block holding inf must not become NaN (inf * 0).
+    upper_blocks = torch.where(upper[..., None, None], offdiag, torch.zeros((), dtype=offdiag.dtype,
+                                                                          device=offdiag.device))
     return upper_blocks + upper_blocks.transpose(-4, -3).transpose(-2, -1)
 
 

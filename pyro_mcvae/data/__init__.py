@@ -1,5 +1,11 @@
 """Synthetic data sets."""
 
-from .copula import CopulaDataset, copula_correlation, make_copula_splits, sample_copula
+from .copula import (
+    CopulaDataset,
+    copula_correlation,
+    copula_spearman,
+    make_copula_splits,
+    sample_copula,
+)
 
-__all__ = ["copula_correlation", "sample_copula", "CopulaDataset", "make_copula_splits"]
+__all__ = ["copula_correlation", "copula_spearman", "sample_copula", "CopulaDataset", "make_copula_splits"]

@@ -181,3 +181,18 @@ def make_copula_splits(
         std=float(std),
         seed=int(seed),
     )
+
+
+def copula_spearman(num_components: int = 4, num_coordinates: int = 2, rho: float = 0.9) -> np.ndarray:
+    """Population Spearman correlation matrix of the copula data, ``(M*J, M*J)``.
+
+    Features are ordered as ``x.reshape(n, M*J)`` (component-major). For a Gaussian copula with
+    Pearson correlation ``r`` the rank correlation is ``(6 / pi) * arcsin(r / 2)``; different
+    coordinates are independent (zero).
+    """
+    m, jn = int(num_components), int(num_coordinates)
+    out = np.zeros((m, jn, m, jn))
+    for j in range(jn):
+        r = copula_correlation(j + 1, m, rho)
+        out[:, j, :, j] = (6.0 / np.pi) * np.arcsin(r / 2.0)
+    return out.reshape(m * jn, m * jn)

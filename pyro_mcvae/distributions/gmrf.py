@@ -69,6 +69,8 @@ class GMRF(dist.MultivariateNormal):
                 f"loc must have shape (..., {n}) or (..., {num_components}, {component_dim}), "
                 f"got {tuple(loc.shape)}"
             )
+        if loc.dtype != matrix.dtype:
+            raise ValueError(f"loc ({loc.dtype}) and the matrix ({matrix.dtype}) must share a dtype")
         self.num_components = num_components
         self.component_dim = component_dim
         self._from_precision = precision_matrix is not None

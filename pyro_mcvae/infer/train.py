@@ -32,6 +32,14 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def _diverged(loss, state: dict, ckpt_path) -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f"loss became {loss} at step {state['step']} (epoch {state['epoch'] + 1}); "
+        + (f"the last good checkpoint is kept at {ckpt_path}. " if ckpt_path else "")
+        + "Try a smaller learning rate, gradient clipping or a beta warm-up."
+    )
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy, PyTorch (CPU and CUDA) and Pyro."""
     random.seed(seed)
@@ -192,13 +200,15 @@ def fit(
                 idx = perm[state["batch"] * config.batch_size : (state["batch"] + 1) * config.batch_size]
                 idx = idx.to(device)
                 beta = schedule(state["step"])
-                loss = svi.step([x[idx] for x in xs], beta=beta)
+                try:
+                    loss = svi.step([x[idx] for x in xs], beta=beta)
+                except ValueError as err:
+                    # With validation on, NaN parameters surface as a distribution's ValueError.
+                    if all(torch.isfinite(p).all() for p in model.parameters()):
+                        raise
+                    raise _diverged("nan (parameters became NaN or infinite)", state, ckpt_path) from err
                 if not math.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"loss became {loss} at step {state['step']} (epoch {state['epoch']}); "
-                        + (f"the last good checkpoint is kept at {ckpt_path}. " if ckpt_path else "")
-                        + "Try a smaller learning rate, gradient clipping or a beta warm-up."
-                    )
+                    raise _diverged(loss, state, ckpt_path)
                 state["loss_sum"] += loss
                 state["count"] += len(idx)
                 state["step"] += 1

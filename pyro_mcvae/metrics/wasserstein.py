@@ -233,3 +233,13 @@ def noise_floor(sample_a, sample_b) -> dict:
         # every model look infinitely worse than noise.
         raise ValueError("noise_floor got two identical samples; pass independent draws")
     return copula_metrics(a, b)
+
+
+def spearman_error(x, target) -> float:
+    """Largest absolute difference between the Spearman matrix of ``x (n, k)`` and a known
+    ``(k, k)`` matrix (e.g. the population value from :func:`pyro_mcvae.data.copula_spearman`)."""
+    sx = spearman_matrix(x)
+    target = np.asarray(target, dtype=np.float64)
+    if target.shape != sx.shape:
+        raise ValueError(f"target must have shape {sx.shape}, got {target.shape}")
+    return float(np.max(np.abs(sx - target)))

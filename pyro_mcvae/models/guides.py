@@ -11,7 +11,7 @@ import pyro
 import pyro.distributions as dist
 from pyro import poutine
 
-from .._validation import check_components
+from .._validation import check_component_indices, check_components
 from ..distributions import GMRF
 from ..nets import GlobalOffdiagNet, VectorEncoder
 
@@ -47,6 +47,11 @@ class _EncoderGuide(nn.Module):
 
         Returns ``loc`` and diagonal variances ``(batch, K, d)``.
         """
+        if components is None:
+            xs = check_components(xs, self.component_dims)
+        else:
+            components = check_component_indices(components, self.num_components)
+            xs = check_components(xs, [self.component_dims[k] for k in components])
         return self.encoder(xs, components)
 
     def posterior(self, xs) -> dist.Distribution:
@@ -89,6 +94,7 @@ class GMRFGuide(_EncoderGuide):
 
     def posterior(self, xs: Sequence[torch.Tensor]) -> GMRF:
         """``q(z | x)`` with batch shape ``(batch,)`` and event shape ``(M*d,)``."""
+        xs = check_components(xs, self.component_dims, check_values=False)
         loc, var = self.encoder(xs)
         return GMRF.from_blocks(
             loc,
@@ -109,5 +115,6 @@ class DiagonalGaussianGuide(_EncoderGuide):
         super().__init__(component_dims, latent_dim, hidden, min_var)
 
     def posterior(self, xs: Sequence[torch.Tensor]) -> dist.Distribution:
+        xs = check_components(xs, self.component_dims, check_values=False)
         loc, var = self.encoder(xs)
         return dist.Normal(loc.flatten(-2), var.sqrt().flatten(-2)).to_event(1)

@@ -1,0 +1,145 @@
+"""The SVI loop: it learns, logs, checkpoints, resumes exactly, and stops cleanly on NaN."""
+
+import csv
+
+import pyro
+import pytest
+import torch
+
+from pyro_mcvae import MCVAE, TrainConfig, fit
+from pyro_mcvae.infer import TrainingDivergedError, load_checkpoint, seed_everything
+
+
+def build(seed=0, **kw):
+    seed_everything(seed)
+    return MCVAE.build([2, 2, 2, 2], latent_dim=2, hidden=(16, 16), **kw)
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_training_lowers_the_loss(copula_tensor, elbo):
+    model = build()
+    result = fit(model, copula_tensor, TrainConfig(epochs=8, batch_size=128, lr=3e-3, elbo=elbo),
+                 progress=False)
+    losses = result.losses
+    assert len(losses) == 8 and result.steps == 8 * 4
+    assert losses[-1] < losses[0] - 1.0, losses
+
+
+def test_same_seed_same_numbers(copula_tensor):
+    a, b = build(), build()
+    cfg = TrainConfig(epochs=2, batch_size=128, seed=3)
+    ra = fit(a, copula_tensor, cfg, progress=False)
+    rb = fit(b, copula_tensor, cfg, progress=False)
+    assert ra.losses == rb.losses
+    for k, v in params(a).items():
+        assert torch.equal(v, params(b)[k]), k
+
+
+def test_log_and_checkpoint_written(copula_tensor, tmp_path):
+    model = build()
+    fit(model, copula_tensor, TrainConfig(epochs=3, batch_size=128), out_dir=tmp_path, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"epoch", "step", "loss", "beta", "seconds"} <= set(rows[0])
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert {"model", "param_store", "optimizer", "rng", "shuffle_rng", "loop", "history"} <= set(ckpt)
+    assert ckpt["loop"]["epoch"] == 3
+    assert set(ckpt["param_store"]["params"]) and all("$$$" in k for k in ckpt["param_store"]["params"])
+    assert not list(tmp_path.glob("*.tmp")), "atomic write left a temporary file"
+
+
+def test_resume_after_epochs_equals_uninterrupted(copula_tensor, tmp_path):
+    cfg = dict(batch_size=128, beta="linear:10", seed=1)
+    full = build()
+    ref = fit(full, copula_tensor, TrainConfig(epochs=4, **cfg), progress=False)
+
+    fit(build(), copula_tensor, TrainConfig(epochs=2, **cfg), out_dir=tmp_path, progress=False)
+    resumed = build(seed=99)  # different initial weights: everything must come from the checkpoint
+    res = fit(resumed, copula_tensor, TrainConfig(epochs=4, **cfg), out_dir=tmp_path, progress=False)
+    assert res.losses == pytest.approx(ref.losses, rel=1e-6, abs=1e-6)
+    for k, v in params(full).items():
+        torch.testing.assert_close(params(resumed)[k], v, rtol=1e-6, atol=1e-7)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+
+
+class InterruptAt:
+    """A beta schedule that raises KeyboardInterrupt once, at a given step (a user's Ctrl-C)."""
+
+    def __init__(self, step):
+        self.step, self.fired = step, False
+
+    def __call__(self, step):
+        if step == self.step and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+        return 1.0
+
+
+def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(copula_tensor, tmp_path):
+    cfg = dict(batch_size=128, seed=2)
+    full = build()
+    ref = fit(full, copula_tensor, TrainConfig(epochs=3, **cfg), progress=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(build(), copula_tensor, TrainConfig(epochs=3, beta=InterruptAt(6), **cfg), out_dir=tmp_path,
+            progress=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["loop"]["step"] == 6 and ckpt["loop"]["epoch"] == 1 and ckpt["loop"]["batch"] == 2
+    resumed = build(seed=7)
+    res = fit(resumed, copula_tensor, TrainConfig(epochs=3, **cfg), out_dir=tmp_path, progress=False)
+    assert res.losses == pytest.approx(ref.losses, rel=1e-6, abs=1e-6)
+    for k, v in params(full).items():
+        torch.testing.assert_close(params(resumed)[k], v, rtol=1e-6, atol=1e-7)
+
+
+class NaNAfter(torch.nn.Module):
+    """Wraps a model; from a given step on, a decoder weight is NaN (a diverged run)."""
+
+    def __init__(self, inner, step):
+        super().__init__()
+        self.inner, self.step, self.calls = inner, step, 0
+        self.component_dims = inner.component_dims
+        self.guide = inner.guide
+
+    def model(self, xs, beta=1.0):
+        self.calls += 1
+        if self.calls > self.step:
+            with torch.no_grad():
+                next(self.inner.decoder.parameters()).fill_(float("nan"))
+        self.inner.model(xs, beta)
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(copula_tensor, tmp_path, validation):
+    model = NaNAfter(build(), step=9)  # 4 steps per epoch: epochs 1-2 are good
+    with pyro.validation_enabled(validation):
+        with pytest.raises(TrainingDivergedError, match="loss became nan.*last good checkpoint"):
+            fit(model, copula_tensor, TrainConfig(epochs=5, batch_size=128), out_dir=tmp_path,
+                progress=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["loop"]["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_bad_training_input(copula_tensor, tmp_path):
+    model = build()
+    bad = copula_tensor.clone()
+    bad[3, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fit(model, bad, TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="3 components, the model expects 4"):
+        fit(model, copula_tensor[:, :3], TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match=r"shape \(batch, 2\)"):
+        fit(model, [c.repeat(1, 2) for c in copula_tensor.unbind(1)], TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="floating point"):
+        fit(model, copula_tensor.long(), TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="elbo"):
+        TrainConfig(elbo="nope")
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        fit(model, copula_tensor, TrainConfig(epochs=1), out_dir=tmp_path, progress=False)
