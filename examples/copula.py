@@ -51,9 +51,16 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr-final", type=float, default=None,
+                   help="decay the learning rate geometrically to this value by the last step")
     p.add_argument("--elbo", default="meanfield", choices=["meanfield", "trace"])
     p.add_argument("--beta", default="1.0", help="number, 'linear:STEPS', or 'cyclical:PERIOD'")
     p.add_argument("--likelihood", default="normal", choices=["normal", "laplace"])
+    p.add_argument("--mode", default="blockwise", choices=["blockwise", "elementwise"],
+                   help="block scaling of the prior's and the guide's SPD construction")
+    p.add_argument("--eps", type=float, default=0.9, help="dominance margin of the guide's covariance")
+    p.add_argument("--prior-eps", type=float, default=None,
+                   help="dominance margin of the prior (default 0.99 for a precision, 0.9 for a covariance)")
     p.add_argument("--population-n", type=int, default=20000,
                    help="generated tuples for the Spearman error against the population value")
     p.add_argument("--no-progress", action="store_true")
@@ -73,8 +80,10 @@ def mean_std(values, digits: int = 1) -> str:
 def run_seed(name: str, seed: int, dataset, args) -> dict:
     seed_everything(seed)
     model = MCVAE.build([dataset.train.shape[2]] * dataset.train.shape[1], args.latent_dim,
-                        hidden=tuple(args.hidden), likelihood=args.likelihood, **MODELS[name])
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
+                        hidden=tuple(args.hidden), likelihood=args.likelihood, mode=args.mode,
+                        eps=args.eps, prior_eps=args.prior_eps, **MODELS[name])
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         lr_final=args.lr_final, elbo=args.elbo,
                          beta=args.beta, seed=seed, device=args.device)
     run_dir = Path(args.out) / name / f"seed{seed}"
     t0 = time.perf_counter()

@@ -117,10 +117,9 @@ class NaNAfter(torch.nn.Module):
 @pytest.mark.parametrize("validation", [True, False])
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(copula_tensor, tmp_path, validation):
     model = NaNAfter(build(), step=9)  # 4 steps per epoch: epochs 1-2 are good
-    with pyro.validation_enabled(validation):
-        with pytest.raises(TrainingDivergedError, match="loss became nan.*last good checkpoint"):
-            fit(model, copula_tensor, TrainConfig(epochs=5, batch_size=128), out_dir=tmp_path,
-                progress=False)
+    with pytest.raises(TrainingDivergedError, match="loss became nan.*last good checkpoint"):
+        fit(model, copula_tensor, TrainConfig(epochs=5, batch_size=128, validate=validation),
+            out_dir=tmp_path, progress=False)
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["loop"]["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
