@@ -1,7 +1,7 @@
 """Gaussian-copula benchmark of the GMRF MCVAE paper (its Table I protocol).
 
     python examples/copula.py                                   # defaults: GMRF, 1 seed
-    python examples/copula.py --model gmrf --epochs 150 --seeds 3 --out results/copula
+    python examples/copula.py --model all --seeds 3 --out results/copula
 
 Trains, evaluates (joint W1 per coordinate, unconditional and conditional on each single
 component, marginal W1, Spearman errors, all against a noise floor) and writes
@@ -40,7 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="gmrf", choices=[*MODELS, "all"],
                    help="gmrf: precision-parameterised GMRF prior (default); gmrf-covprior: the prior's "
                         "covariance built by the block construction; all: every model")
-    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--seeds", type=int, default=1, help="number of training seeds (0..S-1)")
     p.add_argument("--out", default="results/copula")
     p.add_argument("--device", default="cpu")
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--lr-final", type=float, default=None,
+    p.add_argument("--lr-final", type=float, default=2e-4,
                    help="decay the learning rate geometrically to this value by the last step")
     p.add_argument("--elbo", default="meanfield", choices=["meanfield", "trace"])
     p.add_argument("--beta", default="1.0", help="number, 'linear:STEPS', or 'cyclical:PERIOD'")

@@ -31,6 +31,7 @@ __all__ = [
     "matrix_to_blocks",
     "mirror_upper_blocks",
     "num_offdiag_pairs",
+    "spectral_norm",
 ]
 
 _MODES = ("blockwise", "elementwise")
@@ -88,6 +89,33 @@ def block_scaling(
 ) -> torch.Tensor:
     """Scaling ``a = min(1, eps * lambda_min / row_sums)`` (shapes broadcast)."""
     return torch.clamp(eps * lambda_min / row_sums, max=1.0)
+
+
+def spectral_norm(blocks: torch.Tensor) -> torch.Tensor:
+    """Largest singular value of each ``(..., d, d)`` block, never below the true value.
+
+    ``sqrt(lambda_max(T^T T) + tiny)``: an eigenvalue of the small Gram matrix is about three
+    times cheaper than an SVD for ``d = 2``, its gradient stays finite for repeated singular
+    values (``T = t I``, or ``T = 0`` at initialisation), and ``tiny`` (the dtype's smallest
+    normal number) keeps the square root differentiable at zero and can only overestimate.
+    """
+    if blocks.shape[-1] == 1:
+        return blocks[..., 0, 0].abs()
+    gram = blocks.transpose(-1, -2) @ blocks
+    tiny = torch.finfo(blocks.dtype).tiny
+    return (torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0.0) + tiny).sqrt()
+
+
+def _blockwise_row_sums(t: torch.Tensor) -> torch.Tensor:
+    """``sum_{j != i} ||T_ij||_2`` for the symmetric block matrix ``t (..., M, M, d, d)``.
+
+    Only the ``M (M - 1) / 2`` blocks above the diagonal are distinct, so only they are normed.
+    """
+    m = t.shape[-3]
+    rows, cols = torch.triu_indices(m, m, 1, device=t.device)
+    norms = spectral_norm(t[..., rows, cols, :, :])  # (..., P)
+    sums = norms.new_zeros(*norms.shape[:-1], m)
+    return sums.index_add(-1, rows, norms).index_add(-1, cols, norms)
 
 
 def _validate(diag, offdiag, eps, delta, mode, graph) -> bool:
@@ -180,9 +208,7 @@ def assemble_block_covariance(
     t = mirror_upper_blocks(offdiag, graph)
     lam = _lambda_min(diag, full_blocks)  # (..., M)
     if mode == "blockwise":
-        # Spectral norms via singular values: svdvals has stable gradients, unlike svd.
-        norms = torch.linalg.matrix_norm(t, ord=2)  # (..., M, M)
-        a = block_scaling(lam, norms.sum(dim=-1) + delta, eps)  # (..., M)
+        a = block_scaling(lam, _blockwise_row_sums(t) + delta, eps)  # (..., M)
         root = a.sqrt()
         scale = (root[..., :, None] * root[..., None, :])[..., None, None]  # (..., M, M, 1, 1)
     else:

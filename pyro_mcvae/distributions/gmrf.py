@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import torch
 import pyro.distributions as dist
+from torch.distributions import register_kl
 
 from .._validation import check_component_indices, check_finite
 from ..covariance import assemble_block_covariance
@@ -73,7 +74,8 @@ class GMRF(dist.MultivariateNormal):
             raise ValueError(f"loc ({loc.dtype}) and the matrix ({matrix.dtype}) must share a dtype")
         self.num_components = num_components
         self.component_dim = component_dim
-        self._from_precision = precision_matrix is not None
+        # The matrix as given, before torch expands it to the batch shape.
+        self._given = {"covariance": covariance_matrix, "precision": precision_matrix}
         super().__init__(
             loc,
             covariance_matrix=covariance_matrix,
@@ -99,10 +101,13 @@ class GMRF(dist.MultivariateNormal):
         """
         matrix = assemble_block_covariance(diag, offdiag, **assembly)
         m, d = offdiag.shape[-4], offdiag.shape[-1]
+        # SPD by construction: re-checking it would cost one Cholesky per batch element.
         if parameterization == "covariance":
-            return cls(loc, covariance_matrix=matrix, num_components=m, component_dim=d)
+            return cls(loc, covariance_matrix=matrix, num_components=m, component_dim=d,
+                       validate_args=False)
         if parameterization == "precision":
-            return cls(loc, precision_matrix=matrix, num_components=m, component_dim=d)
+            return cls(loc, precision_matrix=matrix, num_components=m, component_dim=d,
+                       validate_args=False)
         raise ValueError(
             f"parameterization must be 'covariance' or 'precision', got {parameterization!r}"
         )
@@ -116,7 +121,7 @@ class GMRF(dist.MultivariateNormal):
         new = self._get_checked_instance(GMRF, _instance)
         new.num_components = self.num_components
         new.component_dim = self.component_dim
-        new._from_precision = self._from_precision
+        new._given = self._given
         return super().expand(batch_shape, _instance=new)
 
     def _indices(self, components: Sequence[int]) -> torch.Tensor:
@@ -134,6 +139,7 @@ class GMRF(dist.MultivariateNormal):
             covariance_matrix=cov,
             num_components=len(comps),
             component_dim=self.component_dim,
+            validate_args=False,  # a principal submatrix of an SPD matrix is SPD
         )
 
     def _observed_vector(self, observed: Mapping[int, torch.Tensor], comps: list[int]) -> torch.Tensor:
@@ -167,32 +173,68 @@ class GMRF(dist.MultivariateNormal):
             raise ValueError("every component is observed; nothing is left to condition")
         z_a = self._observed_vector(observed, comps_a)
         ia, ib = self._indices(comps_a), self._indices(comps_b)
-        diff = (z_a - self.loc.index_select(-1, ia)).unsqueeze(-1)  # (..., |A|, 1)
+        # The gain and the conditional matrix depend on the law only, not on the observed values:
+        # they are computed once for the law's own (unbroadcast) batch shape and applied to all
+        # values with one matrix product.
+        diff = (z_a - self.loc.index_select(-1, ia)).unsqueeze(-2)  # (..., 1, |A|)
         loc_b = self.loc.index_select(-1, ib)
-        if self._from_precision:
-            q = self.precision_matrix
+        if self._given["precision"] is not None:
+            q = self._given["precision"]
             q_bb = q.index_select(-2, ib).index_select(-1, ib)
-            q_ba = q.index_select(-2, ib).index_select(-1, ia)
-            chol = torch.linalg.cholesky(q_bb)
-            shift = torch.cholesky_solve(q_ba @ diff, chol).squeeze(-1)
-            return GMRF(
-                loc_b - shift,
-                precision_matrix=q_bb,
-                num_components=len(comps_b),
-                component_dim=self.component_dim,
-            )
-        cov = self.covariance_matrix
-        s_aa = cov.index_select(-2, ia).index_select(-1, ia)
-        s_ab = cov.index_select(-2, ia).index_select(-1, ib)
-        s_bb = cov.index_select(-2, ib).index_select(-1, ib)
-        chol = torch.linalg.cholesky(s_aa)
-        gain = torch.cholesky_solve(s_ab, chol)  # S_AA^-1 S_AB, (..., |A|, |B|)
-        cond_cov = s_bb - s_ab.transpose(-1, -2) @ gain
-        cond_cov = 0.5 * (cond_cov + cond_cov.transpose(-1, -2))
-        loc = loc_b + (gain.transpose(-1, -2) @ diff).squeeze(-1)
+            q_ab = q.index_select(-2, ia).index_select(-1, ib)
+            # -Q_BB^-1 Q_BA, transposed to (..., |A|, |B|)
+            gain = -torch.cholesky_solve(q_ab.transpose(-1, -2), torch.linalg.cholesky(q_bb))
+            gain = gain.transpose(-1, -2)
+            matrix = {"precision_matrix": q_bb}
+        else:
+            cov = self._covariance_unbroadcast()
+            s_aa = cov.index_select(-2, ia).index_select(-1, ia)
+            s_ab = cov.index_select(-2, ia).index_select(-1, ib)
+            s_bb = cov.index_select(-2, ib).index_select(-1, ib)
+            gain = torch.cholesky_solve(s_ab, torch.linalg.cholesky(s_aa))  # S_AA^-1 S_AB
+            cond_cov = s_bb - s_ab.transpose(-1, -2) @ gain
+            matrix = {"covariance_matrix": 0.5 * (cond_cov + cond_cov.transpose(-1, -2))}
+        loc = loc_b + (diff @ gain).squeeze(-2)  # gain: (..., |A|, |B|)
         return GMRF(
             loc,
-            covariance_matrix=cond_cov,
+            **matrix,
             num_components=len(comps_b),
             component_dim=self.component_dim,
+            validate_args=False,  # a Schur complement of an SPD matrix is SPD
         )
+
+    def _covariance_unbroadcast(self) -> torch.Tensor:
+        """The covariance for the law's own batch shape (not expanded to the data's)."""
+        if self._given["covariance"] is not None:
+            return self._given["covariance"]
+        l = self._unbroadcasted_scale_tril
+        return l @ l.transpose(-1, -2)
+
+    def _precision_unbroadcast(self) -> torch.Tensor:
+        """The precision for the law's own batch shape (not expanded to the data's)."""
+        if self._given["precision"] is not None:
+            return self._given["precision"]
+        return torch.cholesky_inverse(self._unbroadcasted_scale_tril)
+
+
+@register_kl(GMRF, GMRF)
+def _kl_gmrf_gmrf(q: GMRF, p: GMRF) -> torch.Tensor:
+    """``KL(q || p)`` with ``p``'s precision formed once for its own batch shape.
+
+    ``0.5 (tr(Q_p S_q) + (mu_p - mu_q)^T Q_p (mu_p - mu_q) - k + log|S_p| - log|S_q|)`` with
+    ``tr(Q_p S_q)`` as an elementwise sum (both symmetric): ``O(k^2)`` per batch element where
+    torch's generic rule solves a ``k x k`` triangular system against ``p``'s factor broadcast to
+    the whole batch.
+    """
+    if q.event_shape != p.event_shape:
+        raise ValueError(f"KL between GMRFs of event shapes {q.event_shape} and {p.event_shape}")
+    k = q.event_shape[0]
+    prec_p = p._precision_unbroadcast()
+    cov_q = q._covariance_unbroadcast()
+    diff = q.loc - p.loc
+    trace = (prec_p * cov_q).sum((-2, -1))
+    maha = ((diff.unsqueeze(-2) @ prec_p).squeeze(-2) * diff).sum(-1)
+    logdet_p = 2 * p._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    logdet_q = 2 * q._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    kl = 0.5 * (trace + maha - k + logdet_p - logdet_q)
+    return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))

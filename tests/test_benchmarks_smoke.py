@@ -1,0 +1,56 @@
+"""Smoke test: every benchmark script runs with ``--quick`` and prints a table with a ratio."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["step_time.py", "conditional_sampling.py", "pyro_overhead.py"]
+# A markdown table cell holding a ratio such as "| 1.23x |" or "| 1,234.5x |".
+RATIO_CELL = re.compile(r"\|\s*\d[\d,]*\.\d+x\s*\|")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_quick(script, tmp_path):
+    out_json = tmp_path / "result.json"
+    proc = subprocess.run(
+        # One torch thread: the smoke test checks that the scripts work, not their timings, and a
+        # single thread keeps it fast when other processes compete for the cores.
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--threads", "1",
+         "--json", str(out_json)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
+    header = [line for line in proc.stdout.splitlines() if line.startswith("|") and "ratio" in line]
+    assert header, f"{script} printed no table with a ratio column:\n{proc.stdout}"
+    assert RATIO_CELL.search(proc.stdout), f"{script} printed no ratio value:\n{proc.stdout}"
+    payload = json.loads(out_json.read_text())
+    for key in ("command", "torch", "pyro", "device", "torch_num_threads", "seed", "results"):
+        assert key in payload, f"{script}: --json output lacks {key!r}"
+    assert payload["results"]
+
+
+def test_cuda_request_fails_clearly_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "conditional_sampling.py"), "--quick",
+         "--device", "cuda"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "cuda is not available" in proc.stderr.lower()
