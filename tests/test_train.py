@@ -142,3 +142,19 @@ def test_bad_training_input(copula_tensor, tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt"):
         fit(model, copula_tensor, TrainConfig(epochs=1), out_dir=tmp_path, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_training_and_generation_on_cuda(copula_tensor):
+    model = build()
+    result = fit(model, copula_tensor, TrainConfig(epochs=2, batch_size=128, device="cuda"), progress=False)
+    assert result.losses[-1] < result.losses[0]
+    assert all(p.is_cuda for p in model.parameters())
+    out = model.condition({0: copula_tensor[:8, 0].cuda()}, num_samples=2)
+    assert out[1].is_cuda and out[1].shape == (2, 8, 2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_request_without_cuda_is_a_clear_error(copula_tensor):
+    with pytest.raises(ValueError, match="cuda"):
+        fit(build(), copula_tensor, TrainConfig(epochs=1, device="cuda"), progress=False)
