@@ -13,21 +13,15 @@ paths run interleaved in one process (warm-up first, order rotated each repetiti
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import gc
-import json
-import os
-import platform
-import shlex
-import sys
-import time
 
 import numpy as np
-import pyro
 import torch
 
-from pyro_mcvae.infer.train import seed_everything
+from _common import (  # benchmarks/ is on sys.path when run as a script
+    interleaved, make_parser, markdown_table, print_header, quartiles, setup, validation,
+    write_json,
+)
 from pyro_mcvae.models.priors import GMRFPrior
 
 BENCHMARK = "conditional_sampling"
@@ -41,113 +35,6 @@ CASES = [
 ]
 
 
-# -- shared helpers (each benchmark script is self-contained) -----------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda requested, but CUDA is not available here "
-                 "(torch.cuda.is_available() is False)")
-    return torch.device(name)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def quartiles(values) -> tuple[float, float, float]:
-    q1, med, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
-    return float(q1), float(med), float(q3)
-
-
-def interleaved(alternatives: dict, reps: int, inner: int, warmup: int, device) -> dict:
-    """Per-repetition seconds per call of each alternative (``name -> (context, fn)``), warm-up
-    first, order rotated by one each repetition."""
-    names = list(alternatives)
-    for name in names:
-        ctx, fn = alternatives[name]
-        with ctx():
-            for _ in range(warmup):
-                fn()
-        sync(device)
-    times = {name: [] for name in names}
-    for r in range(reps):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            ctx, fn = alternatives[name]
-            gc.collect()
-            with ctx():
-                sync(device)
-                start = time.perf_counter()
-                for _ in range(inner):
-                    fn()
-                sync(device)
-                times[name].append((time.perf_counter() - start) / inner)
-    return times
-
-
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "device": str(device),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "pyro_validation": bool(pyro.infer.util.is_validation_enabled()),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(os, "getloadavg"):
-        info["loadavg_start"] = list(os.getloadavg())
-    return info
-
-
-def markdown_table(headers, rows) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_json(path, args, info, results) -> None:
-    if hasattr(os, "getloadavg"):
-        info["loadavg_end"] = list(os.getloadavg())
-    payload = {
-        "benchmark": BENCHMARK,
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "seed": args.seed,
-        "quick": args.quick,
-        **info,
-        "results": results,
-    }
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2)
-    print(f"\nwrote {path}")
-
-
-@contextlib.contextmanager
-def validation(flag: bool):
-    old = pyro.infer.util.is_validation_enabled()
-    pyro.enable_validation(flag)
-    try:
-        yield
-    finally:
-        pyro.enable_validation(old)
-
-
-# -- this benchmark -------------------------------------------------------------------------
 def make_prior(m: int, d: int, parameterization: str, seed: int, device):
     torch.manual_seed(seed)
     # Larger off-diagonal blocks than the training initialisation, so the conditional law is
@@ -157,19 +44,19 @@ def make_prior(m: int, d: int, parameterization: str, seed: int, device):
     return module()
 
 
-def reference_sampler(prior, obs):
+def reference_sampler(prior, obs, from_precision: bool):
     """Hand-rolled batched conditional (not the package's code): the gain is computed once for
     the whole batch and applied with one matrix product, the factor is never broadcast.
 
-    Serves as a yardstick for how fast the batched path could be; returns ``f(z_a) -> (mean,
-    sample)`` with ``z_a (N, |A|, d)``.
+    Serves as a yardstick for how fast the batched path could be; ``from_precision``: the prior
+    was built from its precision (condition through ``Q_BB``), else from its covariance. Returns
+    ``f(z_a) -> (mean, sample)`` with ``z_a (N, |A|, d)``.
     """
     m, d = prior.num_components, prior.component_dim
     rest = [k for k in range(m) if k not in obs]
     ia = (torch.tensor(obs)[:, None] * d + torch.arange(d)).reshape(-1).to(prior.loc.device)
     ib = (torch.tensor(rest)[:, None] * d + torch.arange(d)).reshape(-1).to(prior.loc.device)
     loc_a, loc_b = prior.loc[ia], prior.loc[ib]
-    from_precision = prior._from_precision
     mat = prior.precision_matrix if from_precision else prior.covariance_matrix
 
     def sample(z_a):
@@ -206,40 +93,19 @@ def check_agreement(prior, obs, z_a, reference, samples: int = 3) -> float:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small smoke-test run (< 20 s)")
-    p.add_argument("--json", metavar="PATH", help="write the numbers and the environment here")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="call torch.set_num_threads(N) first (default: leave torch's default)")
+    p = make_parser(__doc__)
     p.add_argument("--prior", choices=("precision", "covariance"), default="precision",
                    help="GMRFPrior parameterisation (which matrix is conditioned)")
     p.add_argument("--loop-items", type=int, default=None,
                    help="observations the per-sample loop is timed over (default 300, quick 30)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions per alternative")
     args = p.parse_args(argv)
-    device = resolve_device(args.device)
-    default_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
+    device, default_threads = setup(args)
     sizes = [1000] if args.quick else [1000, 10000]
     reps = args.reps or (3 if args.quick else 7)
     warmup = 1
     loop_items = args.loop_items or (30 if args.quick else 300)
 
-    info = machine_info(device)
-    info["torch_default_num_threads"] = default_threads
-    threads_note = (f"set by --threads; default {default_threads}" if args.threads
-                    else "left at default")
-    print(f"# benchmark: {BENCHMARK}")
-    print(f"torch {info['torch']}, pyro {info['pyro']}, device {device} ({info.get('gpu', info['cpu'])}), "
-          f"torch.get_num_threads() = {info['torch_num_threads']} "
-          f"({threads_note}), seed {args.seed}, "
-          f"pyro validation {'on' if info['pyro_validation'] else 'off'} by default, prior {args.prior}")
-    if "loadavg_start" in info:
-        print(f"load average at start: {', '.join(f'{v:.2f}' for v in info['loadavg_start'])}")
+    info = print_header(BENCHMARK, args, device, default_threads, extra=f", prior {args.prior}")
 
     results, rows = [], []
     for m, d, obs in CASES:
@@ -249,7 +115,7 @@ def main(argv=None):
             z_a = torch.randn(n, len(obs), d, generator=gen, device=device)  # observed latents
             cols = [z_a[:, j] for j in range(len(obs))]
             items = min(loop_items, n)
-            reference = reference_sampler(prior, obs)
+            reference = reference_sampler(prior, obs, from_precision=args.prior == "precision")
             diff = check_agreement(prior, obs, z_a, reference)
             if not diff < 1e-3:
                 raise AssertionError(f"batched and looped conditionals disagree by {diff:.3g}")
@@ -309,7 +175,7 @@ def main(argv=None):
           "under pyro.enable_validation(False); reference = hand-rolled batched conditional in this "
           "script (gain computed once, one matrix product), a yardstick, not package code.")
     if args.json:
-        write_json(args.json, args, info, results)
+        write_json(args.json, BENCHMARK, args, info, results)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,8 @@ in one process (warm-up first, order rotated each repetition).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import gc
-import json
-import os
-import platform
-import shlex
-import sys
-import time
 
 import numpy as np
 import pyro
@@ -33,126 +25,16 @@ import torch
 from pyro.infer import SVI, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
-from pyro_mcvae.data.copula import make_copula_splits
-from pyro_mcvae.infer.train import seed_everything
+from _common import (  # benchmarks/ is on sys.path when run as a script
+    BATCH, CONFIGS, NUM_COMPONENTS, interleaved, make_batches, make_parser, markdown_table,
+    print_header, quartiles, setup, write_json,
+)
 from pyro_mcvae.models.mcvae import MCVAE
 
 BENCHMARK = "pyro_overhead"
 
-CONFIGS = {
-    "copula": dict(dim=2, latent=2, hidden=(64, 64)),
-    "large": dict(dim=64, latent=16, hidden=(256, 256)),
-}
-NUM_COMPONENTS = 4
-BATCH = 256
-NUM_BATCHES = 8
 LR = 1e-3
 BETA = 1.0
-
-
-# -- shared helpers (each benchmark script is self-contained) -----------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda requested, but CUDA is not available here "
-                 "(torch.cuda.is_available() is False)")
-    return torch.device(name)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def quartiles(values) -> tuple[float, float, float]:
-    q1, med, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
-    return float(q1), float(med), float(q3)
-
-
-def interleaved(alternatives: dict, reps: int, inner: int, warmup: int, device) -> dict:
-    """Per-repetition seconds per call of each alternative (``name -> (context, fn)``), warm-up
-    first, order rotated by one each repetition."""
-    names = list(alternatives)
-    for name in names:
-        ctx, fn = alternatives[name]
-        with ctx():
-            for _ in range(warmup):
-                fn()
-        sync(device)
-    times = {name: [] for name in names}
-    for r in range(reps):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            ctx, fn = alternatives[name]
-            gc.collect()
-            with ctx():
-                sync(device)
-                start = time.perf_counter()
-                for _ in range(inner):
-                    fn()
-                sync(device)
-                times[name].append((time.perf_counter() - start) / inner)
-    return times
-
-
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "device": str(device),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "pyro_validation": bool(pyro.infer.util.is_validation_enabled()),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(os, "getloadavg"):
-        info["loadavg_start"] = list(os.getloadavg())
-    return info
-
-
-def markdown_table(headers, rows) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_json(path, args, info, results) -> None:
-    if hasattr(os, "getloadavg"):
-        info["loadavg_end"] = list(os.getloadavg())
-    payload = {
-        "benchmark": BENCHMARK,
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "seed": args.seed,
-        "quick": args.quick,
-        **info,
-        "results": results,
-    }
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2)
-    print(f"\nwrote {path}")
-
-
-# -- this benchmark -------------------------------------------------------------------------
-def make_batches(cfg: dict, seed: int, device) -> list[torch.Tensor]:
-    data = make_copula_splits(
-        n_train=BATCH * NUM_BATCHES, n_test=16, seed=seed,
-        num_components=NUM_COMPONENTS, num_coordinates=cfg["dim"],
-    ).train
-    return list(torch.from_numpy(data).to(device).split(BATCH))
 
 
 def hand_loss(model: MCVAE, x: torch.Tensor, beta: float = BETA) -> torch.Tensor:
@@ -234,36 +116,14 @@ def check_same_objective(pyro_s: PyroStepper, torch_s: TorchStepper, seed: int) 
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small smoke-test run (< 20 s)")
-    p.add_argument("--json", metavar="PATH", help="write the numbers and the environment here")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="call torch.set_num_threads(N) first (default: leave torch's default)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions per alternative")
-    args = p.parse_args(argv)
-    device = resolve_device(args.device)
-    default_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
+    args = make_parser(__doc__).parse_args(argv)
+    device, default_threads = setup(args)
     configs = ["copula"] if args.quick else ["copula", "large"]
     reps = args.reps or (3 if args.quick else 15)
     warmup = 2 if args.quick else 5
     inner = {"copula": 2 if args.quick else 10, "large": 3}
 
-    info = machine_info(device)
-    info["torch_default_num_threads"] = default_threads
-    threads_note = (f"set by --threads; default {default_threads}" if args.threads
-                    else "left at default")
-    print(f"# benchmark: {BENCHMARK}")
-    print(f"torch {info['torch']}, pyro {info['pyro']}, device {device} ({info.get('gpu', info['cpu'])}), "
-          f"torch.get_num_threads() = {info['torch_num_threads']} "
-          f"({threads_note}), seed {args.seed}, "
-          f"pyro validation {'on' if info['pyro_validation'] else 'off'} by default")
-    if "loadavg_start" in info:
-        print(f"load average at start: {', '.join(f'{v:.2f}' for v in info['loadavg_start'])}")
+    info = print_header(BENCHMARK, args, device, default_threads)
 
     results, rows = [], []
     for name in configs:
@@ -307,7 +167,7 @@ def main(argv=None):
     print(markdown_table(["config", "D/d/hidden", "pyro ms/step", "pyro IQR", "torch ms/step",
                           "torch IQR", "ratio pyro/torch", "paired ratio IQR", "pyro extra ms"], rows))
     if args.json:
-        write_json(args.json, args, info, results)
+        write_json(args.json, BENCHMARK, args, info, results)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import re
 import subprocess
@@ -54,3 +56,30 @@ def test_cuda_request_fails_clearly_without_cuda():
     )
     assert proc.returncode != 0
     assert "cuda is not available" in proc.stderr.lower()
+
+
+def _load_common():
+    """``benchmarks/_common.py``, loaded from its file (the scripts import it as ``_common``)."""
+    spec = importlib.util.spec_from_file_location("benchmarks_common", ROOT / "benchmarks" / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleaved_timer_warms_up_then_rotates_the_order():
+    import torch
+
+    common = _load_common()
+    calls = []
+    alternatives = {name: (contextlib.nullcontext, lambda name=name: calls.append(name)) for name in "abc"}
+    times = common.interleaved(alternatives, reps=3, inner=2, warmup=1, device=torch.device("cpu"))
+    assert calls[:3] == ["a", "b", "c"]  # one warm-up call each
+    assert "".join(calls[3:]) == "aabbcc" + "bbccaa" + "ccaabb"
+    assert set(times) == set("abc")
+    assert all(len(t) == 3 and min(t) >= 0 for t in times.values())
+
+
+def test_common_quartiles_and_markdown_table():
+    common = _load_common()
+    assert common.quartiles([5, 1, 4, 2, 3]) == (2.0, 3.0, 4.0)
+    assert common.markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from pyro_mcvae.covariance import assemble_block_covariance
 
+from helpers import SEEDS
+
 FAST = settings(max_examples=60, deadline=None)
 MODES = ("blockwise", "elementwise")
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -112,6 +114,17 @@ def get_block(mat, i, j, d):
     return mat[..., i * d:(i + 1) * d, j * d:(j + 1) * d]
 
 
+def block_layouts(min_m=2, batched=True):
+    """Hypothesis keyword strategies of an input layout: ``m`` components in ``[min_m, 5]``, block
+    size ``d`` in ``[1, 4]``, ``batch`` shape ``()`` or ``(2,)`` (when ``batched``), ``mode`` and
+    ``full`` (full diagonal blocks or variances)."""
+    layout = {"m": st.integers(min_m, 5), "d": st.integers(1, 4)}
+    if batched:
+        layout["batch"] = st.sampled_from([(), (2,)])
+    layout.update(mode=st.sampled_from(MODES), full=st.booleans())
+    return layout
+
+
 # ---------------------------------------------------------------------------------------------
 # SPD under adversarial inputs
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +141,7 @@ def adversarial_case(draw):
     off_exp = draw(st.sampled_from([-8.0, -4.0, -1.0, 0.0, 1.0, 4.0, 8.0]) | st.floats(-8.0, 8.0))
     eps = draw(st.sampled_from([0.5, 0.9, 0.99]) | st.floats(0.01, 0.999))
     use_graph = draw(st.booleans())
-    seed = draw(st.integers(0, 2**32 - 1))
+    seed = draw(SEEDS)
     return m, d, batch, mode, full, dtype, var_lo, var_hi, off_exp, eps, use_graph, seed
 
 
@@ -163,16 +176,12 @@ def test_assembled_matrix_is_spd_with_exact_diagonal_blocks(case):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    m=st.integers(2, 5),
-    d=st.integers(1, 4),
-    batch=st.sampled_from([(), (2,)]),
-    mode=st.sampled_from(MODES),
-    full=st.booleans(),
+    **block_layouts(),
     off_exp=st.floats(-3.0, 3.0),
     eps=st.floats(0.05, 0.99),
     delta=st.sampled_from([1e-6, 1e-3, 1.0]),
     use_graph=st.booleans(),
-    seed=st.integers(0, 2**32 - 1),
+    seed=SEEDS,
 )
 def test_matches_numpy_reference(m, d, batch, mode, full, off_exp, eps, delta, use_graph, seed):
     rng = np.random.default_rng(seed)
@@ -201,17 +210,28 @@ def test_reference_hand_checked_example():
 # ---------------------------------------------------------------------------------------------
 # Structure: only i < j used, graph zeros, no scaling when coupling is weak
 # ---------------------------------------------------------------------------------------------
-@settings(max_examples=40, deadline=None)
-@given(
-    m=st.integers(1, 5),
-    d=st.integers(1, 4),
-    mode=st.sampled_from(MODES),
-    full=st.booleans(),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_only_upper_blocks_are_used(m, d, mode, full, seed):
-    rng = np.random.default_rng(seed)
-    diag_np, off_np = random_inputs(rng, (), m, d, full, -1.0, 1.0, 0.0)
+def structure_case(min_m, off_exp):
+    """Run the decorated test on 40 hypothesis cases: ``m`` in ``[min_m, 5]``, ``d`` in ``[1, 4]``,
+    every mode, variances or full diagonal blocks. The test receives ``(m, d, mode, full, rng,
+    diag_np, off_np)``: unbatched :func:`random_inputs` (diagonal scales in ``[0.1, 10]``,
+    off-diagonal entries times ``10**off_exp``) and the generator that drew them."""
+
+    def decorate(test):
+        @settings(max_examples=40, deadline=None)
+        @given(**block_layouts(min_m, batched=False), seed=SEEDS)
+        def wrapped(m, d, mode, full, seed):
+            rng = np.random.default_rng(seed)
+            diag_np, off_np = random_inputs(rng, (), m, d, full, -1.0, 1.0, off_exp)
+            test(m, d, mode, full, rng, diag_np, off_np)
+
+        wrapped.__name__, wrapped.__doc__ = test.__name__, test.__doc__
+        return wrapped
+
+    return decorate
+
+
+@structure_case(min_m=1, off_exp=0.0)
+def test_only_upper_blocks_are_used(m, d, mode, full, rng, diag_np, off_np):
     changed = off_np.copy()
     for i in range(m):
         for j in range(i + 1):  # blocks i >= j, diagonal included
@@ -222,17 +242,8 @@ def test_only_upper_blocks_are_used(m, d, mode, full, seed):
     assert torch.equal(a, b)
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    m=st.integers(2, 5),
-    d=st.integers(1, 4),
-    mode=st.sampled_from(MODES),
-    full=st.booleans(),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_graph_non_edges_are_zero_and_absent_from_row_sums(m, d, mode, full, seed):
-    rng = np.random.default_rng(seed)
-    diag_np, off_np = random_inputs(rng, (), m, d, full, -1.0, 1.0, 1.0)
+@structure_case(min_m=2, off_exp=1.0)
+def test_graph_non_edges_are_zero_and_absent_from_row_sums(m, d, mode, full, rng, diag_np, off_np):
     graph_np = random_graph(rng, m)
     out = assemble_block_covariance(
         torch.as_tensor(diag_np), torch.as_tensor(off_np), mode=mode, graph=torch.as_tensor(graph_np)
@@ -267,13 +278,9 @@ def test_graph_given_as_int_or_float_matrix():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    m=st.integers(2, 5),
-    d=st.integers(1, 4),
-    batch=st.sampled_from([(), (2,)]),
-    mode=st.sampled_from(MODES),
-    full=st.booleans(),
+    **block_layouts(),
     dtype=st.sampled_from(["float32", "float64"]),
-    seed=st.integers(0, 2**32 - 1),
+    seed=SEEDS,
 )
 def test_weak_coupling_is_not_rescaled(m, d, batch, mode, full, dtype, seed):
     rng = np.random.default_rng(seed)

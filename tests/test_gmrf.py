@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from pyro_mcvae.covariance import assemble_block_covariance
 from pyro_mcvae.distributions import GMRF
 
+from helpers import SEEDS, make_gmrf, random_gmrf, random_spd
+
 FAST = settings(max_examples=50, deadline=None)
 ROUTES = ("covariance", "precision", "scale_tril")
 
@@ -18,29 +20,6 @@ ROUTES = ("covariance", "precision", "scale_tril")
 # ---------------------------------------------------------------------------------------------
 # Helpers (numpy, float64)
 # ---------------------------------------------------------------------------------------------
-def random_spd(rng, n, batch=()):
-    """Well-conditioned random SPD matrices ``(*batch, n, n)`` with some strong correlations."""
-    a = rng.standard_normal((*batch, n, n))
-    s = a @ np.swapaxes(a, -1, -2) / n + 0.3 * np.eye(n)
-    scale = 10.0 ** rng.uniform(-1, 1, size=(*batch, n))
-    s = scale[..., :, None] * s * scale[..., None, :]
-    return 0.5 * (s + np.swapaxes(s, -1, -2))
-
-
-def make_gmrf(route, loc, matrix, m, d):
-    """GMRF whose law has mean ``loc`` and covariance ``matrix`` (numpy), built by ``route``."""
-    loc_t = torch.as_tensor(loc)
-    if route == "covariance":
-        return GMRF(loc_t, covariance_matrix=torch.as_tensor(matrix), num_components=m, component_dim=d)
-    if route == "precision":
-        return GMRF(
-            loc_t, precision_matrix=torch.as_tensor(np.linalg.inv(matrix)), num_components=m, component_dim=d
-        )
-    return GMRF(
-        loc_t, scale_tril=torch.as_tensor(np.linalg.cholesky(matrix)), num_components=m, component_dim=d
-    )
-
-
 def flat_idx(comps, d):
     return np.array([k * d + p for k in comps for p in range(d)], dtype=int)
 
@@ -67,7 +46,7 @@ def subset_case(draw):
     route = draw(st.sampled_from(ROUTES))
     batch = draw(st.sampled_from([(), (2,)]))
     samples = draw(st.sampled_from([(), (3,)]))
-    seed = draw(st.integers(0, 2**32 - 1))
+    seed = draw(SEEDS)
     return m, d, list(order), route, batch, samples, seed
 
 
@@ -80,9 +59,7 @@ def test_condition_matches_dense_numpy(case):
     m, d, observed, route, batch, samples, seed = case
     rng = np.random.default_rng(seed)
     n = m * d
-    mu = rng.standard_normal((*batch, n)) * 3
-    cov = random_spd(rng, n, batch)
-    g = make_gmrf(route, mu, cov, m, d)
+    mu, cov, g = random_gmrf(rng, route, m, d, batch, loc_scale=3.0)
     assert g.batch_shape == batch and g.event_shape == (n,)
 
     values = {k: rng.standard_normal((*samples, *batch, d)) * 2 for k in observed}
@@ -113,14 +90,13 @@ def test_condition_matches_dense_numpy(case):
     d=st.integers(1, 3),
     route=st.sampled_from(ROUTES),
     data=st.data(),
-    seed=st.integers(0, 2**32 - 1),
+    seed=SEEDS,
 )
 def test_conditioning_twice_equals_conditioning_once(m, d, route, data, seed):
     """Condition on A, then on C (indices renumbered among the remaining components), equals
     conditioning on A and C at once; exercises the conditional GMRF's own route."""
     rng = np.random.default_rng(seed)
-    mu, cov = rng.standard_normal((2, m * d)), random_spd(rng, m * d, (2,))
-    g = make_gmrf(route, mu, cov, m, d)
+    mu, cov, g = random_gmrf(rng, route, m, d, (2,))
     perm = data.draw(st.permutations(range(m)))
     k_a = data.draw(st.integers(1, m - 2))
     k_c = data.draw(st.integers(1, m - k_a - 1))
@@ -149,8 +125,7 @@ def test_condition_remaining_components_in_increasing_order():
 def test_condition_accepts_numpy_and_tensor_keys_and_values():
     rng = np.random.default_rng(0)
     m, d = 3, 2
-    mu, cov = rng.standard_normal(m * d), random_spd(rng, m * d)
-    g = make_gmrf("covariance", mu, cov, m, d)
+    mu, cov, g = random_gmrf(rng, "covariance", m, d)
     v = rng.standard_normal(d)
     ref = g.condition({1: torch.as_tensor(v)})
     for key in (np.int64(1), torch.tensor(1)):
@@ -162,8 +137,7 @@ def test_condition_accepts_numpy_and_tensor_keys_and_values():
 def test_condition_float32_observed_on_float64_gmrf():
     rng = np.random.default_rng(3)
     m, d = 3, 2
-    mu, cov = rng.standard_normal(m * d), random_spd(rng, m * d)
-    g = make_gmrf("precision", mu, cov, m, d)
+    mu, cov, g = random_gmrf(rng, "precision", m, d)
     v = torch.randn(4, d)
     out = g.condition({2: v})
     assert out.loc.dtype == torch.float64
@@ -179,9 +153,7 @@ def test_marginal_log_prob_and_chain_rule(case):
     m, d, observed, route, batch, _, seed = case
     rng = np.random.default_rng(seed)
     n = m * d
-    mu = rng.standard_normal((*batch, n))
-    cov = random_spd(rng, n, batch)
-    g = make_gmrf(route, mu, cov, m, d)
+    mu, cov, g = random_gmrf(rng, route, m, d, batch)
     a_comps = sorted(observed)
     b_comps = [k for k in range(m) if k not in observed]
     a_idx, b_idx = flat_idx(a_comps, d), flat_idx(b_comps, d)
@@ -227,8 +199,7 @@ def test_marginal_of_single_component_and_all():
 def test_expand_keeps_structure_and_conditions(route):
     rng = np.random.default_rng(7)
     m, d = 3, 2
-    mu, cov = rng.standard_normal(m * d), random_spd(rng, m * d)
-    g = make_gmrf(route, mu, cov, m, d)
+    mu, cov, g = random_gmrf(rng, route, m, d)
     e = g.expand((4,))
     assert isinstance(e, GMRF)
     assert e.batch_shape == (4,) and e.event_shape == (m * d,)
@@ -292,7 +263,7 @@ def test_loc_given_as_blocks():
 def g3(request):
     rng = np.random.default_rng(0)
     m, d = 3, 2
-    return make_gmrf(request.param, rng.standard_normal(m * d), random_spd(rng, m * d), m, d)
+    return random_gmrf(rng, request.param, m, d)[2]
 
 
 def test_bad_component_indices(g3):

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 import torch
 import pyro.distributions as dist
 from torch.distributions import register_kl
+from torch.distributions.utils import _standard_normal
 
 from .._validation import check_component_indices, check_finite
 from ..covariance import assemble_block_covariance
@@ -123,6 +124,16 @@ class GMRF(dist.MultivariateNormal):
         new.component_dim = self.component_dim
         new._given = self._given
         return super().expand(batch_shape, _instance=new)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """``z = mu + L u``; a factor shared by the whole batch is applied in one matrix product
+        (torch's generic rule runs one small product per batch element)."""
+        l = self._unbroadcasted_scale_tril
+        if l.dim() > 2:
+            return super().rsample(sample_shape)
+        shape = self._extended_shape(sample_shape)
+        u = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + u @ l.transpose(-1, -2)
 
     def _indices(self, components: Sequence[int]) -> torch.Tensor:
         return component_indices(components, self.component_dim, device=self.loc.device)

@@ -1,0 +1,45 @@
+"""Helpers shared by the test modules (``from helpers import ...``; pytest puts ``tests/`` on
+``sys.path`` because the folder is not a package)."""
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
+from pyro_mcvae.distributions import GMRF
+
+SEEDS = st.integers(0, 2**32 - 1)  # seeds of numpy Generators drawn by hypothesis
+
+
+def random_spd(rng, n, batch=(), ridge=0.3, log10_scale=1.0):
+    """Well-conditioned random SPD matrices ``(*batch, n, n)`` (numpy float64) with some strong
+    correlations: ``A A^T / n + ridge I``, its rows and columns scaled by ``10**u`` with ``u``
+    uniform in ``[-log10_scale, log10_scale]``, symmetrised exactly."""
+    a = rng.standard_normal((*batch, n, n))
+    s = a @ np.swapaxes(a, -1, -2) / n + ridge * np.eye(n)
+    scale = 10.0 ** rng.uniform(-log10_scale, log10_scale, size=(*batch, n))
+    s = scale[..., :, None] * s * scale[..., None, :]
+    return 0.5 * (s + np.swapaxes(s, -1, -2))
+
+
+def make_gmrf(route, loc, matrix, m, d):
+    """GMRF whose law has mean ``loc`` and covariance ``matrix`` (numpy), built by ``route``:
+    ``"covariance"``, ``"precision"`` (the inverse is passed) or ``"scale_tril"``."""
+    loc_t = torch.as_tensor(loc)
+    if route == "covariance":
+        return GMRF(loc_t, covariance_matrix=torch.as_tensor(matrix), num_components=m, component_dim=d)
+    if route == "precision":
+        return GMRF(
+            loc_t, precision_matrix=torch.as_tensor(np.linalg.inv(matrix)), num_components=m, component_dim=d
+        )
+    return GMRF(
+        loc_t, scale_tril=torch.as_tensor(np.linalg.cholesky(matrix)), num_components=m, component_dim=d
+    )
+
+
+def random_gmrf(rng, route, m, d, batch=(), loc_scale=1.0):
+    """A random GMRF law: mean ``(*batch, M*d)`` standard normal times ``loc_scale``, covariance
+    from :func:`random_spd` (drawn in that order); returns ``(mu, cov, gmrf)``."""
+    n = m * d
+    mu = rng.standard_normal((*batch, n)) * loc_scale
+    cov = random_spd(rng, n, batch)
+    return mu, cov, make_gmrf(route, mu, cov, m, d)
