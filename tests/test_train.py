@@ -114,6 +114,7 @@ class NaNAfter(torch.nn.Module):
         self.inner.model(xs, beta)
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN")  # Pyro's own warning, raised on purpose here
 @pytest.mark.parametrize("validation", [True, False])
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(copula_tensor, tmp_path, validation):
     model = NaNAfter(build(), step=9)  # 4 steps per epoch: epochs 1-2 are good

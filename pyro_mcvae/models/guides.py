@@ -55,13 +55,18 @@ class _EncoderGuide(nn.Module):
         return self.encoder(xs, components)
 
     def posterior(self, xs) -> dist.Distribution:
+        """``q(z | x)`` with batch shape ``(batch,)`` and event shape ``(M*d,)``; ``xs`` is a
+        ``(batch, M, D)`` tensor or a list of ``M`` tensors ``(batch, D_k)``."""
+        return self._posterior(check_components(xs, self.component_dims, check_values=False))
+
+    def _posterior(self, xs: list[torch.Tensor]) -> dist.Distribution:
         raise NotImplementedError
 
     def forward(self, xs, beta: float = 1.0, **kwargs):
         """The guide program: one ``z`` site ``(batch, M*d)`` inside the data plate."""
         pyro.module("guide", self)
         xs = check_components(xs, self.component_dims, check_values=False)
-        q = self.posterior(xs)
+        q = self._posterior(xs)
         with pyro.plate("data", xs[0].shape[0]):
             with latent_scale(beta):
                 return pyro.sample("z", q)
@@ -92,9 +97,7 @@ class GMRFGuide(_EncoderGuide):
         self.eps, self.mode, self.delta = eps, mode, delta
         self.register_buffer("graph", None if graph is None else torch.as_tensor(graph, dtype=torch.bool))
 
-    def posterior(self, xs: Sequence[torch.Tensor]) -> GMRF:
-        """``q(z | x)`` with batch shape ``(batch,)`` and event shape ``(M*d,)``."""
-        xs = check_components(xs, self.component_dims, check_values=False)
+    def _posterior(self, xs: list[torch.Tensor]) -> GMRF:
         loc, var = self.encoder(xs)
         return GMRF.from_blocks(
             loc,
@@ -114,7 +117,6 @@ class DiagonalGaussianGuide(_EncoderGuide):
     def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64), min_var=1e-4):
         super().__init__(component_dims, latent_dim, hidden, min_var)
 
-    def posterior(self, xs: Sequence[torch.Tensor]) -> dist.Distribution:
-        xs = check_components(xs, self.component_dims, check_values=False)
+    def _posterior(self, xs: list[torch.Tensor]) -> dist.Distribution:
         loc, var = self.encoder(xs)
         return dist.Normal(loc.flatten(-2), var.sqrt().flatten(-2)).to_event(1)

@@ -155,9 +155,6 @@ class MCVAE(nn.Module):
             raise ValueError("observed must be a non-empty dict {component index: data}")
         comps = check_component_indices(observed.keys(), self.num_components, "observed component")
         observed = {int(k): v for k, v in observed.items()}
-        full = [None] * self.num_components
-        for k in comps:
-            full[k] = observed[k]
         data = check_components(
             [observed[k] for k in comps], [self.component_dims[k] for k in comps], "observed"
         )
