@@ -159,3 +159,11 @@ def test_training_and_generation_on_cuda(copula_tensor):
 def test_cuda_request_without_cuda_is_a_clear_error(copula_tensor):
     with pytest.raises(ValueError, match="cuda"):
         fit(build(), copula_tensor, TrainConfig(epochs=1, device="cuda"), progress=False)
+
+
+def test_resume_with_a_different_model_is_a_clear_error(copula_tensor, tmp_path):
+    fit(build(), copula_tensor, TrainConfig(epochs=1, batch_size=256), out_dir=tmp_path, progress=False)
+    seed_everything(0)
+    other = MCVAE.build([2, 2, 2, 2], latent_dim=3, hidden=(16, 16))
+    with pytest.raises(ValueError, match="different model"):
+        fit(other, copula_tensor, TrainConfig(epochs=2, batch_size=256), out_dir=tmp_path, progress=False)

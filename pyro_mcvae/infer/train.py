@@ -150,7 +150,13 @@ def fit(
     result = TrainResult(checkpoint=ckpt_path)
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise ValueError(
+                f"checkpoint {ckpt_path} was written by a different model (its parameters do not "
+                f"match); use another out_dir or resume=False. Details: {err}"
+            ) from None
         store = ckpt["param_store"]
         # Module parameters are already in the model; only bare pyro.param sites go back to the store.
         bare = {k: v for k, v in store["params"].items() if "$$$" not in k}
