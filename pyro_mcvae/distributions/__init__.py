@@ -1,5 +1,20 @@
-"""Latent laws with block structure."""
+"""Latent laws with block structure, and the expert combinations of the baseline guides."""
 
+from .experts import (
+    StratifiedMixture,
+    mixture_of_products,
+    nonempty_subsets,
+    product_of_gaussian_experts,
+    subset_masks,
+)
 from .gmrf import GMRF, component_indices
 
-__all__ = ["GMRF", "component_indices"]
+__all__ = [
+    "GMRF",
+    "StratifiedMixture",
+    "component_indices",
+    "mixture_of_products",
+    "nonempty_subsets",
+    "product_of_gaussian_experts",
+    "subset_masks",
+]
