@@ -42,7 +42,7 @@ def hand_loss(model: MCVAE, x: torch.Tensor, beta: float = BETA) -> torch.Tensor
     xs = list(x.unbind(1))
     q = model.guide.posterior(xs)  # batch (B,), event (M*d,)
     z = q.rsample()
-    params = model.decoder(model._blocks(z))
+    params = model.decoder(model._decoder_input(z))
     log_lik = sum(lik(p).log_prob(xk) for lik, p, xk in zip(model.likelihoods, params, xs))  # (B,)
     kl = kl_divergence(q, model.prior().expand([x.shape[0]]))  # (B,)
     return -(log_lik - beta * kl).sum()

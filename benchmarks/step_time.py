@@ -176,7 +176,7 @@ def run_breakdown(config_name, cfg, args, device, stepper: SVIStepper):
     z_l = leaf(torch.randn(b, m * d, device=device))
 
     def decoder_lik():
-        params = gm.decoder(gm._blocks(z_l))
+        params = gm.decoder(gm._decoder_input(z_l))
         sum(lik(p).log_prob(xk) for lik, p, xk in zip(gm.likelihoods, params, xs)).sum().backward()
 
     def same_validation():

@@ -29,9 +29,10 @@ from pyro_mcvae.plots import copula_pairplot, save_figure
 from pyro_mcvae.provenance import provenance
 
 MODELS = {
-    # name: MCVAE.build keyword arguments
+    # name: MCVAE.build keyword arguments (latent_dim: the paper's size where it differs from --latent-dim)
     "gmrf": dict(prior="precision", guide="gmrf"),
     "gmrf-covprior": dict(prior="covariance", guide="gmrf"),
+    "mvae": dict(guide="mvae", latent_dim=3),
 }
 
 
@@ -39,7 +40,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gmrf", choices=[*MODELS, "all"],
                    help="gmrf: precision-parameterised GMRF prior (default); gmrf-covprior: the prior's "
-                        "covariance built by the block construction; all: every model")
+                        "covariance built by the block construction; mvae: product of experts over a "
+                        "shared latent of size 3 (a baseline); all: every model")
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--seeds", type=int, default=1, help="number of training seeds (0..S-1)")
     p.add_argument("--out", default="results/copula")
@@ -79,9 +81,11 @@ def mean_std(values, digits: int = 1) -> str:
 
 def run_seed(name: str, seed: int, dataset, args) -> dict:
     seed_everything(seed)
-    model = MCVAE.build([dataset.train.shape[2]] * dataset.train.shape[1], args.latent_dim,
+    options = dict(MODELS[name])
+    latent_dim = options.pop("latent_dim", args.latent_dim)
+    model = MCVAE.build([dataset.train.shape[2]] * dataset.train.shape[1], latent_dim,
                         hidden=tuple(args.hidden), likelihood=args.likelihood, mode=args.mode,
-                        eps=args.eps, prior_eps=args.prior_eps, **MODELS[name])
+                        eps=args.eps, prior_eps=args.prior_eps, **options)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          lr_final=args.lr_final, elbo=args.elbo,
                          beta=args.beta, seed=seed, device=args.device)

@@ -85,3 +85,14 @@ def check_component_indices(indices, num_components: int, name: str = "component
     if len(set(out)) != len(out):
         raise ValueError(f"{name} indices must be unique, got {list(indices)}")
     return sorted(out)
+
+
+def check_mask(mask, batch: int, num_components: int) -> torch.Tensor | None:
+    """A presence mask: ``None`` (all present) or bool ``(batch, M)``, True where present."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor (batch, M), got {getattr(mask, 'dtype', type(mask))}")
+    if mask.shape != (batch, num_components):
+        raise ValueError(f"mask must have shape (batch={batch}, M={num_components}), got {tuple(mask.shape)}")
+    return mask

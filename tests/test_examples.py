@@ -33,3 +33,15 @@ def test_copula_example_rejects_bad_arguments(tmp_path):
     cmd = [sys.executable, str(ROOT / "examples" / "copula.py"), "--epochs", "0", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--epochs" in proc.stderr
+
+
+def test_copula_example_runs_the_mvae_baseline(tmp_path):
+    out = tmp_path / "mvae"
+    cmd = [sys.executable, str(ROOT / "examples" / "copula.py"), "--model", "mvae", "--epochs", "1",
+           "--n-train", "256", "--n-test", "100", "--population-n", "1000", "--out", str(out),
+           "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((out / "results.json").read_text())
+    assert set(record["results"]["mvae"][0]["conditional"]["by_source"]) == {"0", "1", "2", "3"}
+    assert (out / "pairplot_mvae.png").exists()

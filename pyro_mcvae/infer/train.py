@@ -16,7 +16,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
-from .._validation import check_components
+from .._validation import check_components, check_mask
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .schedules import parse_beta_schedule
 
@@ -111,12 +111,14 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    mask: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` (an :class:`~pyro_mcvae.MCVAE` or any module with ``.model``/``.guide``
     programs taking ``(xs, beta=...)``) with SVI.
 
     Args:
         data: ``(N, M, D)`` tensor or list of ``M`` tensors ``(N, D_k)``.
+        mask: optional bool ``(N, M)``, False where a component is absent from a sample.
         out_dir: where ``log.csv`` and ``checkpoint.pt`` go; with ``resume`` an existing
             checkpoint there continues the same run (same numbers as an uninterrupted run).
             A ``KeyboardInterrupt`` writes a checkpoint at the last finished step first.
@@ -130,7 +132,11 @@ def fit(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
     n = xs[0].shape[0]
+    mask = check_mask(mask, n, len(xs))
+    if mask is not None and not bool(mask.any(-1).all()):
+        raise ValueError("every sample needs at least one present component (a row of mask is all False)")
     xs = _to_device(xs, device)
+    mask = mask.to(device) if mask is not None else None
     model.to(device)
 
     out = Path(out_dir) if out_dir is not None else None
@@ -143,7 +149,11 @@ def fit(
         # ClippedAdam multiplies the rate by lrd after every step.
         optim_args["lrd"] = (config.lr_final / config.lr) ** (1.0 / (config.epochs * batches))
     optim = pyro.optim.ClippedAdam({**optim_args, "clip_norm": config.clip_norm or float("inf")})
-    svi = SVI(model.model, model.guide, optim, make_elbo(config.elbo, config.num_particles))
+    objective = make_elbo(config.elbo, config.num_particles)
+    if hasattr(model.guide, "wrap_elbo"):  # a guide whose method has its own objective (MVAE)
+        objective = model.guide.wrap_elbo(objective)
+    svi = SVI(model.model, model.guide, optim, loss=objective.loss,
+              loss_and_grads=objective.loss_and_grads)
     shuffle = torch.Generator().manual_seed(config.seed)
 
     state = {"epoch": 0, "step": 0, "batch": 0, "perm": None, "loss_sum": 0.0, "count": 0}
@@ -214,7 +224,8 @@ def fit(
                 beta = schedule(state["step"])
                 try:
                     with pyro.validation_enabled(config.validate):
-                        loss = svi.step([x[idx] for x in xs], beta=beta)
+                        extra = {} if mask is None else {"mask": mask[idx]}
+                        loss = svi.step([x[idx] for x in xs], beta=beta, **extra)
                 except ValueError as err:
                     # With validation on, NaN parameters surface as a distribution's ValueError.
                     if all(torch.isfinite(p).all() for p in model.parameters()):

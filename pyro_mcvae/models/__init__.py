@@ -1,6 +1,6 @@
 """Generative Pyro programs and their guides."""
 
-from .guides import DiagonalGaussianGuide, GMRFGuide, latent_scale
+from .guides import DiagonalGaussianGuide, GMRFGuide, ProductOfExpertsGuide, SubsetELBO, latent_scale
 from .likelihoods import LIKELIHOODS, ComponentLikelihood
 from .mcvae import MCVAE
 from .priors import PRIOR_PARAMETERIZATIONS, DiagonalGaussianPrior, GMRFPrior
@@ -14,5 +14,7 @@ __all__ = [
     "GMRFGuide",
     "GMRFPrior",
     "MCVAE",
+    "ProductOfExpertsGuide",
+    "SubsetELBO",
     "latent_scale",
 ]

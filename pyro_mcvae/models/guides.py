@@ -11,11 +11,17 @@ import pyro
 import pyro.distributions as dist
 from pyro import poutine
 
-from .._validation import check_component_indices, check_components
-from ..distributions import GMRF
+from .._validation import check_component_indices, check_components, check_mask
+from ..distributions import GMRF, product_of_gaussian_experts
 from ..nets import GlobalOffdiagNet, VectorEncoder
 
-__all__ = ["GMRFGuide", "DiagonalGaussianGuide", "latent_scale"]
+__all__ = [
+    "GMRFGuide",
+    "DiagonalGaussianGuide",
+    "ProductOfExpertsGuide",
+    "SubsetELBO",
+    "latent_scale",
+]
 
 
 @contextmanager
@@ -59,17 +65,45 @@ class _EncoderGuide(nn.Module):
         ``(batch, M, D)`` tensor or a list of ``M`` tensors ``(batch, D_k)``."""
         return self._posterior(check_components(xs, self.component_dims, check_values=False))
 
-    def _posterior(self, xs: list[torch.Tensor]) -> dist.Distribution:
+    def _posterior(self, xs: list[torch.Tensor], mask=None) -> dist.Distribution:
         raise NotImplementedError
 
-    def forward(self, xs, beta: float = 1.0, **kwargs):
-        """The guide program: one ``z`` site ``(batch, M*d)`` inside the data plate."""
+    def forward(self, xs, beta: float = 1.0, mask=None, **kwargs):
+        """The guide program: one ``z`` site inside the data plate. ``mask``: optional bool
+        ``(batch, M)``, False where a component is absent."""
         pyro.module("guide", self)
         xs = check_components(xs, self.component_dims, check_values=False)
-        q = self._posterior(xs)
+        mask = check_mask(mask, xs[0].shape[0], self.num_components)
+        q = self._posterior(xs, mask)
         with pyro.plate("data", xs[0].shape[0]):
             with latent_scale(beta):
                 return pyro.sample("z", q)
+
+
+    def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
+        """Latents ``(num_samples, batch, M*d)`` given the observed ``components`` (block layout).
+
+        The observed blocks are their encoders' means (or one draw each when ``use_mean=False``);
+        the other blocks are drawn from the prior conditioned on them in closed form.
+        """
+        if not hasattr(prior, "condition"):
+            raise ValueError(f"the prior {type(prior).__name__} does not support conditioning")
+        loc, var = self.encode(data, components)  # (batch, |A|, d)
+        z_a = loc if use_mean else loc + var.sqrt() * torch.randn_like(loc)
+        z_b = prior.condition({k: z_a[:, i] for i, k in enumerate(components)}).sample((num_samples,))
+        rest = [k for k in range(self.num_components) if k not in components]
+        z = z_b.new_empty(*z_b.shape[:-1], self.num_components, self.latent_dim)
+        z[..., components, :] = z_a.expand(num_samples, *z_a.shape)
+        z[..., rest, :] = z_b.reshape(*z_b.shape[:-1], len(rest), self.latent_dim)
+        return z.flatten(-2)
+
+
+def _all_present(mask, guide) -> None:
+    if mask is not None and not bool(mask.all()):
+        raise NotImplementedError(
+            f"{type(guide).__name__} does not take absent components yet; use a product-of-experts "
+            "guide (ProductOfExpertsGuide) for data with missing components"
+        )
 
 
 class GMRFGuide(_EncoderGuide):
@@ -97,7 +131,8 @@ class GMRFGuide(_EncoderGuide):
         self.eps, self.mode, self.delta = eps, mode, delta
         self.register_buffer("graph", None if graph is None else torch.as_tensor(graph, dtype=torch.bool))
 
-    def _posterior(self, xs: list[torch.Tensor]) -> GMRF:
+    def _posterior(self, xs: list[torch.Tensor], mask=None) -> GMRF:
+        _all_present(mask, self)
         loc, var = self.encoder(xs)
         return GMRF.from_blocks(
             loc,
@@ -117,6 +152,70 @@ class DiagonalGaussianGuide(_EncoderGuide):
     def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64), min_var=1e-4):
         super().__init__(component_dims, latent_dim, hidden, min_var)
 
-    def _posterior(self, xs: list[torch.Tensor]) -> dist.Distribution:
+    def _posterior(self, xs: list[torch.Tensor], mask=None) -> dist.Distribution:
+        _all_present(mask, self)
         loc, var = self.encoder(xs)
         return dist.Normal(loc.flatten(-2), var.sqrt().flatten(-2)).to_event(1)
+
+
+class ProductOfExpertsGuide(_EncoderGuide):
+    """MVAE's posterior over a latent shared by all components: the product of the present
+    components' Gaussian experts and a standard-normal prior expert, in closed form.
+
+    With ``subsampled=True`` (MVAE's objective) training sums the ELBO of the joint and of each
+    single component (:class:`SubsetELBO`).
+    """
+
+    def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64),
+                 min_var: float = 1e-4, subsampled: bool = True):
+        super().__init__(component_dims, latent_dim, hidden, min_var)
+        self.subsampled = subsampled
+
+    def _experts(self, loc, var, mask=None):
+        return product_of_gaussian_experts(loc, var.sqrt(), mask, validate=False)
+
+    def _posterior(self, xs: list[torch.Tensor], mask=None) -> dist.Distribution:
+        loc, scale = self._experts(*self.encoder(xs), mask)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
+        """Draws ``(num_samples, batch, d)`` from the product of the observed experts (and the
+        prior expert). ``use_mean`` has no effect: the latent is shared, so it is always drawn."""
+        loc, scale = self._experts(*self.encode(data, components))
+        return dist.Normal(loc, scale).sample((num_samples,))
+
+    def wrap_elbo(self, elbo):
+        """The training objective :func:`pyro_mcvae.infer.fit` uses with this guide."""
+        if not self.subsampled:
+            return elbo
+        m = self.num_components
+        subsets = torch.cat([torch.ones(1, m, dtype=torch.bool), torch.eye(m, dtype=torch.bool)])
+        return SubsetELBO(elbo, subsets)
+
+
+class SubsetELBO:
+    """Sum of an ELBO over several subsets of components (MVAE's sub-sampled objective).
+
+    Each row of ``subsets`` (bool ``(T, M)``) is one term: the model and guide run with only those
+    components present (combined with any ``mask`` the caller passes). Usable as SVI's loss.
+    """
+
+    def __init__(self, elbo, subsets: torch.Tensor):
+        if subsets.dtype != torch.bool or subsets.dim() != 2 or not bool(subsets.any(-1).all()):
+            raise ValueError("subsets must be a bool (T, M) tensor with a component in every row")
+        self.elbo, self.subsets = elbo, subsets
+
+    def _masks(self, xs, mask):
+        batch = (xs[0] if isinstance(xs, (list, tuple)) else xs).shape[0]
+        for row in self.subsets:
+            term = row.to(mask.device if mask is not None else row.device).expand(batch, -1)
+            yield term if mask is None else term & mask
+
+    def loss(self, model, guide, xs, *args, mask=None, **kwargs) -> float:
+        return sum(self.elbo.loss(model, guide, xs, *args, mask=m, **kwargs)
+                   for m in self._masks(xs, mask))
+
+    def loss_and_grads(self, model, guide, xs, *args, mask=None, **kwargs) -> float:
+        # Gradients of the terms accumulate; SVI zeroes them after its step.
+        return sum(self.elbo.loss_and_grads(model, guide, xs, *args, mask=m, **kwargs)
+                   for m in self._masks(xs, mask))

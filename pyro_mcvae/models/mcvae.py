@@ -8,9 +8,9 @@ import torch
 from torch import nn
 import pyro
 
-from .._validation import check_component_indices, check_components
+from .._validation import check_component_indices, check_components, check_mask
 from ..nets import VectorDecoder
-from .guides import DiagonalGaussianGuide, GMRFGuide, latent_scale
+from .guides import DiagonalGaussianGuide, GMRFGuide, ProductOfExpertsGuide, latent_scale
 from .likelihoods import ComponentLikelihood
 from .priors import DiagonalGaussianPrior, GMRFPrior
 
@@ -32,8 +32,12 @@ class MCVAE(nn.Module):
         likelihoods: one :class:`ComponentLikelihood` per component.
     """
 
-    def __init__(self, component_dims, latent_dim, prior, guide, decoder, likelihoods):
+    def __init__(self, component_dims, latent_dim, prior, guide, decoder, likelihoods,
+                 shared_latent: bool = False):
         super().__init__()
+        # Block layout (GMRF): z is (M*d,) and decoder k reads block k. Shared layout (MVAE,
+        # MMVAE, MoPoE): z is (d,) and every decoder reads all of it.
+        self.shared_latent = bool(shared_latent)
         self.component_dims = [int(c) for c in component_dims]
         self.num_components = len(self.component_dims)
         self.latent_dim = int(latent_dim)
@@ -62,7 +66,9 @@ class MCVAE(nn.Module):
         prior_eps: float | None = None,
     ) -> "MCVAE":
         """The GMRF MCVAE with MLP networks (``guide="diagonal"``, ``prior="diagonal"``: the
-        independent-Gaussian ablation with the same networks).
+        independent-Gaussian ablation with the same networks; ``guide="mvae"``: MVAE, a latent of
+        size ``latent_dim`` shared by all components with a product-of-experts posterior, a
+        standard-normal prior and the sub-sampled ELBO; ``prior`` is then ignored).
 
         ``prior``: ``"precision"``, ``"covariance"``, ``"standard"`` (see :class:`GMRFPrior`) or
         ``"diagonal"``.
@@ -72,6 +78,13 @@ class MCVAE(nn.Module):
         kinds = [likelihood] * m if isinstance(likelihood, str) else list(likelihood)
         if len(kinds) != m:
             raise ValueError(f"need one likelihood per component ({m}), got {len(kinds)}")
+        if guide == "mvae":
+            # One latent of size latent_dim shared by all components, standard-normal prior.
+            decoder = VectorDecoder(dims, latent_dim, hidden)
+            liks = [ComponentLikelihood(k, dim, scale) for k, dim in zip(kinds, dims)]
+            return cls(dims, latent_dim, DiagonalGaussianPrior(1, latent_dim, learnable=False),
+                       ProductOfExpertsGuide(dims, latent_dim, hidden), decoder, liks,
+                       shared_latent=True)
         if prior == "diagonal":
             prior_mod = DiagonalGaussianPrior(m, latent_dim)
         else:
@@ -81,15 +94,20 @@ class MCVAE(nn.Module):
         elif guide == "diagonal":
             guide_mod = DiagonalGaussianGuide(dims, latent_dim, hidden)
         else:
-            raise ValueError(f"guide must be 'gmrf' or 'diagonal', got {guide!r}")
+            raise ValueError(f"guide must be 'gmrf', 'diagonal' or 'mvae', got {guide!r}")
         decoder = VectorDecoder(dims, latent_dim, hidden)
         liks = [ComponentLikelihood(k, dim, scale) for k, dim in zip(kinds, dims)]
         return cls(dims, latent_dim, prior_mod, guide_mod, decoder, liks)
 
     # -- Pyro program -----------------------------------------------------------------------
-    def model(self, xs, beta: float = 1.0, **kwargs):
-        """Generative program: ``z ~ prior``, ``x_k ~ p(x_k | z_k)`` for every component."""
+    def model(self, xs, beta: float = 1.0, mask=None, **kwargs):
+        """Generative program: ``z ~ prior``, ``x_k ~ p(x_k | z_k)`` for every component.
+
+        ``mask``: optional bool ``(batch, M)``, False where a component is absent; an absent
+        component's likelihood is left out (its data are ignored but must be finite).
+        """
         xs = check_components(xs, self.component_dims, check_values=False)
+        mask = check_mask(mask, xs[0].shape[0], self.num_components)
         pyro.module("prior", self.prior)
         pyro.module("decoder", self.decoder)
         pyro.module("likelihoods", self.likelihoods)
@@ -98,18 +116,22 @@ class MCVAE(nn.Module):
         with pyro.plate("data", batch):
             with latent_scale(beta):
                 z = pyro.sample("z", prior.expand([batch]))
-            params = self.decoder(self._blocks(z))
+            params = self.decoder(self._decoder_input(z))
             for k, (lik, p) in enumerate(zip(self.likelihoods, params)):
-                pyro.sample(f"x{k}", lik(p), obs=xs[k])
+                law = lik(p) if mask is None else lik(p).mask(mask[:, k])
+                pyro.sample(f"x{k}", law, obs=xs[k])
 
     # -- generation ---------------------------------------------------------------------------
-    def _blocks(self, z: torch.Tensor) -> torch.Tensor:
+    def _decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents ``(..., M*d)`` (blocks) or ``(..., d)`` (shared) to decoder input ``(..., M, d)``."""
+        if self.shared_latent:
+            return z.unsqueeze(-2).expand(*z.shape[:-1], self.num_components, z.shape[-1])
         return z.reshape(*z.shape[:-1], self.num_components, self.latent_dim)
 
     def decode(self, z: torch.Tensor, sample: bool = False) -> list[torch.Tensor]:
-        """Decode latents ``(..., M*d)`` to ``M`` tensors ``(..., D_k)``: the likelihood mean, or
-        a draw from the likelihood when ``sample``."""
-        params = self.decoder(self._blocks(z))
+        """Decode latents (``(..., M*d)`` blocks or ``(..., d)`` shared) to ``M`` tensors
+        ``(..., D_k)``: the likelihood mean, or a draw from the likelihood when ``sample``."""
+        params = self.decoder(self._decoder_input(z))
         if sample:
             return [lik(p).sample() for lik, p in zip(self.likelihoods, params)]
         return [lik.mean(p) for lik, p in zip(self.likelihoods, params)]
@@ -140,9 +162,11 @@ class MCVAE(nn.Module):
     ) -> list[torch.Tensor]:
         """Conditional generation from any subset of components, without retraining.
 
-        Each observed component is encoded by its own encoder (its posterior mean, or a draw when
-        ``use_mean=False``); the prior is conditioned on those latents in closed form and the
-        remaining latents are drawn from it and decoded.
+        The guide decides how the observed components give the latents
+        (``guide.conditional_latent``). GMRF: each observed component is encoded by its own
+        encoder (its posterior mean, or a draw when ``use_mean=False``), the prior is conditioned
+        on those latents in closed form and the remaining latents are drawn from it. Product of
+        experts: ``z`` is drawn from the product of the observed experts and the prior expert.
 
         Args:
             observed: ``{component index: data (batch, D_k)}``.
@@ -160,15 +184,9 @@ class MCVAE(nn.Module):
         )
         if len(comps) == self.num_components:
             raise ValueError("every component is observed; use reconstruct() instead")
-        prior = self.prior()
-        if not hasattr(prior, "condition"):
-            raise ValueError(f"the prior {type(self.prior).__name__} does not support conditioning")
-        loc, var = self.guide.encode(data, comps)  # (batch, |A|, d)
-        z_a = loc if use_mean else loc + var.sqrt() * torch.randn_like(loc)
-        cond = prior.condition({k: z_a[:, i] for i, k in enumerate(comps)})
-        z_b = cond.sample((num_samples,))  # (S, batch, |B| d)
+        z = self.guide.conditional_latent(self.prior(), data, comps, num_samples, use_mean)
         rest = [k for k in range(self.num_components) if k not in comps]
-        params = self.decoder(z_b.reshape(*z_b.shape[:-1], len(rest), self.latent_dim), rest)
+        params = self.decoder(self._decoder_input(z)[..., rest, :], rest)
         out = []
         for k in range(self.num_components):
             if k in comps:
