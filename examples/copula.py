@@ -33,6 +33,8 @@ MODELS = {
     "gmrf": dict(prior="precision", guide="gmrf"),
     "gmrf-covprior": dict(prior="covariance", guide="gmrf"),
     "mvae": dict(guide="mvae", latent_dim=3),
+    "mmvae": dict(guide="mmvae", latent_dim=3),
+    "mopoe": dict(guide="mopoe", latent_dim=3),
 }
 
 
@@ -40,8 +42,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gmrf", choices=[*MODELS, "all"],
                    help="gmrf: precision-parameterised GMRF prior (default); gmrf-covprior: the prior's "
-                        "covariance built by the block construction; mvae: product of experts over a "
-                        "shared latent of size 3 (a baseline); all: every model")
+                        "covariance built by the block construction; mvae, mmvae, mopoe: baselines over a "
+                        "shared latent of size 3; all: every model")
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--seeds", type=int, default=1, help="number of training seeds (0..S-1)")
     p.add_argument("--out", default="results/copula")

@@ -1,6 +1,13 @@
 """Generative Pyro programs and their guides."""
 
-from .guides import DiagonalGaussianGuide, GMRFGuide, ProductOfExpertsGuide, SubsetELBO, latent_scale
+from .guides import (
+    DiagonalGaussianGuide,
+    GMRFGuide,
+    MixtureOfExpertsGuide,
+    ProductOfExpertsGuide,
+    SubsetELBO,
+    latent_scale,
+)
 from .likelihoods import LIKELIHOODS, ComponentLikelihood
 from .mcvae import MCVAE
 from .priors import PRIOR_PARAMETERIZATIONS, DiagonalGaussianPrior, GMRFPrior
@@ -14,6 +21,7 @@ __all__ = [
     "GMRFGuide",
     "GMRFPrior",
     "MCVAE",
+    "MixtureOfExpertsGuide",
     "ProductOfExpertsGuide",
     "SubsetELBO",
     "latent_scale",

@@ -12,12 +12,19 @@ import pyro.distributions as dist
 from pyro import poutine
 
 from .._validation import check_component_indices, check_components, check_mask
-from ..distributions import GMRF, product_of_gaussian_experts
+from ..distributions import (
+    GMRF,
+    StratifiedMixture,
+    mixture_of_products,
+    nonempty_subsets,
+    product_of_gaussian_experts,
+)
 from ..nets import GlobalOffdiagNet, VectorEncoder
 
 __all__ = [
     "GMRFGuide",
     "DiagonalGaussianGuide",
+    "MixtureOfExpertsGuide",
     "ProductOfExpertsGuide",
     "SubsetELBO",
     "latent_scale",
@@ -219,3 +226,94 @@ class SubsetELBO:
         # Gradients of the terms accumulate; SVI zeroes them after its step.
         return sum(self.elbo.loss_and_grads(model, guide, xs, *args, mask=m, **kwargs)
                    for m in self._masks(xs, mask))
+
+
+class _StrataSite(dist.TorchDistribution):
+    """A stratified mixture seen as a Pyro site of batch shape ``(K, batch)``: one draw per
+    mixture component (stratum), each scored by the whole mixture's density."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, mixture: StratifiedMixture):
+        self.mixture = mixture
+        super().__init__((mixture.num_components, *mixture.batch_shape), mixture.event_shape,
+                         validate_args=False)
+
+    @property
+    def support(self):
+        return self.mixture.support
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self.mixture.rsample(sample_shape)
+
+    def log_prob(self, value):
+        return self.mixture.log_prob(value)
+
+
+class MixtureOfExpertsGuide(_EncoderGuide):
+    """Mixture posteriors over a latent shared by all components, trained with the stratified
+    estimator: one draw from every mixture component, weighted by its mixture weight and scored
+    by the exact mixture density.
+
+    ``subsets=False``: MMVAE, a uniform mixture of the present components' experts.
+    ``subsets=True``: MoPoE-VAE, a uniform mixture over the products of experts of every
+    non-empty subset of the present components (``2^M - 1`` strata).
+    """
+
+    def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64),
+                 min_var: float = 1e-4, subsets: bool = False):
+        super().__init__(component_dims, latent_dim, hidden, min_var)
+        self.subsets = subsets
+        self.num_strata = len(nonempty_subsets(self.num_components)) if subsets else self.num_components
+
+    def _mixture(self, loc, var, mask=None) -> StratifiedMixture:
+        """Mixture over ``(batch, K, L)`` experts (or their subset products)."""
+        scale = var.sqrt()
+        if self.subsets:
+            loc, scale, mask = mixture_of_products(loc, scale, mask, validate=False)
+        return StratifiedMixture(dist.Normal(loc, scale).to_event(1), mask=mask)
+
+    def _posterior(self, xs: list[torch.Tensor], mask=None) -> StratifiedMixture:
+        return self._mixture(*self.encoder(xs), mask)
+
+    def stratum_weights(self, mask, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """Mixture weights ``(K, batch)``: uniform over the present experts (or valid subsets)."""
+        dtype = dtype or torch.get_default_dtype()
+        if mask is None:
+            return torch.full((self.num_strata, batch), 1.0 / self.num_strata, device=device, dtype=dtype)
+        present = mask
+        if self.subsets:
+            from ..distributions import subset_masks
+
+            subsets = subset_masks(self.num_components, device=mask.device)  # (K, M)
+            present = ~(subsets & ~mask.unsqueeze(-2)).any(-1)  # (batch, K)
+        w = present.to(dtype)
+        return (w / w.sum(-1, keepdim=True)).T
+
+    def forward(self, xs, beta: float = 1.0, mask=None, **kwargs):
+        pyro.module("guide", self)
+        xs = check_components(xs, self.component_dims, check_values=False)
+        batch = xs[0].shape[0]
+        mask = check_mask(mask, batch, self.num_components)
+        q = self._posterior(xs, mask)
+        with stratified(self.stratum_weights(mask, batch, xs[0].device, xs[0].dtype), batch):
+            with latent_scale(beta):
+                return pyro.sample("z", _StrataSite(q))
+
+    def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
+        """Draws ``(num_samples, batch, d)`` from the mixture of the observed experts (MoPoE: of
+        the products of every non-empty subset of them). ``use_mean`` has no effect."""
+        q = self._mixture(*self.encode(data, components))
+        draws = q.sample((num_samples,))  # (S, K, batch, d): one per stratum
+        pick = torch.randint(q.num_components, (num_samples, 1, draws.shape[2], 1), device=draws.device)
+        return draws.gather(1, pick.expand(-1, -1, -1, draws.shape[-1])).squeeze(1)
+
+
+@contextmanager
+def stratified(weights: torch.Tensor, batch: int):
+    """Plates ``strata`` (dim -2) and ``data`` (dim -1) with each stratum scaled by its weight
+    ``(K, batch)``; zero-weight strata are masked out (``poutine.scale`` refuses zero)."""
+    with pyro.plate("strata", weights.shape[0], dim=-2), pyro.plate("data", batch, dim=-1):
+        with poutine.mask(mask=weights > 0), poutine.scale(scale=torch.where(weights > 0, weights, 1.0)):
+            yield

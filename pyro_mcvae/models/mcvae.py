@@ -10,7 +10,14 @@ import pyro
 
 from .._validation import check_component_indices, check_components, check_mask
 from ..nets import VectorDecoder
-from .guides import DiagonalGaussianGuide, GMRFGuide, ProductOfExpertsGuide, latent_scale
+from .guides import (
+    DiagonalGaussianGuide,
+    GMRFGuide,
+    MixtureOfExpertsGuide,
+    ProductOfExpertsGuide,
+    latent_scale,
+    stratified,
+)
 from .likelihoods import ComponentLikelihood
 from .priors import DiagonalGaussianPrior, GMRFPrior
 
@@ -68,7 +75,9 @@ class MCVAE(nn.Module):
         """The GMRF MCVAE with MLP networks (``guide="diagonal"``, ``prior="diagonal"``: the
         independent-Gaussian ablation with the same networks; ``guide="mvae"``: MVAE, a latent of
         size ``latent_dim`` shared by all components with a product-of-experts posterior, a
-        standard-normal prior and the sub-sampled ELBO; ``prior`` is then ignored).
+        standard-normal prior and the sub-sampled ELBO; ``guide="mmvae"``: a mixture of the
+        components' experts; ``guide="mopoe"``: a mixture of the products of every subset; for
+        these three ``prior`` is ignored).
 
         ``prior``: ``"precision"``, ``"covariance"``, ``"standard"`` (see :class:`GMRFPrior`) or
         ``"diagonal"``.
@@ -78,13 +87,17 @@ class MCVAE(nn.Module):
         kinds = [likelihood] * m if isinstance(likelihood, str) else list(likelihood)
         if len(kinds) != m:
             raise ValueError(f"need one likelihood per component ({m}), got {len(kinds)}")
-        if guide == "mvae":
+        shared = {
+            "mvae": lambda: ProductOfExpertsGuide(dims, latent_dim, hidden),
+            "mmvae": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden),
+            "mopoe": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, subsets=True),
+        }
+        if guide in shared:
             # One latent of size latent_dim shared by all components, standard-normal prior.
             decoder = VectorDecoder(dims, latent_dim, hidden)
             liks = [ComponentLikelihood(k, dim, scale) for k, dim in zip(kinds, dims)]
             return cls(dims, latent_dim, DiagonalGaussianPrior(1, latent_dim, learnable=False),
-                       ProductOfExpertsGuide(dims, latent_dim, hidden), decoder, liks,
-                       shared_latent=True)
+                       shared[guide](), decoder, liks, shared_latent=True)
         if prior == "diagonal":
             prior_mod = DiagonalGaussianPrior(m, latent_dim)
         else:
@@ -94,7 +107,9 @@ class MCVAE(nn.Module):
         elif guide == "diagonal":
             guide_mod = DiagonalGaussianGuide(dims, latent_dim, hidden)
         else:
-            raise ValueError(f"guide must be 'gmrf', 'diagonal' or 'mvae', got {guide!r}")
+            raise ValueError(
+                f"guide must be 'gmrf', 'diagonal', 'mvae', 'mmvae' or 'mopoe', got {guide!r}"
+            )
         decoder = VectorDecoder(dims, latent_dim, hidden)
         liks = [ComponentLikelihood(k, dim, scale) for k, dim in zip(kinds, dims)]
         return cls(dims, latent_dim, prior_mod, guide_mod, decoder, liks)
@@ -113,9 +128,16 @@ class MCVAE(nn.Module):
         pyro.module("likelihoods", self.likelihoods)
         batch = xs[0].shape[0]
         prior = self.prior()
-        with pyro.plate("data", batch):
+        if hasattr(self.guide, "stratum_weights"):
+            # Mixture guides: the model runs once per stratum, weighted like the guide's draws.
+            weights = self.guide.stratum_weights(mask, batch, xs[0].device, xs[0].dtype)
+            plates = stratified(weights, batch)
+            z_shape = [self.guide.num_strata, batch]
+        else:
+            plates, z_shape = pyro.plate("data", batch), [batch]
+        with plates:
             with latent_scale(beta):
-                z = pyro.sample("z", prior.expand([batch]))
+                z = pyro.sample("z", prior.expand(z_shape))
             params = self.decoder(self._decoder_input(z))
             for k, (lik, p) in enumerate(zip(self.likelihoods, params)):
                 law = lik(p) if mask is None else lik(p).mask(mask[:, k])
