@@ -67,6 +67,9 @@ def parse_args(argv=None):
                    help="dominance margin of the prior (default 0.99 for a precision, 0.9 for a covariance)")
     p.add_argument("--population-n", type=int, default=20000,
                    help="generated tuples for the Spearman error against the population value")
+    p.add_argument("--sample-likelihood", action="store_true",
+                   help="generate x ~ p(x | z) instead of the decoder mean (shared-latent baselines "
+                        "need the likelihood's noise for each component's own variation)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.seeds < 1 or args.n_train < 2 or args.n_test < 2:
@@ -97,7 +100,7 @@ def run_seed(name: str, seed: int, dataset, args) -> dict:
                  progress=not args.no_progress)
     train_s = time.perf_counter() - t0
     seed_everything(seed + 1_000_000)  # generation draws from its own stream
-    scores = evaluate_copula(model, dataset, args.device, args.population_n)
+    scores = evaluate_copula(model, dataset, args.device, args.population_n, args.sample_likelihood)
     return {
         "seed": seed,
         "train_seconds": round(train_s, 2),

@@ -17,14 +17,19 @@ def _stack(parts: list[torch.Tensor]) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate_copula(model, dataset: CopulaDataset, device="cpu") -> dict:
+def generate_copula(model, dataset: CopulaDataset, device="cpu", sample_likelihood: bool = False) -> dict:
     """Unconditional draws (as many as test tuples) and, for each source component ``k``, one
-    conditional draw per test tuple with component ``k`` observed. Arrays ``(n, M, J)``."""
+    conditional draw per test tuple with component ``k`` observed. Arrays ``(n, M, J)``.
+
+    ``sample_likelihood``: draw ``x ~ p(x | z)`` instead of taking the decoder mean. A model whose
+    components share one small latent needs the likelihood's noise to produce each component's
+    own variation; the decoder mean makes them functions of the same ``z``.
+    """
     test = torch.as_tensor(dataset.test, device=device)
     n, m = test.shape[0], test.shape[1]
-    out = {"unconditional": _stack(model.sample(n)), "conditional": {}}
+    out = {"unconditional": _stack(model.sample(n, sample_likelihood)), "conditional": {}}
     for k in range(m):
-        parts = model.condition({k: test[:, k]}, num_samples=1)
+        parts = model.condition({k: test[:, k]}, num_samples=1, sample_likelihood=sample_likelihood)
         out["conditional"][k] = _stack([p[0] for p in parts])
     return out
 
@@ -42,7 +47,8 @@ def copula_noise_floor(dataset: CopulaDataset, population_n: int = 20000) -> dic
 
 
 @torch.no_grad()
-def evaluate_copula(model, dataset: CopulaDataset, device="cpu", population_n: int = 20000) -> dict:
+def evaluate_copula(model, dataset: CopulaDataset, device="cpu", population_n: int = 20000,
+                    sample_likelihood: bool = False) -> dict:
     """Every copula number for one trained model.
 
     ``unconditional``/``conditional``: W1 (and marginal W1, Spearman) against the held-out test
@@ -52,8 +58,8 @@ def evaluate_copula(model, dataset: CopulaDataset, device="cpu", population_n: i
     comparison.
     """
     model.eval()
-    gen = generate_copula(model, dataset, device)
-    big = _stack(model.sample(population_n)).reshape(population_n, -1)
+    gen = generate_copula(model, dataset, device, sample_likelihood)
+    big = _stack(model.sample(population_n, sample_likelihood)).reshape(population_n, -1)
     target = copula_spearman(dataset.num_components, dataset.num_coordinates, dataset.rho)
     return {
         "unconditional": copula_metrics(gen["unconditional"], dataset.test),
