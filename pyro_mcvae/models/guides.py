@@ -18,6 +18,7 @@ from ..distributions import (
     mixture_of_products,
     nonempty_subsets,
     product_of_gaussian_experts,
+    subset_masks,
 )
 from ..nets import GlobalOffdiagNet, VectorEncoder
 
@@ -284,8 +285,6 @@ class MixtureOfExpertsGuide(_EncoderGuide):
             return torch.full((self.num_strata, batch), 1.0 / self.num_strata, device=device, dtype=dtype)
         present = mask
         if self.subsets:
-            from ..distributions import subset_masks
-
             subsets = subset_masks(self.num_components, device=mask.device)  # (K, M)
             present = ~(subsets & ~mask.unsqueeze(-2)).any(-1)  # (batch, K)
         w = present.to(dtype)
