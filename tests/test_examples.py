@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,13 +37,14 @@ def test_copula_example_rejects_bad_arguments(tmp_path):
     assert proc.returncode == 2 and "--epochs" in proc.stderr
 
 
-def test_copula_example_runs_the_mvae_baseline(tmp_path):
-    out = tmp_path / "mvae"
-    cmd = [sys.executable, str(ROOT / "examples" / "copula.py"), "--model", "mvae", "--epochs", "1",
+@pytest.mark.parametrize("model", ["mvae", "mmvae", "mopoe"])
+def test_copula_example_runs_each_baseline(tmp_path, model):
+    out = tmp_path / model
+    cmd = [sys.executable, str(ROOT / "examples" / "copula.py"), "--model", model, "--epochs", "1",
            "--n-train", "256", "--n-test", "100", "--population-n", "1000", "--out", str(out),
            "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "results.json").read_text())
-    assert set(record["results"]["mvae"][0]["conditional"]["by_source"]) == {"0", "1", "2", "3"}
-    assert (out / "pairplot_mvae.png").exists()
+    assert set(record["results"][model][0]["conditional"]["by_source"]) == {"0", "1", "2", "3"}
+    assert (out / f"pairplot_{model}.png").exists()
