@@ -6,6 +6,7 @@ from .experts import (
     nonempty_subsets,
     product_of_gaussian_experts,
     subset_masks,
+    valid_subsets,
 )
 from .gmrf import GMRF, component_indices
 
@@ -17,4 +18,5 @@ __all__ = [
     "nonempty_subsets",
     "product_of_gaussian_experts",
     "subset_masks",
+    "valid_subsets",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "nonempty_subsets",
     "product_of_gaussian_experts",
     "subset_masks",
+    "valid_subsets",
 ]
 
 
@@ -54,6 +55,31 @@ def subset_masks(num_components: int, device=None) -> torch.Tensor:
     for row, subset in enumerate(subsets):
         masks[row, list(subset)] = True
     return masks
+
+
+def _require_present(mask: torch.Tensor | None, why: str) -> None:
+    """Raise if a batch element has no present expert; ``why`` continues the sentence."""
+    if mask is None:
+        return
+    empty = ~mask.any(-1)
+    if bool(empty.any()):
+        raise ValueError(f"{int(empty.sum())} batch element(s) have no present expert{why}")
+
+
+def _check_all_values(loc, scale, mask, prior) -> None:
+    """Finite means and finite positive scales for the present experts and the prior expert."""
+    _check_values(loc, scale, mask, "expert")
+    if prior is not None:
+        _check_values(*prior, None, "prior")
+
+
+def valid_subsets(present: torch.Tensor) -> torch.Tensor:
+    """Which subsets of :func:`subset_masks` have all their experts present.
+
+    ``present``: bool ``(..., M)``; returns bool ``(..., 2^M - 1)``.
+    """
+    subsets = subset_masks(present.shape[-1], device=present.device)  # (S, M)
+    return ~(subsets & ~present.unsqueeze(-2)).any(-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,17 +222,11 @@ def product_of_gaussian_experts(
     prior = _prior_expert(loc, include_prior, prior_loc, prior_scale)
     if prior is None and loc.shape[-2] == 0:
         raise ValueError("there are no experts (M = 0) and include_prior=False")
-    if prior is None and mask is not None:
-        empty = ~mask.any(-1)
-        if bool(empty.any()):
-            raise ValueError(
-                f"{int(empty.sum())} batch element(s) have no present expert and include_prior="
-                "False, so their product is undefined; include the prior or mark an expert present"
-            )
+    if prior is None:
+        _require_present(mask, " and include_prior=False, so their product is undefined; include "
+                               "the prior or mark an expert present")
     if validate:
-        _check_values(loc, scale, mask, "expert")
-        if prior is not None:
-            _check_values(*prior, None, "prior")
+        _check_all_values(loc, scale, mask, prior)
     if prior is not None:
         p_loc, p_scale = prior
         batch = _broadcast([loc.shape[:-2], p_loc.shape[:-2], p_scale.shape[:-2]],
@@ -262,21 +282,13 @@ def mixture_of_products(
     if m == 0:
         raise ValueError("there are no experts (M = 0): no non-empty subset exists")
     prior = _prior_expert(loc, include_prior, prior_loc, prior_scale)
-    if mask is not None:
-        empty = ~mask.any(-1)
-        if bool(empty.any()):
-            raise ValueError(
-                f"{int(empty.sum())} batch element(s) have no present expert, so no subset is "
-                "valid; drop them or mark an expert present"
-            )
+    _require_present(mask, ", so no subset is valid; drop them or mark an expert present")
     if validate:
-        _check_values(loc, scale, mask, "expert")
-        if prior is not None:
-            _check_values(*prior, None, "prior")
+        _check_all_values(loc, scale, mask, prior)
     subsets = subset_masks(m, device=loc.device)  # (S, M)
     present = (mask if mask is not None
                else torch.ones(loc.shape[:-1], dtype=torch.bool, device=loc.device))
-    valid = ~(subsets & ~present.unsqueeze(-2)).any(-1)  # (..., S)
+    valid = valid_subsets(present)  # (..., S)
     # Invalid subsets select no expert (nor the prior) and so come out as the N(0, I) placeholder.
     select = subsets & valid.unsqueeze(-1)  # (..., S, M)
     experts_loc, experts_scale = loc.unsqueeze(-3), scale.unsqueeze(-3)  # (..., 1, M, L)
