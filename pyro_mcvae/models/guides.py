@@ -18,7 +18,7 @@ from ..distributions import (
     mixture_of_products,
     nonempty_subsets,
     product_of_gaussian_experts,
-    subset_masks,
+    valid_subsets,
 )
 from ..nets import GlobalOffdiagNet, VectorEncoder
 
@@ -76,17 +76,27 @@ class _EncoderGuide(nn.Module):
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> dist.Distribution:
         raise NotImplementedError
 
+    def latent_plates(self, mask, batch: int, like: torch.Tensor):
+        """Plates around the ``z`` site, used alike by the guide and the model (which also puts
+        the likelihood inside them). Returns the context and the batch shape of ``z``."""
+        return pyro.plate("data", batch), (batch,)
+
+    def _site(self, q: dist.Distribution) -> dist.Distribution:
+        """The distribution the ``z`` site samples from, given the posterior."""
+        return q
+
     def forward(self, xs, beta: float = 1.0, mask=None, **kwargs):
-        """The guide program: one ``z`` site inside the data plate. ``mask``: optional bool
-        ``(batch, M)``, False where a component is absent."""
+        """The guide program: one ``z`` site inside :meth:`latent_plates`. ``mask``: optional
+        bool ``(batch, M)``, False where a component is absent."""
         pyro.module("guide", self)
         xs = check_components(xs, self.component_dims, check_values=False)
-        mask = check_mask(mask, xs[0].shape[0], self.num_components)
+        batch = xs[0].shape[0]
+        mask = check_mask(mask, batch, self.num_components)
         q = self._posterior(xs, mask)
-        with pyro.plate("data", xs[0].shape[0]):
+        plates, _ = self.latent_plates(mask, batch, xs[0])
+        with plates:
             with latent_scale(beta):
-                return pyro.sample("z", q)
-
+                return pyro.sample("z", self._site(q))
 
     def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
         """Latents ``(num_samples, batch, M*d)`` given the observed ``components`` (block layout).
@@ -283,22 +293,16 @@ class MixtureOfExpertsGuide(_EncoderGuide):
         dtype = dtype or torch.get_default_dtype()
         if mask is None:
             return torch.full((self.num_strata, batch), 1.0 / self.num_strata, device=device, dtype=dtype)
-        present = mask
-        if self.subsets:
-            subsets = subset_masks(self.num_components, device=mask.device)  # (K, M)
-            present = ~(subsets & ~mask.unsqueeze(-2)).any(-1)  # (batch, K)
-        w = present.to(dtype)
+        w = (valid_subsets(mask) if self.subsets else mask).to(dtype)  # (batch, K)
         return (w / w.sum(-1, keepdim=True)).T
 
-    def forward(self, xs, beta: float = 1.0, mask=None, **kwargs):
-        pyro.module("guide", self)
-        xs = check_components(xs, self.component_dims, check_values=False)
-        batch = xs[0].shape[0]
-        mask = check_mask(mask, batch, self.num_components)
-        q = self._posterior(xs, mask)
-        with stratified(self.stratum_weights(mask, batch, xs[0].device, xs[0].dtype), batch):
-            with latent_scale(beta):
-                return pyro.sample("z", _StrataSite(q))
+    def latent_plates(self, mask, batch: int, like: torch.Tensor):
+        """One draw per stratum, weighted like the mixture: ``z`` has batch shape ``(K, batch)``."""
+        weights = self.stratum_weights(mask, batch, like.device, like.dtype)
+        return stratified(weights, batch), (self.num_strata, batch)
+
+    def _site(self, q: StratifiedMixture) -> dist.Distribution:
+        return _StrataSite(q)
 
     def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
         """Draws ``(num_samples, batch, d)`` from the mixture of the observed experts (MoPoE: of

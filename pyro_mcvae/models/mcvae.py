@@ -16,7 +16,6 @@ from .guides import (
     MixtureOfExpertsGuide,
     ProductOfExpertsGuide,
     latent_scale,
-    stratified,
 )
 from .likelihoods import ComponentLikelihood
 from .priors import DiagonalGaussianPrior, GMRFPrior
@@ -128,13 +127,8 @@ class MCVAE(nn.Module):
         pyro.module("likelihoods", self.likelihoods)
         batch = xs[0].shape[0]
         prior = self.prior()
-        if hasattr(self.guide, "stratum_weights"):
-            # Mixture guides: the model runs once per stratum, weighted like the guide's draws.
-            weights = self.guide.stratum_weights(mask, batch, xs[0].device, xs[0].dtype)
-            plates = stratified(weights, batch)
-            z_shape = [self.guide.num_strata, batch]
-        else:
-            plates, z_shape = pyro.plate("data", batch), [batch]
+        # The guide's plates (mixture guides: one weighted draw per stratum) hold the model too.
+        plates, z_shape = self.guide.latent_plates(mask, batch, xs[0])
         with plates:
             with latent_scale(beta):
                 z = pyro.sample("z", prior.expand(z_shape))
