@@ -1,7 +1,9 @@
 """Latent laws with block structure, and the expert combinations of the baseline guides."""
 
 from .experts import (
+    LATENT_FAMILIES,
     StratifiedMixture,
+    latent_law,
     mixture_of_products,
     nonempty_subsets,
     product_of_gaussian_experts,
@@ -12,8 +14,10 @@ from .gmrf import GMRF, component_indices
 
 __all__ = [
     "GMRF",
+    "LATENT_FAMILIES",
     "StratifiedMixture",
     "component_indices",
+    "latent_law",
     "mixture_of_products",
     "nonempty_subsets",
     "product_of_gaussian_experts",

@@ -20,13 +20,32 @@ import torch
 import pyro.distributions as dist
 
 __all__ = [
+    "LATENT_FAMILIES",
     "StratifiedMixture",
+    "latent_law",
     "mixture_of_products",
     "nonempty_subsets",
     "product_of_gaussian_experts",
     "subset_masks",
     "valid_subsets",
 ]
+
+
+LATENT_FAMILIES = ("normal", "laplace")
+
+
+def latent_law(family: str, loc: torch.Tensor, std: torch.Tensor) -> dist.TorchDistribution:
+    """Elementwise ``Normal`` or ``Laplace`` law with the given mean and standard deviation.
+
+    The baselines' posteriors and priors come in both families (the GMRF paper tried both). A
+    Laplace expert enters a product of experts through its mean and variance (``2 b^2``), i.e. the
+    product is moment-matched: exact for Gaussians, an approximation for Laplace experts.
+    """
+    if family == "normal":
+        return dist.Normal(loc, std)
+    if family == "laplace":
+        return dist.Laplace(loc, std * math.sqrt(0.5))
+    raise ValueError(f"family must be one of {LATENT_FAMILIES}, got {family!r}")
 
 
 # ---------------------------------------------------------------------------------------------

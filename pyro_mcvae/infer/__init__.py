@@ -1,12 +1,14 @@
 """Training: the SVI loop, beta schedules, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .iwae import ImportanceWeightedELBO, detach_distribution
 from .schedules import ConstantBeta, CyclicalBeta, LinearWarmup, parse_beta_schedule
 from .train import TrainConfig, TrainingDivergedError, TrainResult, fit, make_elbo, seed_everything
 
 __all__ = [
     "ConstantBeta",
     "CyclicalBeta",
+    "ImportanceWeightedELBO",
     "LinearWarmup",
     "TrainConfig",
     "TrainResult",
@@ -15,6 +17,7 @@ __all__ = [
     "load_checkpoint",
     "make_elbo",
     "parse_beta_schedule",
+    "detach_distribution",
     "save_checkpoint",
     "seed_everything",
 ]

@@ -18,11 +18,12 @@ from tqdm.auto import tqdm
 
 from .._validation import check_components, check_mask
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .iwae import ImportanceWeightedELBO
 from .schedules import parse_beta_schedule
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "fit", "seed_everything", "make_elbo"]
 
-ELBOS = ("trace", "meanfield")
+ELBOS = ("trace", "meanfield", "iwae", "dreg")
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 LOG_FIELDS = ["epoch", "step", "loss", "beta", "seconds"]
@@ -61,8 +62,8 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     lr_final: float | None = None  # decays the rate geometrically to this value by the last step
-    elbo: str = "meanfield"
-    num_particles: int = 1
+    elbo: str = "meanfield"  # or "trace", "iwae", "dreg" (see make_elbo)
+    num_particles: int = 1  # Monte Carlo particles, or K importance samples for "iwae"/"dreg"
     beta: object = 1.0
     seed: int = 0
     device: str = "cpu"
@@ -95,7 +96,13 @@ class TrainResult:
 
 
 def make_elbo(kind: str, num_particles: int = 1):
-    """``Trace_ELBO`` (Monte Carlo KL) or ``TraceMeanField_ELBO`` (analytic KL where known)."""
+    """The objective called ``kind``: ``"trace"`` (``Trace_ELBO``, Monte Carlo KL), ``"meanfield"``
+    (``TraceMeanField_ELBO``, analytic KL where known), ``"iwae"`` (importance-weighted bound with
+    ``num_particles`` samples) or ``"dreg"`` (the same bound with the DReG gradient)."""
+    if kind not in ELBOS:
+        raise ValueError(f"elbo must be one of {ELBOS}, got {kind!r}")
+    if kind in ("iwae", "dreg"):
+        return ImportanceWeightedELBO(num_particles, dreg=kind == "dreg")
     cls = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[kind]
     return cls(num_particles=num_particles, vectorize_particles=num_particles > 1)
 

@@ -3,6 +3,7 @@
 from .guides import (
     DiagonalGaussianGuide,
     GMRFGuide,
+    MMVAEPlusGuide,
     MixtureOfExpertsGuide,
     ProductOfExpertsGuide,
     SubsetELBO,
@@ -10,7 +11,7 @@ from .guides import (
 )
 from .likelihoods import LIKELIHOODS, ComponentLikelihood
 from .mcvae import MCVAE
-from .priors import PRIOR_PARAMETERIZATIONS, DiagonalGaussianPrior, GMRFPrior
+from .priors import PRIOR_PARAMETERIZATIONS, DiagonalGaussianPrior, GMRFPrior, StandardPrior
 
 __all__ = [
     "LIKELIHOODS",
@@ -21,8 +22,10 @@ __all__ = [
     "GMRFGuide",
     "GMRFPrior",
     "MCVAE",
+    "MMVAEPlusGuide",
     "MixtureOfExpertsGuide",
     "ProductOfExpertsGuide",
+    "StandardPrior",
     "SubsetELBO",
     "latent_scale",
 ]

@@ -5,8 +5,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Sequence
 
+import math
+
 import torch
 from torch import nn
+import torch.nn.functional as F
 import pyro
 import pyro.distributions as dist
 from pyro import poutine
@@ -15,6 +18,7 @@ from .._validation import check_component_indices, check_components, check_mask
 from ..distributions import (
     GMRF,
     StratifiedMixture,
+    latent_law,
     mixture_of_products,
     nonempty_subsets,
     product_of_gaussian_experts,
@@ -25,6 +29,7 @@ from ..nets import GlobalOffdiagNet, VectorEncoder
 __all__ = [
     "GMRFGuide",
     "DiagonalGaussianGuide",
+    "MMVAEPlusGuide",
     "MixtureOfExpertsGuide",
     "ProductOfExpertsGuide",
     "SubsetELBO",
@@ -85,18 +90,30 @@ class _EncoderGuide(nn.Module):
         """The distribution the ``z`` site samples from, given the posterior."""
         return q
 
+    def stratum_weights(self, mask, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """Weights ``(S, batch)`` of the draws per datum: one stratum of weight 1 here (mixture
+        guides draw one per mixture component)."""
+        return torch.ones(1, batch, device=device, dtype=dtype or torch.get_default_dtype())
+
     def forward(self, xs, beta: float = 1.0, mask=None, **kwargs):
-        """The guide program: one ``z`` site inside :meth:`latent_plates`. ``mask``: optional
+        """The guide program: its latent sites inside :meth:`latent_plates`. ``mask``: optional
         bool ``(batch, M)``, False where a component is absent."""
         pyro.module("guide", self)
         xs = check_components(xs, self.component_dims, check_values=False)
         batch = xs[0].shape[0]
         mask = check_mask(mask, batch, self.num_components)
-        q = self._posterior(xs, mask)
         plates, _ = self.latent_plates(mask, batch, xs[0])
         with plates:
             with latent_scale(beta):
-                return pyro.sample("z", self._site(q))
+                return self._sample_latents(xs, mask)
+
+    def _sample_latents(self, xs: list[torch.Tensor], mask):
+        return pyro.sample("z", self._site(self._posterior(xs, mask)))
+
+    def reconstruction_latent(self, xs, use_mean: bool = True) -> torch.Tensor:
+        """Latent ``(batch, latent size)`` from all components: the posterior mean or one draw."""
+        q = self.posterior(xs)
+        return q.mean if use_mean else q.sample()
 
     def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
         """Latents ``(num_samples, batch, M*d)`` given the observed ``components`` (block layout).
@@ -178,29 +195,31 @@ class DiagonalGaussianGuide(_EncoderGuide):
 
 class ProductOfExpertsGuide(_EncoderGuide):
     """MVAE's posterior over a latent shared by all components: the product of the present
-    components' Gaussian experts and a standard-normal prior expert, in closed form.
+    components' experts and the prior expert (unit variance), in closed form.
 
+    ``family="laplace"`` gives Laplace posteriors: the experts are combined through their means
+    and variances (moment matching, see :func:`~pyro_mcvae.distributions.latent_law`).
     With ``subsampled=True`` (MVAE's objective) training sums the ELBO of the joint and of each
     single component (:class:`SubsetELBO`).
     """
 
     def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64),
-                 min_var: float = 1e-4, subsampled: bool = True):
+                 min_var: float = 1e-4, subsampled: bool = True, family: str = "normal"):
         super().__init__(component_dims, latent_dim, hidden, min_var)
-        self.subsampled = subsampled
+        latent_law(family, torch.zeros(()), torch.ones(()))  # validates the family
+        self.subsampled, self.family = subsampled, family
 
-    def _experts(self, loc, var, mask=None):
-        return product_of_gaussian_experts(loc, var.sqrt(), mask, validate=False)
+    def _product(self, loc, var, mask=None) -> dist.Distribution:
+        loc, std = product_of_gaussian_experts(loc, var.sqrt(), mask, validate=False)
+        return latent_law(self.family, loc, std).to_event(1)
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> dist.Distribution:
-        loc, scale = self._experts(*self.encoder(xs), mask)
-        return dist.Normal(loc, scale).to_event(1)
+        return self._product(*self.encoder(xs), mask)
 
     def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
         """Draws ``(num_samples, batch, d)`` from the product of the observed experts (and the
         prior expert). ``use_mean`` has no effect: the latent is shared, so it is always drawn."""
-        loc, scale = self._experts(*self.encode(data, components))
-        return dist.Normal(loc, scale).sample((num_samples,))
+        return self._product(*self.encode(data, components)).sample((num_samples,))
 
     def wrap_elbo(self, elbo):
         """The training objective :func:`pyro_mcvae.infer.fit` uses with this guide."""
@@ -270,20 +289,23 @@ class MixtureOfExpertsGuide(_EncoderGuide):
     ``subsets=False``: MMVAE, a uniform mixture of the present components' experts.
     ``subsets=True``: MoPoE-VAE, a uniform mixture over the products of experts of every
     non-empty subset of the present components (``2^M - 1`` strata).
+    ``family``: ``"normal"`` or ``"laplace"`` experts (MoPoE's products of Laplace experts are
+    moment-matched, see :func:`~pyro_mcvae.distributions.latent_law`).
     """
 
     def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64),
-                 min_var: float = 1e-4, subsets: bool = False):
+                 min_var: float = 1e-4, subsets: bool = False, family: str = "normal"):
         super().__init__(component_dims, latent_dim, hidden, min_var)
-        self.subsets = subsets
+        latent_law(family, torch.zeros(()), torch.ones(()))  # validates the family
+        self.subsets, self.family = subsets, family
         self.num_strata = len(nonempty_subsets(self.num_components)) if subsets else self.num_components
 
     def _mixture(self, loc, var, mask=None) -> StratifiedMixture:
         """Mixture over ``(batch, K, L)`` experts (or their subset products)."""
-        scale = var.sqrt()
+        std = var.sqrt()
         if self.subsets:
-            loc, scale, mask = mixture_of_products(loc, scale, mask, validate=False)
-        return StratifiedMixture(dist.Normal(loc, scale).to_event(1), mask=mask)
+            loc, std, mask = mixture_of_products(loc, std, mask, validate=False)
+        return StratifiedMixture(latent_law(self.family, loc, std).to_event(1), mask=mask)
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> StratifiedMixture:
         return self._mixture(*self.encoder(xs), mask)
@@ -304,13 +326,99 @@ class MixtureOfExpertsGuide(_EncoderGuide):
     def _site(self, q: StratifiedMixture) -> dist.Distribution:
         return _StrataSite(q)
 
+    @staticmethod
+    def _draw(q: StratifiedMixture, num_samples: int) -> torch.Tensor:
+        """``(num_samples, batch, L)`` draws from the mixture: a stratum picked by its weight."""
+        draws = q.sample((num_samples,))  # (S, K, batch, L): one per stratum
+        pick = torch.multinomial(q.log_weights.exp().reshape(-1, q.num_components), num_samples,
+                                 replacement=True).T  # (S, batch)
+        index = pick[:, None, :, None].expand(-1, 1, -1, draws.shape[-1])
+        return draws.gather(1, index).squeeze(1)
+
     def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
         """Draws ``(num_samples, batch, d)`` from the mixture of the observed experts (MoPoE: of
         the products of every non-empty subset of them). ``use_mean`` has no effect."""
-        q = self._mixture(*self.encode(data, components))
-        draws = q.sample((num_samples,))  # (S, K, batch, d): one per stratum
-        pick = torch.randint(q.num_components, (num_samples, 1, draws.shape[2], 1), device=draws.device)
-        return draws.gather(1, pick.expand(-1, -1, -1, draws.shape[-1])).squeeze(1)
+        return self._draw(self._mixture(*self.encode(data, components)), num_samples)
+
+    def reconstruction_latent(self, xs, use_mean: bool = True) -> torch.Tensor:
+        q = self.posterior(xs)
+        return q.mean if use_mean else self._draw(q, 1)[0]
+
+
+class MMVAEPlusGuide(MixtureOfExpertsGuide):
+    """MMVAE+: a shared latent ``z`` (size ``d``, mixture of the components' experts, as MMVAE)
+    plus a modality-specific latent ``w_k`` (size ``d_w``) per component.
+
+    Each encoder gives ``q(z | x_k)`` and ``q(w_k | x_k)``. In stratum ``m`` (``z`` drawn from
+    ``q(z | x_m)``) the guide draws ``w_m ~ q(w_m | x_m)`` and, for every other component, ``w_j``
+    from the learnable auxiliary prior ``r_j = law(0, sigma_j)``: component ``j`` is then
+    cross-reconstructed from the shared ``z`` of ``x_m`` and a ``w_j`` that carries no information
+    about ``x_j``. Only ``w_m`` enters the density ratio (the site ``w`` is masked elsewhere, in
+    the model too), as in MMVAE+'s objective; train with the importance-weighted objective
+    (``elbo="dreg"`` or ``"iwae"``). The latent vector of this model is ``(z, w_1, ..., w_M)``,
+    size ``d + M d_w``.
+    """
+
+    def __init__(self, component_dims: Sequence[int], latent_dim: int, private_dim: int,
+                 hidden=(64, 64), min_var: float = 1e-4, family: str = "normal"):
+        if isinstance(private_dim, bool) or not isinstance(private_dim, int) or private_dim < 1:
+            raise ValueError(f"private_dim must be a positive integer, got {private_dim!r}")
+        super().__init__(component_dims, latent_dim + private_dim, hidden, min_var, False, family)
+        self.latent_dim, self.private_dim = latent_dim, private_dim
+        self.aux_raw_std = nn.Parameter(torch.zeros(self.num_components, private_dim))
+
+    def auxiliary_std(self) -> torch.Tensor:
+        """Standard deviations ``(M, d_w)`` of the auxiliary priors ``r_j``."""
+        return F.softplus(self.aux_raw_std) * (1.0 / math.log(2.0)) + 1e-3  # 1 at initialisation
+
+    def scored_private(self, mask, batch: int, device=None) -> torch.Tensor:
+        """Bool ``(S, batch, M)``: entry ``(m, n, j)`` is True where ``w_j`` is scored in stratum
+        ``m``, i.e. ``j == m`` (the model masks the same entries)."""
+        eye = torch.eye(self.num_components, dtype=torch.bool, device=device)[:, None, :]
+        return eye.expand(-1, batch, -1)
+
+    def _split(self, loc, var):
+        d = self.latent_dim
+        return (loc[..., :d], var[..., :d]), (loc[..., d:], var[..., d:])
+
+    def _private_law(self, w_loc, w_var, scored):
+        """``w`` in every stratum: ``q(w_m | x_m)`` for its own component, ``r_j`` for the rest."""
+        own = scored.unsqueeze(-1)  # (S, batch, M, 1)
+        loc = torch.where(own, w_loc.unsqueeze(0), torch.zeros_like(w_loc))
+        std = torch.where(own, w_var.sqrt().unsqueeze(0), self.auxiliary_std())
+        return latent_law(self.family, loc, std).to_event(1).mask(scored).to_event(1)
+
+    def _sample_latents(self, xs: list[torch.Tensor], mask):
+        (z_loc, z_var), (w_loc, w_var) = self._split(*self.encoder(xs))
+        z = pyro.sample("z", self._site(self._mixture(z_loc, z_var, mask)))
+        scored = self.scored_private(mask, xs[0].shape[0], xs[0].device)
+        w = pyro.sample("w", self._private_law(w_loc, w_var, scored))
+        return torch.cat([z, w.flatten(-2)], -1)
+
+    def _posterior(self, xs: list[torch.Tensor], mask=None) -> StratifiedMixture:
+        """The shared part ``q(z | x)`` (the mixture)."""
+        (z_loc, z_var), _ = self._split(*self.encoder(xs))
+        return self._mixture(z_loc, z_var, mask)
+
+    def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
+        """``(num_samples, batch, d + M d_w)``: ``z`` from the mixture of the observed experts,
+        ``w_j`` of the unobserved components from their auxiliary priors (observed ones: their
+        encoder's mean, or a draw when ``use_mean=False``)."""
+        (z_loc, z_var), (w_loc, w_var) = self._split(*self.encode(data, components))
+        z = self._draw(self._mixture(z_loc, z_var), num_samples)  # (S, batch, d)
+        aux = latent_law(self.family, torch.zeros_like(self.aux_raw_std), self.auxiliary_std())
+        w = aux.sample((num_samples, z.shape[1]))  # (S, batch, M, d_w)
+        own = w_loc if use_mean else latent_law(self.family, w_loc, w_var.sqrt()).sample()
+        w[:, :, list(components)] = own.expand(num_samples, *own.shape)
+        return torch.cat([z, w.flatten(-2)], -1)
+
+    def reconstruction_latent(self, xs, use_mean: bool = True) -> torch.Tensor:
+        xs = check_components(xs, self.component_dims)
+        (z_loc, z_var), (w_loc, w_var) = self._split(*self.encoder(xs))
+        q = self._mixture(z_loc, z_var)
+        z = q.mean if use_mean else self._draw(q, 1)[0]
+        w = w_loc if use_mean else latent_law(self.family, w_loc, w_var.sqrt()).sample()
+        return torch.cat([z, w.flatten(-2)], -1)
 
 
 @contextmanager

@@ -13,12 +13,13 @@ from ..nets import VectorDecoder
 from .guides import (
     DiagonalGaussianGuide,
     GMRFGuide,
+    MMVAEPlusGuide,
     MixtureOfExpertsGuide,
     ProductOfExpertsGuide,
     latent_scale,
 )
 from .likelihoods import ComponentLikelihood
-from .priors import DiagonalGaussianPrior, GMRFPrior
+from .priors import DiagonalGaussianPrior, GMRFPrior, StandardPrior
 
 __all__ = ["MCVAE"]
 
@@ -36,14 +37,21 @@ class MCVAE(nn.Module):
         guide: guide module with ``forward(xs, beta)`` and ``encode(xs, components)``.
         decoder: module mapping ``z (..., M, d)`` to a list of ``M`` likelihood parameters.
         likelihoods: one :class:`ComponentLikelihood` per component.
+        shared_latent: the latent ``z`` (size ``d``) is shared by all decoders (else one block per
+            component, ``M*d``).
+        private_prior: with a shared latent, an optional prior of the modality-specific latents
+            (MMVAE+; e.g. :class:`StandardPrior` of size ``M*d_w``): decoder ``k`` then reads
+            ``(z, w_k)`` and the latent vector is ``(z, w_1, ..., w_M)``. The guide must sample a
+            site ``w`` (see :class:`MMVAEPlusGuide`).
     """
 
     def __init__(self, component_dims, latent_dim, prior, guide, decoder, likelihoods,
-                 shared_latent: bool = False):
+                 shared_latent: bool = False, private_prior=None):
         super().__init__()
         # Block layout (GMRF): z is (M*d,) and decoder k reads block k. Shared layout (MVAE,
-        # MMVAE, MoPoE): z is (d,) and every decoder reads all of it.
-        self.shared_latent = bool(shared_latent)
+        # MMVAE, MoPoE): z is (d,) and every decoder reads all of it. MMVAE+: (z, w_k).
+        self.shared_latent = bool(shared_latent) or private_prior is not None
+        self.private_prior = private_prior
         self.component_dims = [int(c) for c in component_dims]
         self.num_components = len(self.component_dims)
         self.latent_dim = int(latent_dim)
@@ -51,6 +59,12 @@ class MCVAE(nn.Module):
             raise ValueError(
                 f"need one likelihood per component ({self.num_components}), got {len(likelihoods)}"
             )
+        self.private_dim = 0
+        if private_prior is not None:
+            if private_prior.size % self.num_components:
+                raise ValueError(f"private_prior size {private_prior.size} is not a multiple of "
+                                 f"the {self.num_components} components")
+            self.private_dim = private_prior.size // self.num_components
         self.prior = prior
         self.guide = guide
         self.decoder = decoder
@@ -70,33 +84,45 @@ class MCVAE(nn.Module):
         mode: str = "blockwise",
         graph=None,
         prior_eps: float | None = None,
+        family: str = "normal",
+        private_dim: int | None = None,
     ) -> "MCVAE":
         """The GMRF MCVAE with MLP networks (``guide="diagonal"``, ``prior="diagonal"``: the
         independent-Gaussian ablation with the same networks; ``guide="mvae"``: MVAE, a latent of
         size ``latent_dim`` shared by all components with a product-of-experts posterior, a
         standard-normal prior and the sub-sampled ELBO; ``guide="mmvae"``: a mixture of the
         components' experts; ``guide="mopoe"``: a mixture of the products of every subset; for
-        these three ``prior`` is ignored).
+        these three ``prior`` is ignored; ``guide="mmvaeplus"``: MMVAE+, a shared latent of size
+        ``latent_dim`` plus ``private_dim`` (default ``latent_dim``) modality-specific coordinates
+        per component).
 
         ``prior``: ``"precision"``, ``"covariance"``, ``"standard"`` (see :class:`GMRFPrior`) or
-        ``"diagonal"``.
+        ``"diagonal"``. ``family``: ``"normal"`` or ``"laplace"`` posteriors and priors of the
+        baselines (the GMRF model is Gaussian by definition).
         """
         dims = [int(c) for c in component_dims]
         m = len(dims)
         kinds = [likelihood] * m if isinstance(likelihood, str) else list(likelihood)
         if len(kinds) != m:
             raise ValueError(f"need one likelihood per component ({m}), got {len(kinds)}")
+        liks = [ComponentLikelihood(k, dim, scale) for k, dim in zip(kinds, dims)]
+        if guide == "mmvaeplus":
+            w = latent_dim if private_dim is None else private_dim
+            guide_mod = MMVAEPlusGuide(dims, latent_dim, w, hidden, family=family)
+            return cls(dims, latent_dim, StandardPrior(latent_dim, family), guide_mod,
+                       VectorDecoder(dims, latent_dim + w, hidden), liks,
+                       private_prior=StandardPrior(m * w, family))
         shared = {
-            "mvae": lambda: ProductOfExpertsGuide(dims, latent_dim, hidden),
-            "mmvae": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden),
-            "mopoe": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, subsets=True),
+            "mvae": lambda: ProductOfExpertsGuide(dims, latent_dim, hidden, family=family),
+            "mmvae": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, family=family),
+            "mopoe": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, subsets=True, family=family),
         }
         if guide in shared:
-            # One latent of size latent_dim shared by all components, standard-normal prior.
-            decoder = VectorDecoder(dims, latent_dim, hidden)
-            liks = [ComponentLikelihood(k, dim, scale) for k, dim in zip(kinds, dims)]
-            return cls(dims, latent_dim, DiagonalGaussianPrior(1, latent_dim, learnable=False),
-                       shared[guide](), decoder, liks, shared_latent=True)
+            # One latent of size latent_dim shared by all components, fixed unit-variance prior.
+            return cls(dims, latent_dim, StandardPrior(latent_dim, family), shared[guide](),
+                       VectorDecoder(dims, latent_dim, hidden), liks, shared_latent=True)
+        if family != "normal":
+            raise ValueError(f"family={family!r} is for the baselines; the {guide!r} guide is Gaussian")
         if prior == "diagonal":
             prior_mod = DiagonalGaussianPrior(m, latent_dim)
         else:
@@ -107,10 +133,9 @@ class MCVAE(nn.Module):
             guide_mod = DiagonalGaussianGuide(dims, latent_dim, hidden)
         else:
             raise ValueError(
-                f"guide must be 'gmrf', 'diagonal', 'mvae', 'mmvae' or 'mopoe', got {guide!r}"
+                f"guide must be 'gmrf', 'diagonal', 'mvae', 'mmvae', 'mopoe' or 'mmvaeplus', got {guide!r}"
             )
         decoder = VectorDecoder(dims, latent_dim, hidden)
-        liks = [ComponentLikelihood(k, dim, scale) for k, dim in zip(kinds, dims)]
         return cls(dims, latent_dim, prior_mod, guide_mod, decoder, liks)
 
     # -- Pyro program -----------------------------------------------------------------------
@@ -125,6 +150,8 @@ class MCVAE(nn.Module):
         pyro.module("prior", self.prior)
         pyro.module("decoder", self.decoder)
         pyro.module("likelihoods", self.likelihoods)
+        if self.private_prior is not None:
+            pyro.module("private_prior", self.private_prior)
         batch = xs[0].shape[0]
         prior = self.prior()
         # The guide's plates (mixture guides: one weighted draw per stratum) hold the model too.
@@ -132,6 +159,12 @@ class MCVAE(nn.Module):
         with plates:
             with latent_scale(beta):
                 z = pyro.sample("z", prior.expand(z_shape))
+                if self.private_prior is not None:
+                    # Scored only where the guide draws w_j from q(w_j | x_j) (see MMVAEPlusGuide).
+                    scored = self.guide.scored_private(mask, batch, z.device)
+                    law = self.private_prior.law(scored.shape + (self.private_dim,))
+                    w = pyro.sample("w", law.to_event(1).mask(scored).to_event(1))
+                    z = torch.cat([z, w.flatten(-2)], -1)
             params = self.decoder(self._decoder_input(z))
             for k, (lik, p) in enumerate(zip(self.likelihoods, params)):
                 law = lik(p) if mask is None else lik(p).mask(mask[:, k])
@@ -139,7 +172,12 @@ class MCVAE(nn.Module):
 
     # -- generation ---------------------------------------------------------------------------
     def _decoder_input(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents ``(..., M*d)`` (blocks) or ``(..., d)`` (shared) to decoder input ``(..., M, d)``."""
+        """Latents ``(..., M*d)`` (blocks), ``(..., d)`` (shared) or ``(..., d + M*d_w)`` (shared
+        and private) to decoder input ``(..., M, d)`` (``(..., M, d + d_w)``)."""
+        if self.private_dim:
+            m, d = self.num_components, self.latent_dim
+            shared = z[..., :d].unsqueeze(-2).expand(*z.shape[:-1], m, d)
+            return torch.cat([shared, z[..., d:].reshape(*z.shape[:-1], m, self.private_dim)], -1)
         if self.shared_latent:
             return z.unsqueeze(-2).expand(*z.shape[:-1], self.num_components, z.shape[-1])
         return z.reshape(*z.shape[:-1], self.num_components, self.latent_dim)
@@ -158,15 +196,15 @@ class MCVAE(nn.Module):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         z = self.prior().sample((num_samples,))
+        if self.private_prior is not None:
+            z = torch.cat([z, self.private_prior().sample((num_samples,))], -1)
         return self.decode(z, sample_likelihood)
 
     @torch.no_grad()
     def reconstruct(self, xs, use_mean: bool = True, sample_likelihood: bool = False):
         """Encode all components jointly and decode; ``M`` tensors ``(batch, D_k)``."""
         xs = check_components(xs, self.component_dims)
-        q = self.guide.posterior(xs)
-        z = q.mean if use_mean else q.sample()
-        return self.decode(z, sample_likelihood)
+        return self.decode(self.guide.reconstruction_latent(xs, use_mean), sample_likelihood)
 
     @torch.no_grad()
     def condition(

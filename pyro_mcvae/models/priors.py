@@ -9,9 +9,9 @@ from torch import nn
 import torch.nn.functional as F
 import pyro.distributions as dist
 
-from ..distributions import GMRF
+from ..distributions import GMRF, latent_law
 
-__all__ = ["GMRFPrior", "DiagonalGaussianPrior", "PRIOR_PARAMETERIZATIONS"]
+__all__ = ["GMRFPrior", "DiagonalGaussianPrior", "StandardPrior", "PRIOR_PARAMETERIZATIONS"]
 
 PRIOR_PARAMETERIZATIONS = ("precision", "covariance", "standard")
 
@@ -107,3 +107,24 @@ class DiagonalGaussianPrior(nn.Module):
     def forward(self) -> dist.Distribution:
         scale = F.softplus(self.raw_scale) + 1e-4 if self.learnable else self.scale
         return dist.Normal(self.loc, scale).to_event(1)
+
+
+class StandardPrior(nn.Module):
+    """Fixed prior of unit variance, ``N(0, I)`` or ``Laplace(0, 1/sqrt(2))`` per coordinate (the
+    baselines' prior: MVAE's prior expert assumes exactly this law).
+
+    ``forward()`` has event shape ``(size,)``; :meth:`law` gives the same law over any shape.
+    """
+
+    def __init__(self, size: int, family: str = "normal"):
+        super().__init__()
+        latent_law(family, torch.zeros(()), torch.ones(()))  # validates the family
+        self.size, self.family = int(size), family
+        self.register_buffer("_zero", torch.zeros(()))
+
+    def law(self, shape) -> dist.Distribution:
+        """The elementwise law, batch shape ``shape`` (no event dimensions)."""
+        return latent_law(self.family, self._zero.expand(shape), torch.ones_like(self._zero).expand(shape))
+
+    def forward(self) -> dist.Distribution:
+        return self.law((self.size,)).to_event(1)
