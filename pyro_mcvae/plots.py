@@ -10,27 +10,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["copula_pairplot", "save_figure"]
+__all__ = ["copula_pairplot", "copula_pairplot_grid", "save_figure"]
 
 TRUE_COLOUR, GEN_COLOUR = "#1f77b4", "#ff7f0e"
 
 
-def copula_pairplot(true: np.ndarray, generated: np.ndarray, title: str = "", max_points: int = 1500):
-    """Pairplot of every pair of components for both coordinates, true against generated.
-
-    ``true``, ``generated``: ``(n, M, J)`` with ``J = 2``. Above the diagonal: coordinate 1
-    (``x_k^1`` against ``x_l^1``); below: coordinate 2; on the diagonal: marginal histograms of
-    both coordinates. Returns the figure.
-    """
-    true, generated = np.asarray(true), np.asarray(generated)
+def _draw_pairplot(axes, true: np.ndarray, generated: np.ndarray, max_points: int) -> None:
+    """Fill an ``M x M`` grid of axes (see :func:`copula_pairplot`)."""
     m = true.shape[1]
-    fig, axes = plt.subplots(m, m, figsize=(2.3 * m, 2.3 * m), squeeze=False)
     t, g = true[:max_points], generated[:max_points]
+    bins = np.linspace(0, 1, 21)
     for r in range(m):
         for c in range(m):
             ax = axes[r, c]
             if r == c:
-                bins = np.linspace(0, 1, 21)
                 for j, ls in ((0, "-"), (1, "--")):
                     ax.hist(true[:, r, j], bins, histtype="step", color=TRUE_COLOUR, ls=ls, density=True)
                     ax.hist(generated[:, r, j], bins, histtype="step", color=GEN_COLOUR, ls=ls, density=True)
@@ -42,10 +35,60 @@ def copula_pairplot(true: np.ndarray, generated: np.ndarray, title: str = "", ma
                 ax.text(0.02, 0.9, f"j={j + 1}", transform=ax.transAxes, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
+
+
+def _check_pair(true, generated, name: str = "generated"):
+    true, generated = np.asarray(true), np.asarray(generated)
+    if true.ndim != 3 or generated.ndim != 3 or true.shape[1:] != generated.shape[1:] or true.shape[2] != 2:
+        raise ValueError(f"true and {name} must be (n, M, 2) arrays of the same M, got "
+                         f"{true.shape} and {generated.shape}")
+    return true, generated
+
+
+def _legend(fig, note: str, title: str) -> None:
     handles = [plt.Line2D([], [], color=TRUE_COLOUR, lw=3), plt.Line2D([], [], color=GEN_COLOUR, lw=3)]
-    fig.legend(handles, ["true (test)", "generated"], loc="lower center", ncol=2, frameon=False)
-    fig.suptitle(title + "\nupper: coordinate 1, lower: coordinate 2, diagonal: marginals", fontsize=10)
+    fig.legend(handles, ["true (test)", "generated"], loc="upper right", ncol=2, frameon=False)
+    fig.suptitle(title + "\n" + note, fontsize=10)
+
+
+def copula_pairplot(true: np.ndarray, generated: np.ndarray, title: str = "", max_points: int = 1500):
+    """Pairplot of every pair of components for both coordinates, true against generated.
+
+    ``true``, ``generated``: ``(n, M, J)`` with ``J = 2``. Above the diagonal: coordinate 1
+    (``x_k^1`` against ``x_l^1``); below: coordinate 2; on the diagonal: marginal histograms of
+    both coordinates. Returns the figure.
+    """
+    true, generated = _check_pair(true, generated)
+    m = true.shape[1]
+    fig, axes = plt.subplots(m, m, figsize=(2.3 * m, 2.3 * m), squeeze=False)
+    _draw_pairplot(axes, true, generated, max_points)
+    _legend(fig, "upper: coordinate 1, lower: coordinate 2, diagonal: marginals", title)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def copula_pairplot_grid(true: np.ndarray, generated: dict, title: str = "", columns: int = 3,
+                         max_points: int = 1000):
+    """One figure with a pairplot (as :func:`copula_pairplot`) per model.
+
+    ``generated``: ``{model name: (n, M, 2) array}``; the pairplots fill ``columns`` per row.
+    """
+    if not generated:
+        raise ValueError("generated must name at least one model")
+    checked = {name: _check_pair(true, g, name)[1] for name, g in generated.items()}
+    true = np.asarray(true)
+    m = true.shape[1]
+    rows = -(-len(checked) // columns)
+    cols = min(columns, len(checked))
+    fig = plt.figure(figsize=(2.0 * m * cols, 2.0 * m * rows + 0.9), layout="constrained")
+    subfigs = np.atleast_2d(fig.subfigures(rows, cols, squeeze=False))
+    for sub, (name, g) in zip(subfigs.ravel(), checked.items()):
+        axes = sub.subplots(m, m, squeeze=False)
+        _draw_pairplot(axes, true, g, max_points)
+        sub.suptitle(name, fontsize=12, fontweight="bold")
+    for sub in subfigs.ravel()[len(checked):]:
+        sub.set_visible(False)
+    _legend(fig, "per model: upper triangle coordinate 1, lower coordinate 2, diagonal marginals", title)
     return fig
 
 

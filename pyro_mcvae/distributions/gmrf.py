@@ -16,7 +16,7 @@ from torch.distributions.utils import _standard_normal
 from .._validation import check_component_indices, check_finite
 from ..covariance import assemble_block_covariance
 
-__all__ = ["GMRF", "component_indices"]
+__all__ = ["GMRF", "complete_from_prior", "component_indices"]
 
 
 def component_indices(components: Sequence[int], component_dim: int, device=None) -> torch.Tensor:
@@ -249,3 +249,71 @@ def _kl_gmrf_gmrf(q: GMRF, p: GMRF) -> torch.Tensor:
     logdet_q = 2 * q._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     kl = 0.5 * (trace + maha - k + logdet_p - logdet_q)
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
+
+
+def _prior_moments(prior) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, covariance and precision of a Gaussian prior over a flat vector."""
+    if isinstance(prior, GMRF):
+        return prior.loc, prior._covariance_unbroadcast(), prior._precision_unbroadcast()
+    if isinstance(prior, torch.distributions.MultivariateNormal):
+        return prior.loc, prior.covariance_matrix, prior.precision_matrix
+    base = getattr(prior, "base_dist", None)
+    if (isinstance(prior, torch.distributions.Independent) and isinstance(base, torch.distributions.Normal)
+            and prior.reinterpreted_batch_ndims == 1):
+        var = base.scale.pow(2)
+        return base.loc, torch.diag_embed(var), torch.diag_embed(var.reciprocal())
+    raise ValueError(f"the prior must be Gaussian over a flat vector, got {type(prior).__name__}")
+
+
+def complete_from_prior(
+    loc: torch.Tensor,
+    covariance: torch.Tensor,
+    present: torch.Tensor,
+    prior,
+    component_dim: int,
+) -> GMRF:
+    """The law ``q(z_A) p(z_B | z_A)`` for the present components ``A`` of each batch element.
+
+    When components are absent from a sample the posterior of the present ones, ``q(z_A)``, is
+    completed by the prior's conditional law of the absent blocks given the present ones. Then
+    ``log q(z) - log p(z) = log q(z_A) - log p(z_A)`` for every ``z``: the ELBO is the one of the
+    observed components alone, its KL is ``KL(q_A || p_A)`` (exact with ``TraceMeanField_ELBO``,
+    without extra variance with ``Trace_ELBO``), and the result is still one Gaussian per sample,
+    so different samples may miss different components in one batch.
+
+    Args:
+        loc: ``(..., M*d)`` mean of ``q``; entries of absent blocks are ignored.
+        covariance: ``(..., M*d, M*d)`` covariance of ``q``, with zero blocks between present and
+            absent components (absent diagonal blocks are ignored but must be SPD).
+        present: bool ``(..., M)``, at least one True per row.
+        prior: Gaussian over ``(M*d,)`` with batch shape ``()``: a :class:`GMRF`, a
+            ``MultivariateNormal`` or ``Normal(...).to_event(1)``.
+        component_dim: ``d``.
+
+    Returns:
+        a :class:`GMRF` with precision
+        ``J = Q + E_A (S_q,AA^-1 - S_p,AA^-1) E_A^T`` and mean ``J^-1 h``, where
+        ``h = E_A S_q,AA^-1 mu_q,A + Q mu_p - E_A S_p,AA^-1 mu_p,A``. The inverses of the
+        ``A`` blocks come from Cholesky factors of the matrices padded with the identity on the
+        absent blocks, so every sample is handled in one batched call whatever its ``A``.
+    """
+    if present.dtype != torch.bool or not bool(present.any(-1).all()):
+        raise ValueError("present must be a bool (..., M) tensor with a True in every row")
+    m, d = present.shape[-1], component_dim
+    n = m * d
+    if loc.shape[-1] != n or covariance.shape[-2:] != (n, n):
+        raise ValueError(f"loc and covariance must have M*d = {n} coordinates, got "
+                         f"{tuple(loc.shape)} and {tuple(covariance.shape)}")
+    a = present.repeat_interleave(d, -1).to(loc.dtype)  # (..., M*d)
+    outer = a.unsqueeze(-1) * a.unsqueeze(-2)
+    pad = torch.diag_embed(1.0 - a)
+    mu_p, cov_p, prec_p = _prior_moments(prior)
+    cov_q = covariance * outer + pad
+    lam = torch.cholesky_inverse(torch.linalg.cholesky(cov_q)) * outer  # E_A S_q,AA^-1 E_A^T
+    p_aa = torch.cholesky_inverse(torch.linalg.cholesky(cov_p * outer + pad)) * outer
+    joint = prec_p + lam - p_aa
+    joint = 0.5 * (joint + joint.transpose(-1, -2))
+    h = lam @ (loc * a).unsqueeze(-1) + (prec_p - p_aa) @ mu_p.unsqueeze(-1)
+    factor = torch.linalg.cholesky(joint)
+    mean = torch.cholesky_solve(h, factor).squeeze(-1)
+    return GMRF(mean, precision_matrix=joint, num_components=m, component_dim=d, validate_args=False)

@@ -17,6 +17,7 @@ from pyro import poutine
 from .._validation import check_component_indices, check_components, check_mask
 from ..distributions import (
     GMRF,
+    complete_from_prior,
     StratifiedMixture,
     latent_law,
     mixture_of_products,
@@ -60,6 +61,29 @@ class _EncoderGuide(nn.Module):
         self.num_components = len(self.component_dims)
         self.latent_dim = latent_dim
         self.encoder = VectorEncoder(self.component_dims, latent_dim, hidden, min_var)
+
+    def bind_prior(self, prior: nn.Module) -> None:
+        """Give the guide the model's prior module (``MCVAE`` does this). The block-layout guides
+        need it for samples with absent components, whose latents they draw from the prior
+        conditioned on the present ones. Kept out of the guide's submodules, so its parameters
+        are registered once, by the model."""
+        object.__setattr__(self, "_bound_prior", prior)
+
+    @staticmethod
+    def _present_only(loc, var, mask):
+        """Encoder outputs ``(batch, M, d)`` with absent components' entries made inert."""
+        here = mask.unsqueeze(-1)
+        return torch.where(here, loc, torch.zeros_like(loc)), torch.where(here, var, torch.ones_like(var))
+
+    def _complete(self, loc, covariance, mask) -> GMRF:
+        """``q(z_A) p(z_B | z_A)``: absent blocks from the prior conditioned on the present ones."""
+        prior = getattr(self, "_bound_prior", None)
+        if prior is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the model's prior for samples with absent components; "
+                "use it through MCVAE or call guide.bind_prior(prior_module)"
+            )
+        return complete_from_prior(loc, covariance, mask, prior(), self.latent_dim)
 
     def encode(self, xs: Sequence[torch.Tensor], components: Sequence[int] | None = None):
         """Marginal posterior of the given components from their own data only.
@@ -133,12 +157,8 @@ class _EncoderGuide(nn.Module):
         return z.flatten(-2)
 
 
-def _all_present(mask, guide) -> None:
-    if mask is not None and not bool(mask.all()):
-        raise NotImplementedError(
-            f"{type(guide).__name__} does not take absent components yet; use a product-of-experts "
-            "guide (ProductOfExpertsGuide) for data with missing components"
-        )
+def _absent(mask) -> bool:
+    return mask is not None and not bool(mask.all())
 
 
 class GMRFGuide(_EncoderGuide):
@@ -167,18 +187,27 @@ class GMRFGuide(_EncoderGuide):
         self.register_buffer("graph", None if graph is None else torch.as_tensor(graph, dtype=torch.bool))
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> GMRF:
-        _all_present(mask, self)
-        loc, var = self.encoder(xs)
-        return GMRF.from_blocks(
+        if not _absent(mask):
+            loc, var = self.encoder(xs)
+            offdiag = self.global_net(xs)
+        else:
+            # Absent components feed zeros to the global network and get no off-diagonal blocks,
+            # so q factorises into present and absent parts; the absent part is then replaced.
+            xs = [torch.where(mask[:, k, None], x, torch.zeros_like(x)) for k, x in enumerate(xs)]
+            loc, var = self._present_only(*self.encoder(xs), mask)
+            pair = mask[:, :, None] & mask[:, None, :]
+            offdiag = torch.where(pair[..., None, None], self.global_net(xs), 0.0)
+        q = GMRF.from_blocks(
             loc,
             var,
-            self.global_net(xs),
+            offdiag,
             eps=self.eps,
             delta=self.delta,
             mode=self.mode,
             graph=self.graph,
             validate=False,
         )
+        return q if not _absent(mask) else self._complete(q.loc, q._covariance_unbroadcast(), mask)
 
 
 class DiagonalGaussianGuide(_EncoderGuide):
@@ -188,9 +217,11 @@ class DiagonalGaussianGuide(_EncoderGuide):
         super().__init__(component_dims, latent_dim, hidden, min_var)
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> dist.Distribution:
-        _all_present(mask, self)
         loc, var = self.encoder(xs)
-        return dist.Normal(loc.flatten(-2), var.sqrt().flatten(-2)).to_event(1)
+        if not _absent(mask):
+            return dist.Normal(loc.flatten(-2), var.sqrt().flatten(-2)).to_event(1)
+        loc, var = self._present_only(loc, var, mask)
+        return self._complete(loc.flatten(-2), torch.diag_embed(var.flatten(-2)), mask)
 
 
 class ProductOfExpertsGuide(_EncoderGuide):
@@ -242,20 +273,25 @@ class SubsetELBO:
             raise ValueError("subsets must be a bool (T, M) tensor with a component in every row")
         self.elbo, self.subsets = elbo, subsets
 
-    def _masks(self, xs, mask):
-        batch = (xs[0] if isinstance(xs, (list, tuple)) else xs).shape[0]
-        for row in self.subsets:
-            term = row.to(mask.device if mask is not None else row.device).expand(batch, -1)
-            yield term if mask is None else term & mask
+    def _stacked(self, xs, mask):
+        """The ``T`` terms as one batch: the data repeated ``T`` times, each copy with its mask."""
+        stacked = isinstance(xs, torch.Tensor)
+        parts = [xs] if stacked else list(xs)
+        batch, t = parts[0].shape[0], self.subsets.shape[0]
+        rows = self.subsets.to(parts[0].device).unsqueeze(1).expand(t, batch, -1)  # (T, batch, M)
+        if mask is not None:
+            rows = rows & mask.unsqueeze(0)
+        parts = [p.repeat(t, *([1] * (p.dim() - 1))) for p in parts]
+        return (parts[0] if stacked else parts), rows.reshape(t * batch, -1)
 
     def loss(self, model, guide, xs, *args, mask=None, **kwargs) -> float:
-        return sum(self.elbo.loss(model, guide, xs, *args, mask=m, **kwargs)
-                   for m in self._masks(xs, mask))
+        xs, mask = self._stacked(xs, mask)
+        return self.elbo.loss(model, guide, xs, *args, mask=mask, **kwargs)
 
     def loss_and_grads(self, model, guide, xs, *args, mask=None, **kwargs) -> float:
-        # Gradients of the terms accumulate; SVI zeroes them after its step.
-        return sum(self.elbo.loss_and_grads(model, guide, xs, *args, mask=m, **kwargs)
-                   for m in self._masks(xs, mask))
+        # One pass over the stacked batch: the ELBO is a sum over data, so this is the sum of terms.
+        xs, mask = self._stacked(xs, mask)
+        return self.elbo.loss_and_grads(model, guide, xs, *args, mask=mask, **kwargs)
 
 
 class _StrataSite(dist.TorchDistribution):

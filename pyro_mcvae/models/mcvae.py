@@ -67,6 +67,8 @@ class MCVAE(nn.Module):
             self.private_dim = private_prior.size // self.num_components
         self.prior = prior
         self.guide = guide
+        if hasattr(guide, "bind_prior"):
+            guide.bind_prior(prior)
         self.decoder = decoder
         self.likelihoods = nn.ModuleList(likelihoods)
 
