@@ -176,13 +176,13 @@ def run_all(args) -> dict:
     else:
         # Spawned workers with one thread each: small networks parallelise better across runs
         # than inside one run.
+        # The costlier models (listed last) start first, which balances the workers' loads.
+        tasks = tasks[::-1]
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
             records = list(pool.map(run_seed, *zip(*tasks), [args] * len(tasks), [1] * len(tasks)))
-    results: dict = {}
-    for (name, _), record in zip(tasks, records):
-        results.setdefault(name, []).append(record)
-    return results
+    by_run = {task: record for task, record in zip(tasks, records)}
+    return {name: [by_run[name, seed] for seed in range(args.seeds)] for name in args.model}
 
 
 def main(argv=None) -> int:
