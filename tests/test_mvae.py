@@ -92,16 +92,13 @@ def test_conditional_generation_draws_from_the_observed_experts():
     np.testing.assert_allclose(z.std(0).numpy(), want_scale, rtol=0.05)
 
 
-def test_masks_are_checked_and_the_gmrf_guide_says_it_needs_all_components():
+def test_masks_are_checked():
     model = mvae()
     xs = [torch.rand(4, 2) for _ in range(3)]
     with pytest.raises(ValueError, match="bool"):
         TraceMeanField_ELBO().loss(model.model, model.guide, xs, mask=torch.ones(4, 3))
     with pytest.raises(ValueError, match=r"shape \(batch=4, M=3\)"):
         TraceMeanField_ELBO().loss(model.model, model.guide, xs, mask=torch.ones(4, 2, dtype=torch.bool))
-    gmrf = MCVAE.build([2, 2, 2], latent_dim=2, hidden=(8,))
-    with pytest.raises(NotImplementedError, match="absent components"):
-        TraceMeanField_ELBO().loss(gmrf.model, gmrf.guide, xs, mask=torch.tensor([[True, False, True]] * 4))
     with pytest.raises(ValueError, match="at least one present component"):
         fit(model, torch.rand(8, 3, 2), TrainConfig(epochs=1), progress=False,
             mask=torch.zeros(8, 3, dtype=torch.bool))

@@ -317,3 +317,22 @@ def complete_from_prior(
     factor = torch.linalg.cholesky(joint)
     mean = torch.cholesky_solve(h, factor).squeeze(-1)
     return GMRF(mean, precision_matrix=joint, num_components=m, component_dim=d, validate_args=False)
+
+
+@register_kl(GMRF, torch.distributions.Independent)
+def _kl_gmrf_diagonal(q: GMRF, p) -> torch.Tensor:
+    """``KL(q || p)`` against an independent Gaussian ``Normal(loc, scale).to_event(1)`` (e.g. the
+    diagonal prior when a diagonal guide completed absent blocks from it)."""
+    base = p.base_dist
+    if not isinstance(base, torch.distributions.Normal) or p.reinterpreted_batch_ndims != 1:
+        raise NotImplementedError
+    if q.event_shape != p.event_shape:
+        raise ValueError(f"KL between event shapes {q.event_shape} and {p.event_shape}")
+    var_p = base.scale.pow(2)
+    cov_q = q._covariance_unbroadcast()
+    diff = q.loc - base.loc
+    trace = (cov_q.diagonal(dim1=-2, dim2=-1) / var_p).sum(-1)
+    maha = (diff.pow(2) / var_p).sum(-1)
+    logdet_q = 2 * q._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    kl = 0.5 * (trace + maha - q.event_shape[0] + var_p.log().sum(-1) - logdet_q)
+    return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
