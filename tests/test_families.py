@@ -92,3 +92,25 @@ def test_every_objective_lowers_every_models_loss(guide, elbo, copula_tensor):
     config = TrainConfig(epochs=5, batch_size=128, lr=5e-3, elbo=elbo, num_particles=2)
     result = fit(model, data, config, progress=False)
     assert result.losses[-1] < result.losses[0] - 0.5, result.losses
+
+
+@pytest.mark.parametrize("guide", ["gmrf", "diagonal", "mvae", "mmvae", "mopoe", "mmvaeplus"])
+def test_every_model_generates_from_any_subset_through_one_interface(guide):
+    seed_everything(0)
+    prior = "diagonal" if guide == "diagonal" else "precision"
+    model = MCVAE.build([2, 3, 2], 2, hidden=(8,), guide=guide, prior=prior, private_dim=1)
+    xs = [torch.rand(5, k) for k in (2, 3, 2)]
+    for observed in ({0}, {1, 2}, {0, 2}):
+        data = {k: xs[k] for k in observed}
+        out = model.condition(data, num_samples=4, use_mean=False, sample_likelihood=True)
+        assert [o.shape for o in out] == [(4, 5, k) for k in (2, 3, 2)]
+        for k in range(3):
+            if k in observed:
+                torch.testing.assert_close(out[k], xs[k].expand(4, 5, -1))
+            else:
+                assert torch.isfinite(out[k]).all() and out[k].std(0).mean() > 0
+    assert [o.shape for o in model.reconstruct(xs)] == [(5, 2), (5, 3), (5, 2)]
+    with pytest.raises(ValueError, match="every component is observed"):
+        model.condition(dict(enumerate(xs)))
+    with pytest.raises(ValueError, match="observed component"):
+        model.condition({3: xs[0]})

@@ -108,3 +108,23 @@ def test_mmvae_conditional_latent_is_a_mixture_of_the_observed_experts():
     second = (var + loc ** 2).mean(1)
     torch.testing.assert_close(z.mean(0), mean, atol=0.03, rtol=0)
     torch.testing.assert_close(z.var(0), second - mean ** 2, atol=0.03, rtol=0.05)
+
+
+def test_stratum_density_scores_each_draw_by_its_own_component_and_bounds_the_elbo():
+    model, xs = build("mopoe")
+    jensen = MCVAE.build([2, 2, 2], latent_dim=2, hidden=(16,), guide="mopoe",
+                         mixture_density="stratum").double()
+    jensen.load_state_dict(model.state_dict())
+    tr = poutine.trace(jensen.guide).get_trace(xs)
+    z = tr.nodes["z"]["value"].detach().numpy()
+    logq = tr.nodes["z"]["fn"].log_prob(tr.nodes["z"]["value"]).detach().numpy()
+    for k, (mu, v) in enumerate(experts_of(model, xs, "mopoe")):
+        np.testing.assert_allclose(logq[k], norm.logpdf(z[k], mu, np.sqrt(v)).sum(-1), rtol=1e-10)
+    # sum_k w_k ELBO_k <= ELBO of the mixture (Jensen), so the loss is higher on average.
+    losses = []
+    for m in (model, jensen):
+        pyro.set_rng_seed(0)
+        losses.append(Trace_ELBO(num_particles=400, vectorize_particles=True).loss(m.model, m.guide, xs))
+    assert losses[1] > losses[0]
+    with pytest.raises(ValueError, match="density"):
+        MCVAE.build([2, 2], 2, guide="mmvae", mixture_density="exact")

@@ -43,13 +43,13 @@ def test_subset_elbo_is_the_sum_of_its_terms():
     model = mvae()
     xs = [torch.rand(8, 2) for _ in range(3)]
     subsets = torch.tensor([[True, True, True], [True, False, False], [False, True, False]])
-    objective = SubsetELBO(TraceMeanField_ELBO(), subsets)
+    # The stacked pass draws its own random numbers, so compare expectations (many particles).
+    elbo = TraceMeanField_ELBO(num_particles=4000, vectorize_particles=True)
+    objective = SubsetELBO(elbo, subsets)
     pyro.set_rng_seed(4)
     total = objective.loss(model.model, model.guide, xs, beta=1.0)
-    pyro.set_rng_seed(4)
-    terms = [TraceMeanField_ELBO().loss(model.model, model.guide, xs, beta=1.0, mask=row.expand(8, 3))
-             for row in subsets]
-    assert total == pytest.approx(sum(terms), rel=1e-6)
+    terms = [elbo.loss(model.model, model.guide, xs, beta=1.0, mask=row.expand(8, 3)) for row in subsets]
+    assert total == pytest.approx(sum(terms), rel=2e-3)
     assert len(set(round(t, 3) for t in terms)) == 3, "the terms should differ"
 
 

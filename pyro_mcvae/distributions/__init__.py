@@ -10,12 +10,13 @@ from .experts import (
     subset_masks,
     valid_subsets,
 )
-from .gmrf import GMRF, complete_from_prior, component_indices
+from .gmrf import GMRF, as_gmrf, complete_from_prior, component_indices
 
 __all__ = [
     "GMRF",
     "LATENT_FAMILIES",
     "StratifiedMixture",
+    "as_gmrf",
     "complete_from_prior",
     "component_indices",
     "latent_law",

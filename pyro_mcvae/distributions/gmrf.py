@@ -16,7 +16,7 @@ from torch.distributions.utils import _standard_normal
 from .._validation import check_component_indices, check_finite
 from ..covariance import assemble_block_covariance
 
-__all__ = ["GMRF", "complete_from_prior", "component_indices"]
+__all__ = ["GMRF", "as_gmrf", "complete_from_prior", "component_indices"]
 
 
 def component_indices(components: Sequence[int], component_dim: int, device=None) -> torch.Tensor:
@@ -263,6 +263,16 @@ def _prior_moments(prior) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         var = base.scale.pow(2)
         return base.loc, torch.diag_embed(var), torch.diag_embed(var.reciprocal())
     raise ValueError(f"the prior must be Gaussian over a flat vector, got {type(prior).__name__}")
+
+
+def as_gmrf(prior, num_components: int, component_dim: int) -> GMRF:
+    """A Gaussian prior over the flat ``M*d`` vector as a :class:`GMRF` (itself when it is one):
+    a ``MultivariateNormal`` or an independent ``Normal(...).to_event(1)``."""
+    if isinstance(prior, GMRF):
+        return prior
+    loc, cov, _ = _prior_moments(prior)
+    return GMRF(loc, covariance_matrix=cov, num_components=num_components,
+                component_dim=component_dim, validate_args=False)
 
 
 def complete_from_prior(

@@ -88,6 +88,7 @@ class MCVAE(nn.Module):
         prior_eps: float | None = None,
         family: str = "normal",
         private_dim: int | None = None,
+        mixture_density: str = "mixture",
     ) -> "MCVAE":
         """The GMRF MCVAE with MLP networks (``guide="diagonal"``, ``prior="diagonal"``: the
         independent-Gaussian ablation with the same networks; ``guide="mvae"``: MVAE, a latent of
@@ -100,7 +101,9 @@ class MCVAE(nn.Module):
 
         ``prior``: ``"precision"``, ``"covariance"``, ``"standard"`` (see :class:`GMRFPrior`) or
         ``"diagonal"``. ``family``: ``"normal"`` or ``"laplace"`` posteriors and priors of the
-        baselines (the GMRF model is Gaussian by definition).
+        baselines (the GMRF model is Gaussian by definition). ``mixture_density``: how the mixture
+        guides score their draws (``"mixture"``, exact, or ``"stratum"``, the cheaper Jensen
+        bound; see :class:`MixtureOfExpertsGuide`).
         """
         dims = [int(c) for c in component_dims]
         m = len(dims)
@@ -110,14 +113,16 @@ class MCVAE(nn.Module):
         liks = [ComponentLikelihood(k, dim, scale) for k, dim in zip(kinds, dims)]
         if guide == "mmvaeplus":
             w = latent_dim if private_dim is None else private_dim
-            guide_mod = MMVAEPlusGuide(dims, latent_dim, w, hidden, family=family)
+            guide_mod = MMVAEPlusGuide(dims, latent_dim, w, hidden, family=family, density=mixture_density)
             return cls(dims, latent_dim, StandardPrior(latent_dim, family), guide_mod,
                        VectorDecoder(dims, latent_dim + w, hidden), liks,
                        private_prior=StandardPrior(m * w, family))
         shared = {
             "mvae": lambda: ProductOfExpertsGuide(dims, latent_dim, hidden, family=family),
-            "mmvae": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, family=family),
-            "mopoe": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, subsets=True, family=family),
+            "mmvae": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, family=family,
+                                                   density=mixture_density),
+            "mopoe": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, subsets=True, family=family,
+                                                   density=mixture_density),
         }
         if guide in shared:
             # One latent of size latent_dim shared by all components, fixed unit-variance prior.
