@@ -50,7 +50,7 @@ PROTOCOLS = {"sample": True, "mean": False}  # name: generate x ~ p(x | z) (else
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="gmrf", nargs="+", choices=[*MODELS, "all"],
+    p.add_argument("--model", default=["gmrf"], nargs="+", choices=[*MODELS, "all"],
                    help="gmrf: precision-parameterised GMRF prior (default); mvae, mmvae, mopoe, mmvaeplus: "
                         "baselines over a shared latent of size 3 (MMVAE+: plus 1 private coordinate per "
                         "component); all: those five; gmrf-covprior: ablation, the prior's covariance "

@@ -1,5 +1,6 @@
 """Every example runs end to end for one epoch (smoke test through the command line)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -58,3 +59,19 @@ def test_copula_example_runs_every_baseline_in_parallel_workers(tmp_path):
     assert (out / "pairplots_sample.png").stat().st_size > 50_000
     table = (out / "table.md").read_text()
     assert "Protocol `sample`" in table and "Protocol `mean`" in table and "| mmvaeplus |" in table
+
+
+def _load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_copula_example_defaults_and_model_lists():
+    copula = _load_example("copula")
+    args = copula.parse_args([])
+    assert args.model == ["gmrf"] and args.jobs == 1 and args.epochs == 200
+    args = copula.parse_args(["--model", "all", "--seeds", "3"])
+    assert args.model == ["gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus"] and args.jobs >= 1
+    assert copula.parse_args(["--model", "mvae", "gmrf", "mvae"]).model == ["mvae", "gmrf"]
