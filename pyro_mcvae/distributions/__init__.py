@@ -1,5 +1,6 @@
 """Latent laws with block structure, and the expert combinations of the baseline guides."""
 
+from .asymmetric_laplace import GIGMixtureNormal, MultivariateAsymmetricLaplace, log_bessel_k, sample_gig
 from .experts import (
     LATENT_FAMILIES,
     StratifiedMixture,
@@ -13,16 +14,20 @@ from .experts import (
 from .gmrf import GMRF, as_gmrf, complete_from_prior, component_indices
 
 __all__ = [
+    "GIGMixtureNormal",
     "GMRF",
     "LATENT_FAMILIES",
+    "MultivariateAsymmetricLaplace",
     "StratifiedMixture",
     "as_gmrf",
     "complete_from_prior",
     "component_indices",
     "latent_law",
+    "log_bessel_k",
     "mixture_of_products",
     "nonempty_subsets",
     "product_of_gaussian_experts",
+    "sample_gig",
     "subset_masks",
     "valid_subsets",
 ]

@@ -25,6 +25,23 @@ def component_indices(components: Sequence[int], component_dim: int, device=None
     return (comps[:, None] * component_dim + torch.arange(component_dim, device=device)).reshape(-1)
 
 
+def _observed_tensor(observed: Mapping[int, torch.Tensor], comps: list[int], component_dim: int,
+                     like: torch.Tensor) -> torch.Tensor:
+    """The observed blocks ``{k: (..., d)}`` of ``comps``, checked and concatenated to
+    ``(..., len(comps) * d)`` (dtype and device of ``like``)."""
+    values = []
+    for k in comps:
+        v = torch.as_tensor(observed[k], dtype=like.dtype, device=like.device)
+        if v.dim() == 0 or v.shape[-1] != component_dim:
+            raise ValueError(
+                f"observed value of component {k} must have shape (..., {component_dim}), "
+                f"got {tuple(v.shape)}"
+            )
+        check_finite(v, f"observed value of component {k}")
+        values.append(v)
+    return torch.cat(torch.broadcast_tensors(*values), dim=-1)
+
+
 class GMRF(dist.MultivariateNormal):
     """Multivariate normal over ``M`` components of ``d`` coordinates each.
 
@@ -154,17 +171,7 @@ class GMRF(dist.MultivariateNormal):
         )
 
     def _observed_vector(self, observed: Mapping[int, torch.Tensor], comps: list[int]) -> torch.Tensor:
-        values = []
-        for k in comps:
-            v = torch.as_tensor(observed[k], dtype=self.loc.dtype, device=self.loc.device)
-            if v.dim() == 0 or v.shape[-1] != self.component_dim:
-                raise ValueError(
-                    f"observed value of component {k} must have shape (..., {self.component_dim}), "
-                    f"got {tuple(v.shape)}"
-                )
-            check_finite(v, f"observed value of component {k}")
-            values.append(v)
-        return torch.cat(torch.broadcast_tensors(*values), dim=-1)
+        return _observed_tensor(observed, comps, self.component_dim, self.loc)
 
     def condition(self, observed: Mapping[int, torch.Tensor]) -> "GMRF":
         """Law of the remaining components given observed ones.

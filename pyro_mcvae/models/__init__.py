@@ -1,6 +1,7 @@
 """Generative Pyro programs and their guides."""
 
 from .guides import (
+    ALMRFGuide,
     DiagonalGaussianGuide,
     GMRFGuide,
     MMVAEPlusGuide,
@@ -11,9 +12,11 @@ from .guides import (
 )
 from .likelihoods import LIKELIHOODS, ComponentLikelihood
 from .mcvae import MCVAE
-from .priors import PRIOR_PARAMETERIZATIONS, DiagonalGaussianPrior, GMRFPrior, StandardPrior
+from .priors import PRIOR_PARAMETERIZATIONS, ALMRFPrior, DiagonalGaussianPrior, GMRFPrior, StandardPrior
 
 __all__ = [
+    "ALMRFGuide",
+    "ALMRFPrior",
     "LIKELIHOODS",
     "PRIOR_PARAMETERIZATIONS",
     "ComponentLikelihood",

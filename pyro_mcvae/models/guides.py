@@ -17,6 +17,7 @@ from pyro import poutine
 from .._validation import check_component_indices, check_components, check_mask
 from ..distributions import (
     GMRF,
+    MultivariateAsymmetricLaplace,
     as_gmrf,
     complete_from_prior,
     StratifiedMixture,
@@ -26,9 +27,10 @@ from ..distributions import (
     product_of_gaussian_experts,
     valid_subsets,
 )
-from ..nets import GlobalOffdiagNet, VectorEncoder
+from ..nets import ComponentNets, GlobalOffdiagNet, VectorEncoder
 
 __all__ = [
+    "ALMRFGuide",
     "GMRFGuide",
     "DiagonalGaussianGuide",
     "MMVAEPlusGuide",
@@ -115,6 +117,12 @@ class _EncoderGuide(nn.Module):
         """The distribution the ``z`` site samples from, given the posterior."""
         return q
 
+    def _observed_latent(self, data, components, use_mean: bool) -> torch.Tensor:
+        """Latents ``(batch, |A|, d)`` of observed components from their own encoders: the
+        marginal posterior's mean, or one draw."""
+        loc, var = self.encode(data, components)
+        return loc if use_mean else loc + var.sqrt() * torch.randn_like(loc)
+
     def stratum_weights(self, mask, batch: int, device=None, dtype=None) -> torch.Tensor:
         """Weights ``(S, batch)`` of the draws per datum: one stratum of weight 1 here (mixture
         guides draw one per mixture component)."""
@@ -146,12 +154,13 @@ class _EncoderGuide(nn.Module):
         The observed blocks are their encoders' means (or one draw each when ``use_mean=False``);
         the other blocks are drawn from the prior conditioned on them in closed form.
         """
-        prior = as_gmrf(prior, self.num_components, self.latent_dim)  # ValueError if not Gaussian
-        loc, var = self.encode(data, components)  # (batch, |A|, d)
-        z_a = loc if use_mean else loc + var.sqrt() * torch.randn_like(loc)
+        if not hasattr(prior, "condition"):
+            prior = as_gmrf(prior, self.num_components, self.latent_dim)  # ValueError if not Gaussian
+        z_a = self._observed_latent(data, components, use_mean)  # (batch, |A|, d)
         z_b = prior.condition({k: z_a[:, i] for i, k in enumerate(components)}).sample((num_samples,))
         rest = [k for k in range(self.num_components) if k not in components]
         z = z_b.new_empty(*z_b.shape[:-1], self.num_components, self.latent_dim)
+        z_a = z_a.to(z.dtype)
         z[..., components, :] = z_a.expand(num_samples, *z_a.shape)
         z[..., rest, :] = z_b.reshape(*z_b.shape[:-1], len(rest), self.latent_dim)
         return z.flatten(-2)
@@ -222,6 +231,42 @@ class DiagonalGaussianGuide(_EncoderGuide):
             return dist.Normal(loc.flatten(-2), var.sqrt().flatten(-2)).to_event(1)
         loc, var = self._present_only(loc, var, mask)
         return self._complete(loc.flatten(-2), torch.diag_embed(var.flatten(-2)), mask)
+
+
+class ALMRFGuide(GMRFGuide):
+    """ALMRF posterior: a multivariate asymmetric Laplace law with the GMRF guide's block
+    covariance (encoders: ``mu_k`` and the diagonal blocks; the global network: the off-diagonal
+    blocks) and a skew ``m_k`` per component from a second head of each component's network.
+
+    As in the GMRF guide the diagonal blocks are not rescaled, so the marginal of ``z_k``,
+    ``AL(mu_k, m_k, diag(var_k))``, depends on ``x_k`` alone. Its KL to the prior has no closed
+    form: train with ``Trace_ELBO`` (``TraceMeanField_ELBO`` falls back to the same estimate).
+    """
+
+    def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64),
+                 global_hidden=(64, 64), eps: float = 0.9, mode: str = "blockwise",
+                 graph: torch.Tensor | None = None, delta: float = 1e-6, min_var: float = 1e-4):
+        super().__init__(component_dims, latent_dim, hidden, global_hidden, eps, mode, graph, delta, min_var)
+        self.skew_net = ComponentNets(self.component_dims, hidden, [latent_dim] * self.num_components)
+
+    def _skew(self, xs, components=None) -> torch.Tensor:
+        return torch.stack(self.skew_net(xs, components), dim=-2)
+
+    def _posterior(self, xs: list[torch.Tensor], mask=None) -> MultivariateAsymmetricLaplace:
+        if _absent(mask):
+            raise NotImplementedError("the ALMRF guide does not take absent components yet")
+        loc, var = self.encoder(xs)
+        return MultivariateAsymmetricLaplace.from_blocks(
+            loc, self._skew(xs), var, self.global_net(xs), eps=self.eps, delta=self.delta,
+            mode=self.mode, graph=self.graph, validate=False)
+
+    def _observed_latent(self, data, components, use_mean: bool) -> torch.Tensor:
+        loc, var = self.encode(data, components)
+        skew = self._skew(check_components(data, [self.component_dims[k] for k in components]), components)
+        if use_mean:
+            return loc + skew
+        w = torch.empty_like(loc[..., :1]).exponential_()
+        return loc + w * skew + w.sqrt() * var.sqrt() * torch.randn_like(loc)
 
 
 class ProductOfExpertsGuide(_EncoderGuide):

@@ -11,6 +11,7 @@ import pyro
 from .._validation import check_component_indices, check_components, check_mask
 from ..nets import VectorDecoder
 from .guides import (
+    ALMRFGuide,
     DiagonalGaussianGuide,
     GMRFGuide,
     MMVAEPlusGuide,
@@ -19,7 +20,7 @@ from .guides import (
     latent_scale,
 )
 from .likelihoods import ComponentLikelihood
-from .priors import DiagonalGaussianPrior, GMRFPrior, StandardPrior
+from .priors import ALMRFPrior, DiagonalGaussianPrior, GMRFPrior, StandardPrior
 
 __all__ = ["MCVAE"]
 
@@ -95,7 +96,8 @@ class MCVAE(nn.Module):
         size ``latent_dim`` shared by all components with a product-of-experts posterior, a
         standard-normal prior and the sub-sampled ELBO; ``guide="mmvae"``: a mixture of the
         components' experts; ``guide="mopoe"``: a mixture of the products of every subset; for
-        these three ``prior`` is ignored; ``guide="mmvaeplus"``: MMVAE+, a shared latent of size
+        these three ``prior`` is ignored; ``guide="almrf"``: the ALMRF, asymmetric Laplace prior and posterior with the GMRF's block
+        structure; ``guide="mmvaeplus"``: MMVAE+, a shared latent of size
         ``latent_dim`` plus ``private_dim`` (default ``latent_dim``) modality-specific coordinates
         per component).
 
@@ -130,6 +132,13 @@ class MCVAE(nn.Module):
                        VectorDecoder(dims, latent_dim, hidden), liks, shared_latent=True)
         if family != "normal":
             raise ValueError(f"family={family!r} is for the baselines; the {guide!r} guide is Gaussian")
+        if guide == "almrf":
+            if prior not in ("precision", "covariance"):
+                raise ValueError(f"the ALMRF prior is built as 'precision' or 'covariance', got {prior!r}")
+            return cls(dims, latent_dim,
+                       ALMRFPrior(m, latent_dim, prior, eps=prior_eps, mode=mode, graph=graph),
+                       ALMRFGuide(dims, latent_dim, hidden, hidden, eps=eps, mode=mode, graph=graph),
+                       VectorDecoder(dims, latent_dim, hidden), liks)
         if prior == "diagonal":
             prior_mod = DiagonalGaussianPrior(m, latent_dim)
         else:

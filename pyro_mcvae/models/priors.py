@@ -9,9 +9,9 @@ from torch import nn
 import torch.nn.functional as F
 import pyro.distributions as dist
 
-from ..distributions import GMRF, latent_law
+from ..distributions import GMRF, MultivariateAsymmetricLaplace, latent_law
 
-__all__ = ["GMRFPrior", "DiagonalGaussianPrior", "StandardPrior", "PRIOR_PARAMETERIZATIONS"]
+__all__ = ["ALMRFPrior", "GMRFPrior", "DiagonalGaussianPrior", "StandardPrior", "PRIOR_PARAMETERIZATIONS"]
 
 PRIOR_PARAMETERIZATIONS = ("precision", "covariance", "standard")
 
@@ -128,3 +128,35 @@ class StandardPrior(nn.Module):
 
     def forward(self) -> dist.Distribution:
         return self.law((self.size,)).to_event(1)
+
+
+class ALMRFPrior(nn.Module):
+    """Learnable multivariate asymmetric Laplace prior with the GMRF's block structure (ALMRF).
+
+    ``Sigma`` (``parameterization="covariance"``) or ``Sigma^-1`` (``"precision"``, default, for the
+    same reason as :class:`GMRFPrior`) comes from the block construction; the location and the
+    skew ``m`` are learnable (the skew starts at zero, the symmetric multivariate Laplace).
+    """
+
+    def __init__(self, num_components: int, component_dim: int, parameterization: str = "precision",
+                 eps: float | None = None, mode: str = "blockwise", graph: torch.Tensor | None = None,
+                 delta: float = 1e-6, init_offdiag: float = 0.01):
+        super().__init__()
+        if parameterization not in ("precision", "covariance"):
+            raise ValueError(f"parameterization must be 'precision' or 'covariance', got {parameterization!r}")
+        m, d = num_components, component_dim
+        self.num_components, self.component_dim = m, d
+        self.parameterization = parameterization
+        self.eps = eps if eps is not None else (0.99 if parameterization == "precision" else 0.9)
+        self.mode, self.delta = mode, delta
+        self.register_buffer("graph", None if graph is None else torch.as_tensor(graph, dtype=torch.bool))
+        self.loc = nn.Parameter(torch.zeros(m, d))
+        self.skew = nn.Parameter(torch.zeros(m, d))
+        self.raw_diag = nn.Parameter(torch.full((m, d), _inverse_softplus(1.0)))
+        self.offdiag = nn.Parameter(init_offdiag * torch.randn(m, m, d, d))
+
+    def forward(self) -> MultivariateAsymmetricLaplace:
+        return MultivariateAsymmetricLaplace.from_blocks(
+            self.loc, self.skew, F.softplus(self.raw_diag) + 1e-4, self.offdiag,
+            parameterization=self.parameterization, eps=self.eps, delta=self.delta, mode=self.mode,
+            graph=self.graph, validate=False)
