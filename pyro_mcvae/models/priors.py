@@ -75,17 +75,15 @@ class GMRFPrior(nn.Module):
         m, d = self.num_components, self.component_dim
         if self.parameterization == "standard":
             return GMRF(self._zero, scale_tril=self._eye, num_components=m, component_dim=d)
-        return GMRF.from_blocks(
-            self.loc,
-            F.softplus(self.raw_diag) + 1e-4,
-            self.offdiag,
-            parameterization=self.parameterization,
-            eps=self.eps,
-            delta=self.delta,
-            mode=self.mode,
-            graph=self.graph,
-            validate=False,
-        )
+        return GMRF.from_blocks(self.loc, *self._blocks(), parameterization=self.parameterization,
+                                **self._assembly())
+
+    def _blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diagonal variances ``(M, d)`` and off-diagonal blocks ``(M, M, d, d)`` before assembly."""
+        return F.softplus(self.raw_diag) + 1e-4, self.offdiag
+
+    def _assembly(self) -> dict:
+        return dict(eps=self.eps, delta=self.delta, mode=self.mode, graph=self.graph, validate=False)
 
 
 class DiagonalGaussianPrior(nn.Module):
@@ -130,33 +128,23 @@ class StandardPrior(nn.Module):
         return self.law((self.size,)).to_event(1)
 
 
-class ALMRFPrior(nn.Module):
+class ALMRFPrior(GMRFPrior):
     """Learnable multivariate asymmetric Laplace prior with the GMRF's block structure (ALMRF).
 
     ``Sigma`` (``parameterization="covariance"``) or ``Sigma^-1`` (``"precision"``, default, for the
-    same reason as :class:`GMRFPrior`) comes from the block construction; the location and the
-    skew ``m`` are learnable (the skew starts at zero, the symmetric multivariate Laplace).
+    same reason as :class:`GMRFPrior`, whose arguments it takes) comes from the block
+    construction; the location and the skew ``m`` are learnable (the skew starts at zero, the
+    symmetric multivariate Laplace).
     """
 
     def __init__(self, num_components: int, component_dim: int, parameterization: str = "precision",
-                 eps: float | None = None, mode: str = "blockwise", graph: torch.Tensor | None = None,
-                 delta: float = 1e-6, init_offdiag: float = 0.01):
-        super().__init__()
+                 **kwargs):
         if parameterization not in ("precision", "covariance"):
             raise ValueError(f"parameterization must be 'precision' or 'covariance', got {parameterization!r}")
-        m, d = num_components, component_dim
-        self.num_components, self.component_dim = m, d
-        self.parameterization = parameterization
-        self.eps = eps if eps is not None else (0.99 if parameterization == "precision" else 0.9)
-        self.mode, self.delta = mode, delta
-        self.register_buffer("graph", None if graph is None else torch.as_tensor(graph, dtype=torch.bool))
-        self.loc = nn.Parameter(torch.zeros(m, d))
-        self.skew = nn.Parameter(torch.zeros(m, d))
-        self.raw_diag = nn.Parameter(torch.full((m, d), _inverse_softplus(1.0)))
-        self.offdiag = nn.Parameter(init_offdiag * torch.randn(m, m, d, d))
+        super().__init__(num_components, component_dim, parameterization, **kwargs)
+        self.skew = nn.Parameter(torch.zeros(num_components, component_dim))
 
     def forward(self) -> MultivariateAsymmetricLaplace:
         return MultivariateAsymmetricLaplace.from_blocks(
-            self.loc, self.skew, F.softplus(self.raw_diag) + 1e-4, self.offdiag,
-            parameterization=self.parameterization, eps=self.eps, delta=self.delta, mode=self.mode,
-            graph=self.graph, validate=False)
+            self.loc, self.skew, *self._blocks(), parameterization=self.parameterization,
+            **self._assembly())
