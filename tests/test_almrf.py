@@ -27,7 +27,7 @@ def test_each_block_marginal_comes_from_its_own_encoder():
     for k in range(3):
         marg = q.marginal([k])
         loc, var = model.guide.encode([xs[k]], [k])
-        skew = model.guide._skew([xs[k]], [k])
+        skew = model.guide._skew([xs[k]], var, [k])
         torch.testing.assert_close(marg.loc, loc[:, 0])
         torch.testing.assert_close(marg.skew, skew[:, 0])
         torch.testing.assert_close(marg.covariance_matrix, torch.diag_embed(var[:, 0]))
@@ -63,8 +63,8 @@ def test_conditional_latent_follows_the_prior_conditioned_on_the_observed_means(
     torch.manual_seed(0)
     with torch.no_grad():
         z = model.guide.conditional_latent(model.prior(), [xs[0]], [0], 4000, use_mean=True)
-        loc, _ = model.guide.encode([xs[0]], [0])
-        z0 = loc[:, 0] + model.guide._skew([xs[0]], [0])[:, 0]  # the observed marginal's mean
+        loc, var = model.guide.encode([xs[0]], [0])
+        z0 = loc[:, 0] + model.guide._skew([xs[0]], var, [0])[:, 0]  # the observed marginal's mean
         want = model.prior().condition({0: z0}).sample((4000,))
     torch.testing.assert_close(z[..., :2], z0.expand(4000, 5, 2))
     torch.testing.assert_close(z[..., 2:].mean(0), want.mean(0), atol=0.15, rtol=0.1)

@@ -8,4 +8,15 @@ from .copula import (
     sample_copula,
 )
 
-__all__ = ["copula_correlation", "copula_spearman", "sample_copula", "CopulaDataset", "make_copula_splits"]
+from .heavy_tails import HeavyTailDataset, make_heavy_tail_splits, sample_skew_t
+
+__all__ = [
+    "CopulaDataset",
+    "HeavyTailDataset",
+    "copula_correlation",
+    "copula_spearman",
+    "make_copula_splits",
+    "make_heavy_tail_splits",
+    "sample_copula",
+    "sample_skew_t",
+]

@@ -1,5 +1,6 @@
 """Evaluation metrics."""
 
+from .quantiles import quantile_errors
 from .wasserstein import (
     conditional_copula_metrics,
     copula_metrics,
@@ -20,4 +21,5 @@ __all__ = [
     "copula_metrics",
     "conditional_copula_metrics",
     "noise_floor",
+    "quantile_errors",
 ]

@@ -241,28 +241,36 @@ class ALMRFGuide(GMRFGuide):
     As in the GMRF guide the diagonal blocks are not rescaled, so the marginal of ``z_k``,
     ``AL(mu_k, m_k, diag(var_k))``, depends on ``x_k`` alone. Its KL to the prior has no closed
     form: train with ``Trace_ELBO`` (``TraceMeanField_ELBO`` falls back to the same estimate).
+
+    The skew is bounded relative to the scale, ``|m_k| < max_skew * sqrt(var_k)``
+    (``m = max_skew sqrt(var) tanh(raw / max_skew)``): on heavy-tailed inputs an unbounded skew
+    head extrapolates to posteriors millions of units away and the ELBO diverges.
     """
 
     def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64),
                  global_hidden=(64, 64), eps: float = 0.9, mode: str = "blockwise",
-                 graph: torch.Tensor | None = None, delta: float = 1e-6, min_var: float = 1e-4):
+                 graph: torch.Tensor | None = None, delta: float = 1e-6, min_var: float = 1e-4,
+                 max_skew: float = 3.0):
         super().__init__(component_dims, latent_dim, hidden, global_hidden, eps, mode, graph, delta, min_var)
         self.skew_net = ComponentNets(self.component_dims, hidden, [latent_dim] * self.num_components)
+        self.max_skew = float(max_skew)
 
-    def _skew(self, xs, components=None) -> torch.Tensor:
-        return torch.stack(self.skew_net(xs, components), dim=-2)
+    def _skew(self, xs, var, components=None) -> torch.Tensor:
+        raw = torch.stack(self.skew_net(xs, components), dim=-2)
+        return self.max_skew * var.sqrt() * torch.tanh(raw / self.max_skew)
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> MultivariateAsymmetricLaplace:
         if _absent(mask):
             raise NotImplementedError("the ALMRF guide does not take absent components yet")
         loc, var = self.encoder(xs)
         return MultivariateAsymmetricLaplace.from_blocks(
-            loc, self._skew(xs), var, self.global_net(xs), eps=self.eps, delta=self.delta,
+            loc, self._skew(xs, var), var, self.global_net(xs), eps=self.eps, delta=self.delta,
             mode=self.mode, graph=self.graph, validate=False)
 
     def _observed_latent(self, data, components, use_mean: bool) -> torch.Tensor:
         loc, var = self.encode(data, components)
-        skew = self._skew(check_components(data, [self.component_dims[k] for k in components]), components)
+        xs = check_components(data, [self.component_dims[k] for k in components])
+        skew = self._skew(xs, var, components)
         if use_mean:
             return loc + skew
         w = torch.empty_like(loc[..., :1]).exponential_()
