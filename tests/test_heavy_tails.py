@@ -23,16 +23,20 @@ def test_data_are_seeded_and_have_the_stated_law():
     # Undo the per-component affine map: component k is k + (1 + k/2) y_k.
     k = np.arange(4)[None, :, None]
     y = (a - k) / (1.0 + 0.5 * k)
-    # Mean zero (the mixing variable is centred), skewed in opposite directions per coordinate.
-    np.testing.assert_allclose(y.mean(0), 0.0, atol=0.08)
-    skewness = stats.skew(y, axis=0)
-    assert (skewness[:, 0] > 0.5).all() and (skewness[:, 1] < -0.5).all()
+    # Skewed in opposite directions per coordinate (robust check: quantile asymmetry; the
+    # moments of a t with 3 degrees of freedom converge too slowly to test).
+    q01, q50, q99 = np.quantile(y, [0.01, 0.5, 0.99], axis=0)
+    right, left = q99 - q50, q50 - q01
+    assert (right[:, 0] > 1.3 * left[:, 0]).all() and (left[:, 1] > 1.3 * right[:, 1]).all()
     # Heavy tails: far more mass beyond 5 standard deviations than a Gaussian's 6e-7.
     z = (y - y.mean(0)) / y.std(0)
     assert (np.abs(z) > 5).mean() > 1e-3
-    # The copula benchmark's sign pattern: coordinate 1 alternates, coordinate 2 is all positive.
+    # The Gaussian part has the copula benchmark's pattern (coordinate 1 alternates in sign,
+    # coordinate 2 is all positive); the mixing variable shared by the components of a coordinate
+    # adds positive dependence on top, so pairs with R = -0.8 are much less correlated than pairs
+    # with R = +0.8, but not negatively.
     rho = stats.spearmanr(y[:, :, 0]).statistic
-    assert rho[0, 1] < -0.5 and rho[0, 2] > 0.5
+    assert rho[0, 2] > rho[0, 1] + 0.4 and rho[1, 3] > rho[1, 2] + 0.4
     assert (stats.spearmanr(y[:, :, 1]).statistic > 0.5).all()
 
 
