@@ -122,8 +122,22 @@ def sample_copula(
     return out
 
 
+class SplitShape:
+    """``num_components`` and ``num_coordinates`` of a dataset whose ``train`` is ``(n, M, J)``."""
+
+    train: np.ndarray
+
+    @property
+    def num_components(self) -> int:
+        return int(self.train.shape[1])
+
+    @property
+    def num_coordinates(self) -> int:
+        return int(self.train.shape[2])
+
+
 @dataclass(frozen=True)
-class CopulaDataset:
+class CopulaDataset(SplitShape):
     """Train / test / reference samples from one copula setting.
 
     Attributes:
@@ -141,14 +155,6 @@ class CopulaDataset:
     mean: float
     std: float
     seed: int
-
-    @property
-    def num_components(self) -> int:
-        return int(self.train.shape[1])
-
-    @property
-    def num_coordinates(self) -> int:
-        return int(self.train.shape[2])
 
 
 def make_copula_splits(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .copula import copula_correlation
+from .copula import SplitShape, copula_correlation
 
 __all__ = ["HeavyTailDataset", "make_heavy_tail_splits", "sample_skew_t"]
 
@@ -58,7 +58,7 @@ def sample_skew_t(
 
 
 @dataclass
-class HeavyTailDataset:
+class HeavyTailDataset(SplitShape):
     """Train / test / reference samples of :func:`sample_skew_t` (``reference`` is a third
     independent sample for noise floors)."""
 
@@ -69,14 +69,6 @@ class HeavyTailDataset:
     skew: float
     rho: float
     seed: int
-
-    @property
-    def num_components(self) -> int:
-        return int(self.train.shape[1])
-
-    @property
-    def num_coordinates(self) -> int:
-        return int(self.train.shape[2])
 
 
 def make_heavy_tail_splits(n_train: int = 10000, n_test: int = 2000, seed: int = 0, *,
