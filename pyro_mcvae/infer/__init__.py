@@ -2,6 +2,7 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .iwae import ImportanceWeightedELBO, detach_distribution
+from .mcmc import PersistentHMC, log_partition_surrogate
 from .schedules import ConstantBeta, CyclicalBeta, LinearWarmup, parse_beta_schedule
 from .train import TrainConfig, TrainingDivergedError, TrainResult, fit, make_elbo, seed_everything
 
@@ -10,11 +11,13 @@ __all__ = [
     "CyclicalBeta",
     "ImportanceWeightedELBO",
     "LinearWarmup",
+    "PersistentHMC",
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
     "fit",
     "load_checkpoint",
+    "log_partition_surrogate",
     "make_elbo",
     "parse_beta_schedule",
     "detach_distribution",

@@ -10,6 +10,7 @@ from .guides import (
     SubsetELBO,
     latent_scale,
 )
+from .energy import EnergyMRF, NeuralMRFEnergy, NeuralMRFPrior
 from .likelihoods import LIKELIHOODS, ComponentLikelihood
 from .mcvae import MCVAE
 from .priors import PRIOR_PARAMETERIZATIONS, ALMRFPrior, DiagonalGaussianPrior, GMRFPrior, StandardPrior
@@ -22,11 +23,14 @@ __all__ = [
     "ComponentLikelihood",
     "DiagonalGaussianGuide",
     "DiagonalGaussianPrior",
+    "EnergyMRF",
     "GMRFGuide",
     "GMRFPrior",
     "MCVAE",
     "MMVAEPlusGuide",
     "MixtureOfExpertsGuide",
+    "NeuralMRFEnergy",
+    "NeuralMRFPrior",
     "ProductOfExpertsGuide",
     "StandardPrior",
     "SubsetELBO",

@@ -20,6 +20,7 @@ from .guides import (
     latent_scale,
 )
 from .likelihoods import ComponentLikelihood
+from .energy import NeuralMRFPrior
 from .priors import ALMRFPrior, DiagonalGaussianPrior, GMRFPrior, StandardPrior
 
 __all__ = ["MCVAE"]
@@ -101,8 +102,9 @@ class MCVAE(nn.Module):
         ``latent_dim`` plus ``private_dim`` (default ``latent_dim``) modality-specific coordinates
         per component).
 
-        ``prior``: ``"precision"``, ``"covariance"``, ``"standard"`` (see :class:`GMRFPrior`) or
-        ``"diagonal"``. ``family``: ``"normal"`` or ``"laplace"`` posteriors and priors of the
+        ``prior``: ``"precision"``, ``"covariance"``, ``"standard"`` (see :class:`GMRFPrior`),
+        ``"diagonal"`` or ``"nnmrf"`` (experimental :class:`NeuralMRFPrior`: neural potentials,
+        ``log Z`` gradient from persistent HMC chains; train with ``elbo="trace"``). ``family``: ``"normal"`` or ``"laplace"`` posteriors and priors of the
         baselines (the GMRF model is Gaussian by definition). ``mixture_density``: how the mixture
         guides score their draws (``"mixture"``, exact, or ``"stratum"``, the cheaper Jensen
         bound; see :class:`MixtureOfExpertsGuide`).
@@ -141,6 +143,8 @@ class MCVAE(nn.Module):
                        VectorDecoder(dims, latent_dim, hidden), liks)
         if prior == "diagonal":
             prior_mod = DiagonalGaussianPrior(m, latent_dim)
+        elif prior == "nnmrf":
+            prior_mod = NeuralMRFPrior(m, latent_dim, graph=graph)
         else:
             prior_mod = GMRFPrior(m, latent_dim, prior, eps=prior_eps, mode=mode, graph=graph)
         if guide == "gmrf":
@@ -211,7 +215,8 @@ class MCVAE(nn.Module):
         """Unconditional generation: ``z ~ prior``; ``M`` tensors ``(num_samples, D_k)``."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        z = self.prior().sample((num_samples,))
+        # A prior module with its own sampler (the NN-MRF's HMC chains) draws for itself.
+        z = self.prior.sample(num_samples) if hasattr(self.prior, "sample") else self.prior().sample((num_samples,))
         if self.private_prior is not None:
             z = torch.cat([z, self.private_prior().sample((num_samples,))], -1)
         return self.decode(z, sample_likelihood)

@@ -1,0 +1,117 @@
+"""NN-MRF prior: neural unary and pairwise potentials, intractable partition function."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import pyro.distributions as dist
+from torch.distributions import constraints
+
+from ..infer.mcmc import PersistentHMC, log_partition_surrogate
+from ..nets import StackedMLP
+
+__all__ = ["EnergyMRF", "NeuralMRFEnergy", "NeuralMRFPrior"]
+
+
+class NeuralMRFEnergy(nn.Module):
+    """``E(z) = sum_i psi_i(z_i) + sum_{(i,j) in edges} psi_ij(z_i, z_j) + (c/2) |z|^2``.
+
+    ``psi_i`` (``d -> 1``) and ``psi_ij`` (``2d -> 1``) are MLPs with SiLU activations, which
+    grow at most linearly, so the quadratic confinement ``c > 0`` keeps ``exp(-E)`` integrable.
+    ``graph``: optional symmetric bool ``(M, M)``; default all pairs.
+    """
+
+    def __init__(self, num_components: int, component_dim: int, hidden=(32,), graph=None,
+                 confinement: float = 0.5):
+        super().__init__()
+        if not confinement > 0:
+            raise ValueError(f"confinement must be positive (normalisability), got {confinement!r}")
+        m, d = num_components, component_dim
+        self.num_components, self.component_dim, self.confinement = m, d, float(confinement)
+        mask = torch.ones(m, m, dtype=torch.bool) if graph is None else torch.as_tensor(graph, dtype=torch.bool)
+        if mask.shape != (m, m) or not torch.equal(mask, mask.T):
+            raise ValueError(f"graph must be a symmetric bool ({m}, {m}) matrix")
+        rows, cols = torch.triu_indices(m, m, 1)
+        keep = mask[rows, cols]
+        self.register_buffer("rows", rows[keep], persistent=False)
+        self.register_buffer("cols", cols[keep], persistent=False)
+        self.unary = StackedMLP(m, d, hidden, 1)
+        self.pair = StackedMLP(max(int(keep.sum()), 1), 2 * d, hidden, 1) if keep.any() else None
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Energies ``(...)`` of ``z (..., M*d)``."""
+        blocks = z.reshape(*z.shape[:-1], self.num_components, self.component_dim)
+        energy = self.unary(blocks).sum((-2, -1)) + 0.5 * self.confinement * z.pow(2).sum(-1)
+        if self.pair is not None:
+            pairs = torch.cat([blocks[..., self.rows, :], blocks[..., self.cols, :]], -1)
+            energy = energy + self.pair(pairs).sum((-2, -1))
+        return energy
+
+
+class EnergyMRF(dist.TorchDistribution):
+    """``p(z) = exp(-E(z)) / Z`` as a Pyro site's law, for training: ``log_prob`` is ``-E(z)``
+    plus a zero-valued term whose gradient is ``-grad log Z`` estimated from prior ``samples``
+    (so the value lacks ``-log Z``, which is unknown, but every gradient is right)."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(self, energy: NeuralMRFEnergy, samples: torch.Tensor, batch_shape=torch.Size()):
+        self.energy, self.samples = energy, samples
+        super().__init__(torch.Size(batch_shape), samples.shape[-1:], validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        return EnergyMRF(self.energy, self.samples, batch_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        g = log_partition_surrogate(self.energy, self.samples)
+        return -self.energy(value) - (g - g.detach())
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        raise NotImplementedError("draw from an NN-MRF prior with NeuralMRFPrior.sample (HMC)")
+
+
+class NeuralMRFPrior(nn.Module):
+    """NN-MRF prior with persistent HMC chains for the ``log Z`` gradient.
+
+    Every call of the module in training mode advances the chains by ``transitions`` HMC steps
+    and returns an :class:`EnergyMRF` scored with the new states. :meth:`sample` runs the chains
+    for unconditional generation; :meth:`diagnostics` reports ArviZ R-hat, ESS and divergences.
+    """
+
+    def __init__(self, num_components: int, component_dim: int, hidden=(32,), graph=None,
+                 confinement: float = 0.5, num_chains: int = 64, transitions: int = 2,
+                 step_size: float = 0.1, num_steps: int = 8, warmup: int = 200):
+        super().__init__()
+        self.energy = NeuralMRFEnergy(num_components, component_dim, hidden, graph, confinement)
+        self.num_components, self.component_dim = num_components, component_dim
+        self.transitions, self.warmup = transitions, warmup
+        self._hmc_args = dict(step_size=step_size, num_steps=num_steps, warmup=warmup)
+        self.register_buffer("chains", torch.randn(num_chains, num_components * component_dim))
+        self._hmc = None
+
+    def _sampler(self) -> PersistentHMC:
+        if self._hmc is None or self._hmc.samples.device != self.chains.device:
+            self._hmc = PersistentHMC(self.energy, self.chains, **self._hmc_args)
+        return self._hmc
+
+    def forward(self) -> EnergyMRF:
+        if self.training:
+            states = self._sampler().step(self.transitions)
+            self.chains.copy_(states.detach())  # saved with the model, so a resumed run continues
+        return EnergyMRF(self.energy, self.chains)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, thin: int = 5) -> torch.Tensor:
+        """``num_samples`` draws ``(num_samples, M*d)`` from the chains, ``thin`` transitions apart."""
+        hmc = self._sampler()
+        out, need = [], num_samples
+        while need > 0:
+            with torch.enable_grad():
+                states = hmc.step(thin)
+            out.append(states[:need].detach())
+            need -= len(out[-1])
+        return torch.cat(out)
+
+    def diagnostics(self) -> dict:
+        return self._sampler().diagnostics()
