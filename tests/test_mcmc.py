@@ -23,6 +23,13 @@ class GaussianEnergy(nn.Module):
     def forward(self, z):
         return 0.5 * (self.log_lam.exp() * (z - self.mu) ** 2).sum(-1)
 
+    @torch.no_grad()
+    def exact_draws(self, n):
+        return torch.randn(n, len(self.mu), dtype=torch.float64) * (-0.5 * self.log_lam).exp() + self.mu
+
+
+MU, LAM = [0.3, -1.0], [2.0, 0.5]
+
 
 def test_hmc_on_a_quadratic_energy_reproduces_the_gaussian_with_good_diagnostics():
     seed_everything(0)
@@ -42,11 +49,8 @@ def test_hmc_on_a_quadratic_energy_reproduces_the_gaussian_with_good_diagnostics
 
 def test_log_partition_gradient_matches_the_closed_form():
     seed_everything(1)
-    mu, lam = [0.3, -1.0], [2.0, 0.5]
-    energy = GaussianEnergy(mu, lam)
-    exact = torch.randn(200_000, 2, dtype=torch.float64) / torch.tensor(lam, dtype=torch.float64).sqrt() \
-        + torch.tensor(mu, dtype=torch.float64)
-    log_partition_surrogate(energy, exact).backward()
+    energy = GaussianEnergy(MU, LAM)
+    log_partition_surrogate(energy, energy.exact_draws(200_000)).backward()
     # d log Z / d log lam_i = lam_i * (-1 / (2 lam_i)) = -1/2; d log Z / d mu = 0.
     torch.testing.assert_close(energy.log_lam.grad, torch.full((2,), -0.5, dtype=torch.float64), atol=0.01, rtol=0)
     torch.testing.assert_close(energy.mu.grad, torch.zeros(2, dtype=torch.float64), atol=0.01, rtol=0)
@@ -64,17 +68,13 @@ def test_log_partition_gradient_matches_the_closed_form():
 def test_energy_law_log_prob_has_the_normalised_gradient():
     """For a Gaussian energy, grad of EnergyMRF.log_prob equals grad of the exact Normal log density."""
     seed_everything(2)
-    mu, lam = [0.3, -1.0], [2.0, 0.5]
-    energy = GaussianEnergy(mu, lam)
-    samples = torch.randn(400_000, 2, dtype=torch.float64) / torch.tensor(lam, dtype=torch.float64).sqrt() \
-        + torch.tensor(mu, dtype=torch.float64)
+    energy = GaussianEnergy(MU, LAM)
+    samples = energy.exact_draws(400_000)
     z = torch.tensor([[0.7, 0.1], [-0.4, -2.0]], dtype=torch.float64)
     EnergyMRF(energy, samples).log_prob(z).sum().backward()
     got = energy.log_lam.grad.clone()
-    lam_t = torch.tensor(lam, dtype=torch.float64)
-    exact = torch.distributions.Normal(torch.tensor(mu, dtype=torch.float64), lam_t.rsqrt())
-    log_lam = lam_t.log().requires_grad_()
-    exact = torch.distributions.Normal(torch.tensor(mu, dtype=torch.float64), (-0.5 * log_lam).exp())
+    log_lam = torch.tensor(LAM, dtype=torch.float64).log().requires_grad_()
+    exact = torch.distributions.Normal(torch.tensor(MU, dtype=torch.float64), (-0.5 * log_lam).exp())
     exact.log_prob(z).sum().backward()
     torch.testing.assert_close(got, log_lam.grad, atol=0.02, rtol=0)
     value = EnergyMRF(energy, samples).log_prob(z)
