@@ -56,12 +56,20 @@ class EnergyMRF(dist.TorchDistribution):
     arg_constraints: dict = {}
     support = constraints.real_vector
 
-    def __init__(self, energy: NeuralMRFEnergy, samples: torch.Tensor, batch_shape=torch.Size()):
-        self.energy, self.samples = energy, samples
+    def __init__(self, energy: NeuralMRFEnergy, samples: torch.Tensor, batch_shape=torch.Size(),
+                 conditioner=None):
+        self.energy, self.samples, self.conditioner = energy, samples, conditioner
         super().__init__(torch.Size(batch_shape), samples.shape[-1:], validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
-        return EnergyMRF(self.energy, self.samples, batch_shape)
+        return EnergyMRF(self.energy, self.samples, batch_shape, self.conditioner)
+
+    def condition(self, observed) -> "_SampledConditional":
+        """The law of the unobserved blocks given ``{component: value}``, drawn by HMC (see
+        :meth:`NeuralMRFPrior.condition`)."""
+        if self.conditioner is None:
+            raise ValueError("this EnergyMRF has no sampler for conditioning; use NeuralMRFPrior")
+        return _SampledConditional(self.conditioner, observed)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         g = log_partition_surrogate(self.energy, self.samples)
@@ -69,6 +77,19 @@ class EnergyMRF(dist.TorchDistribution):
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         raise NotImplementedError("draw from an NN-MRF prior with NeuralMRFPrior.sample (HMC)")
+
+
+class _SampledConditional:
+    """``sample((S,))`` runs the conditioner for ``S`` draws per observed tuple."""
+
+    def __init__(self, conditioner, observed):
+        self.conditioner, self.observed = conditioner, observed
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape)
+        if len(shape) != 1:
+            raise ValueError(f"sample_shape must be (num_samples,), got {tuple(shape)}")
+        return self.conditioner(self.observed, num_samples=shape[0])
 
 
 class NeuralMRFPrior(nn.Module):
@@ -99,7 +120,7 @@ class NeuralMRFPrior(nn.Module):
         if self.training:
             states = self._sampler().step(self.transitions)
             self.chains.copy_(states.detach())  # saved with the model, so a resumed run continues
-        return EnergyMRF(self.energy, self.chains)
+        return EnergyMRF(self.energy, self.chains, conditioner=self.condition)
 
     @torch.no_grad()
     def sample(self, num_samples: int, thin: int = 5) -> torch.Tensor:
@@ -115,3 +136,39 @@ class NeuralMRFPrior(nn.Module):
 
     def diagnostics(self) -> dict:
         return self._sampler().diagnostics()
+
+    def condition(self, observed, num_samples: int = 1, warmup: int = 300, thin: int = 5,
+                  step_size: float = 0.05, num_steps: int = 10) -> torch.Tensor:
+        """Draws of the unobserved blocks given ``{component: value (batch, d)}`` by HMC on the
+        energy with the observed blocks fixed: ``(num_samples, batch, |B| d)`` in increasing
+        component order. One chain per (draw, datum), ``warmup`` transitions (step size adapted),
+        then ``thin`` transitions between draws; ``last_condition_diagnostics`` keeps ArviZ's
+        summary of the run."""
+        from .._validation import check_component_indices
+        from ..distributions.gmrf import _observed_tensor, component_indices
+
+        comps = check_component_indices(observed.keys(), self.num_components, "observed component")
+        if len(comps) == self.num_components:
+            raise ValueError("every component is observed; nothing is left to sample")
+        d = self.component_dim
+        rest = [k for k in range(self.num_components) if k not in comps]
+        ia = component_indices(comps, d, self.chains.device)
+        ib = component_indices(rest, d, self.chains.device)
+        z_a = _observed_tensor(observed, comps, d, self.chains)  # (batch, |A| d)
+        if z_a.dim() != 2:
+            raise ValueError("observed values must be (batch, d)")
+        batch = z_a.shape[0]
+        fixed = z_a.unsqueeze(0).expand(num_samples, -1, -1).reshape(-1, z_a.shape[-1])
+
+        def energy_b(z_b):
+            full = z_b.new_empty(z_b.shape[0], self.num_components * d)
+            full[:, ia], full[:, ib] = fixed, z_b
+            return self.energy(full)
+
+        init = torch.randn(fixed.shape[0], len(ib), dtype=z_a.dtype, device=z_a.device)
+        with torch.enable_grad():  # HMC needs the energy's gradient, also inside no_grad callers
+            hmc = PersistentHMC(energy_b, init, step_size=step_size, num_steps=num_steps,
+                                warmup=warmup, keep=max(4, thin))
+            hmc.step(warmup + max(4, thin))  # at least 4 recorded transitions for the diagnostics
+        self.last_condition_diagnostics = hmc.diagnostics()
+        return hmc.samples.detach().reshape(num_samples, batch, len(ib))
