@@ -43,6 +43,8 @@ MODELS = {
     "mmvaeplus": dict(guide="mmvaeplus", latent_dim=3, private_dim=1, elbo="dreg", particles=4),
     # ablation, not part of "all": the prior's covariance (not its precision) built by the blocks
     "gmrf-covprior": dict(prior="covariance", guide="gmrf", elbo="meanfield"),
+    # experimental, not part of "all": neural MRF prior (log Z gradient from persistent HMC)
+    "nnmrf": dict(prior="nnmrf", guide="gmrf", elbo="trace"),
 }
 ALL = ["gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus"]
 PROTOCOLS = {"sample": True, "mean": False}  # name: generate x ~ p(x | z) (else decoder mean)
@@ -130,7 +132,10 @@ def run_seed(name: str, seed: int, args, threads: int | None = None) -> dict:
     train_s = time.perf_counter() - t0
     record = {"seed": seed, "elbo": elbo, "particles": particles, "epochs": args.epochs,
               "steps": result.steps, "final_loss": result.losses[-1],
-              "train_seconds": round(train_s, 2)}
+              "train_seconds": round(train_s, 2),
+              "ms_per_step": round(1000 * result.history[-1]["seconds"] / max(result.steps, 1), 2)}
+    if hasattr(model.prior, "diagnostics"):  # MCMC-trained prior: the chains' state at the end
+        record["prior_chain_diagnostics"] = model.prior.diagnostics()
     samples = {}
     for protocol, sample_likelihood in PROTOCOLS.items():
         seed_everything(seed + 1_000_000)  # generation draws from its own stream

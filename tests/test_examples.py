@@ -75,3 +75,16 @@ def test_copula_example_defaults_and_model_lists():
     args = copula.parse_args(["--model", "all", "--seeds", "3"])
     assert args.model == ["gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus"] and args.jobs >= 1
     assert copula.parse_args(["--model", "mvae", "gmrf", "mvae"]).model == ["mvae", "gmrf"]
+
+
+def test_nn_mrf_example_one_epoch(tmp_path):
+    out = tmp_path / "nn"
+    cmd = [sys.executable, str(ROOT / "examples" / "nn_mrf.py"), "--epochs", "1", "--n-train", "512",
+           "--n-test", "100", "--population-n", "500", "--out", str(out), "--no-progress", "--jobs", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((out / "results.json").read_text())
+    assert list(record["results"]) == ["gmrf", "nnmrf"]
+    diag = record["results"]["nnmrf"][0]["prior_chain_diagnostics"]
+    assert {"max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "acceptance_rate"} <= set(diag)
+    assert "| nnmrf | 0 |" in proc.stdout and (out / "nnmrf_trace.png").stat().st_size > 20_000

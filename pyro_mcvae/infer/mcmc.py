@@ -100,20 +100,24 @@ class PersistentHMC:
 
     def diagnostics(self) -> dict:
         """R-hat, bulk and tail ESS (worst over coordinates, from ArviZ), divergent transitions,
-        acceptance rate and step size."""
+        acceptance rate and step size. The ArviZ numbers are NaN while fewer than 4 draws have
+        been recorded after the warm-up."""
         import arviz as az
 
-        data = self.inference_data()
-        rhat = az.rhat(data)["z"].values
-        bulk = az.ess(data, method="bulk")["z"].values
-        tail = az.ess(data, method="tail")["z"].values
-        kd = self.kernel.diagnostics()
+        if len(self._draws) >= 4:
+            data = self.inference_data()
+            rhat = float(np.max(az.rhat(data)["z"].values))
+            bulk = float(np.min(az.ess(data, method="bulk")["z"].values))
+            tail = float(np.min(az.ess(data, method="tail")["z"].values))
+        else:
+            rhat = bulk = tail = float("nan")
+        kd = self.kernel.diagnostics() if self.transitions > self.warmup else {"divergences": []}
         return {
-            "max_rhat": float(np.max(rhat)),
-            "min_ess_bulk": float(np.min(bulk)),
-            "min_ess_tail": float(np.min(tail)),
+            "max_rhat": rhat,
+            "min_ess_bulk": bulk,
+            "min_ess_tail": tail,
             "divergences": len(kd["divergences"]),
-            "acceptance_rate": float(kd["acceptance rate"]) if self.transitions > self.warmup else float("nan"),
+            "acceptance_rate": float(kd.get("acceptance rate", float("nan"))),
             "step_size": float(self.kernel.step_size),
             "draws_per_chain": len(self._draws),
             "chains": int(self.samples.shape[0]),

@@ -57,12 +57,13 @@ class EnergyMRF(dist.TorchDistribution):
     support = constraints.real_vector
 
     def __init__(self, energy: NeuralMRFEnergy, samples: torch.Tensor, batch_shape=torch.Size(),
-                 conditioner=None):
+                 conditioner=None, penalty: float = 0.0):
         self.energy, self.samples, self.conditioner = energy, samples, conditioner
+        self.penalty = float(penalty)
         super().__init__(torch.Size(batch_shape), samples.shape[-1:], validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
-        return EnergyMRF(self.energy, self.samples, batch_shape, self.conditioner)
+        return EnergyMRF(self.energy, self.samples, batch_shape, self.conditioner, self.penalty)
 
     def condition(self, observed) -> "_SampledConditional":
         """The law of the unobserved blocks given ``{component: value}``, drawn by HMC (see
@@ -73,7 +74,13 @@ class EnergyMRF(dist.TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         g = log_partition_surrogate(self.energy, self.samples)
-        return -self.energy(value) - (g - g.detach())
+        energy = self.energy(value)
+        out = -energy - (g - g.detach())
+        if self.penalty:
+            # Energy regulariser of EBM training: pins the (otherwise free) level of E and keeps
+            # the energies at data and chain samples small, against runaway wells.
+            out = out - self.penalty * (energy.pow(2) + self.energy(self.samples.detach()).pow(2).mean())
+        return out
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         raise NotImplementedError("draw from an NN-MRF prior with NeuralMRFPrior.sample (HMC)")
@@ -98,12 +105,15 @@ class NeuralMRFPrior(nn.Module):
     Every call of the module in training mode advances the chains by ``transitions`` HMC steps
     and returns an :class:`EnergyMRF` scored with the new states. :meth:`sample` runs the chains
     for unconditional generation; :meth:`diagnostics` reports ArviZ R-hat, ESS and divergences.
+    ``penalty``: weight of the energy regulariser ``E(z)^2 + E(z_chain)^2`` (0 turns it off; the
+    unregularised estimator let the energy run away on the copula data, see the docs).
     """
 
     def __init__(self, num_components: int, component_dim: int, hidden=(32,), graph=None,
                  confinement: float = 0.5, num_chains: int = 64, transitions: int = 2,
-                 step_size: float = 0.1, num_steps: int = 8, warmup: int = 200):
+                 step_size: float = 0.1, num_steps: int = 8, warmup: int = 200, penalty: float = 0.1):
         super().__init__()
+        self.penalty = float(penalty)
         self.energy = NeuralMRFEnergy(num_components, component_dim, hidden, graph, confinement)
         self.num_components, self.component_dim = num_components, component_dim
         self.transitions, self.warmup = transitions, warmup
@@ -120,7 +130,7 @@ class NeuralMRFPrior(nn.Module):
         if self.training:
             states = self._sampler().step(self.transitions)
             self.chains.copy_(states.detach())  # saved with the model, so a resumed run continues
-        return EnergyMRF(self.energy, self.chains, conditioner=self.condition)
+        return EnergyMRF(self.energy, self.chains, conditioner=self.condition, penalty=self.penalty)
 
     @torch.no_grad()
     def sample(self, num_samples: int, thin: int = 5) -> torch.Tensor:
