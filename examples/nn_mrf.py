@@ -8,8 +8,9 @@ pairwise potentials, trained with the log-partition gradient estimated from pers
 chains (``pyro_mcvae.models.NeuralMRFPrior``). This runs the copula example
 (``examples/copula.py``, same metrics, tables and figures) for ``--model gmrf nnmrf`` and then
 prints the HMC diagnostics (ArviZ R-hat, bulk and tail ESS, divergences) and the time per step,
-and draws a trace plot of the NN-MRF's chains (``OUT/nnmrf_trace.png``). Any other option is
-passed on to the copula example.
+and draws a trace plot of the NN-MRF's chains (``OUT/nnmrf_trace.png``; ``--trace-transitions N``
+recorded transitions after a fresh warm-up, default 300). Any other option is passed on to the
+copula example.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def main(argv=None) -> int:
         return 2
     if "--out" not in argv:
         argv += ["--out", "results/nn-mrf"]
+    transitions = 300
+    if "--trace-transitions" in argv:  # ours, not the copula example's
+        i = argv.index("--trace-transitions")
+        transitions = int(argv[i + 1])
+        del argv[i : i + 2]
     args = copula.parse_args(["--model", "gmrf", "nnmrf", *argv])
     code = copula.main(["--model", "gmrf", "nnmrf", *argv])
     out = Path(args.out)
@@ -44,11 +50,11 @@ def main(argv=None) -> int:
             cells = ([f"{d['max_rhat']:.3f}", f"{d['min_ess_bulk']:.0f}", f"{d['min_ess_tail']:.0f}",
                       str(d["divergences"]), f"{d['acceptance_rate']:.2f}"] if d else ["-"] * 5)
             print(f"| {name} | {r['seed']} | {r['ms_per_step']:.1f} | " + " | ".join(cells) + " |")
-    trace_plot(args, out)
+    trace_plot(args, out, transitions)
     return code
 
 
-def trace_plot(args, out: Path) -> None:
+def trace_plot(args, out: Path, transitions: int = 300) -> None:
     """Reload the seed-0 NN-MRF, run its prior chains past a fresh warm-up and draw them."""
     import torch
 
@@ -60,7 +66,7 @@ def trace_plot(args, out: Path) -> None:
     model.load_state_dict(load_checkpoint(out / "nnmrf" / "seed0" / "checkpoint.pt")["model"])
     hmc = model.prior._sampler()
     with torch.enable_grad():
-        hmc.step(hmc.warmup + 300)
+        hmc.step(hmc.warmup + max(transitions, 4))
     path = hmc.trace_plot(out / "nnmrf_trace.png")
     print(f"chains of the trained prior (seed 0): {hmc.diagnostics()}; trace plot {path}")
 

@@ -80,7 +80,8 @@ def test_copula_example_defaults_and_model_lists():
 def test_nn_mrf_example_one_epoch(tmp_path):
     out = tmp_path / "nn"
     cmd = [sys.executable, str(ROOT / "examples" / "nn_mrf.py"), "--epochs", "1", "--n-train", "512",
-           "--n-test", "100", "--population-n", "500", "--out", str(out), "--no-progress", "--jobs", "1"]
+           "--n-test", "100", "--population-n", "500", "--out", str(out), "--no-progress", "--jobs", "1",
+           "--trace-transitions", "20"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "results.json").read_text())
