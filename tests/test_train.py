@@ -2,7 +2,6 @@
 
 import csv
 
-import pyro
 import pytest
 import torch
 
