@@ -24,7 +24,7 @@ from torch.distributions.multivariate_normal import _precision_to_scale_tril
 
 from .._validation import check_component_indices
 from ..covariance import assemble_block_covariance
-from .gmrf import _observed_tensor, component_indices
+from .gmrf import component_indices, split_observed
 
 __all__ = ["MultivariateAsymmetricLaplace", "GIGMixtureNormal", "log_bessel_k", "sample_gig"]
 
@@ -254,14 +254,8 @@ class MultivariateAsymmetricLaplace(dist.TorchDistribution):
         2 + m_A' S_AA^-1 m_A)``, and given ``W`` the rest is Gaussian with mean
         ``mu_B + W m_B + S_BA S_AA^-1 (y_A - W m_A)`` and covariance ``W (S_BB - S_BA S_AA^-1 S_AB)``.
         """
-        comps = check_component_indices(observed.keys(), self.num_components, "observed component")
-        if len(comps) == self.num_components:
-            raise ValueError("every component is observed; nothing is left to condition")
+        _, rest, ia, ib, z_a = split_observed(observed, self.num_components, self.component_dim, self.loc)
         d = self.component_dim
-        rest = [k for k in range(self.num_components) if k not in comps]
-        ia = component_indices(comps, d, self.loc.device)
-        ib = component_indices(rest, d, self.loc.device)
-        z_a = _observed_tensor(observed, comps, d, self.loc)
         cov = self.covariance_matrix
         s_aa = cov.index_select(-2, ia).index_select(-1, ia)
         s_ab = cov.index_select(-2, ia).index_select(-1, ib)

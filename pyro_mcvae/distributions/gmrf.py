@@ -42,6 +42,25 @@ def _observed_tensor(observed: Mapping[int, torch.Tensor], comps: list[int], com
     return torch.cat(torch.broadcast_tensors(*values), dim=-1)
 
 
+def split_observed(observed: Mapping[int, torch.Tensor], num_components: int, component_dim: int,
+                   like: torch.Tensor):
+    """Checks ``observed`` (``{component: value (..., d)}``) for conditioning a law over ``M``
+    blocks and splits the coordinates. Returns ``(comps_a, comps_b, ia, ib, z_a)``: observed and
+    remaining components in increasing order, their flat coordinate indices, and the observed
+    values concatenated to ``(..., |A| d)`` (dtype and device of ``like``)."""
+    if not isinstance(observed, Mapping) or not observed:
+        raise ValueError("observed must be a non-empty dict {component index: value}")
+    comps_a = check_component_indices(observed.keys(), num_components, "observed component")
+    observed = {int(k): v for k, v in observed.items()}
+    comps_b = [k for k in range(num_components) if k not in comps_a]
+    if not comps_b:
+        raise ValueError("every component is observed; nothing is left to condition")
+    z_a = _observed_tensor(observed, comps_a, component_dim, like)
+    ia = component_indices(comps_a, component_dim, like.device)
+    ib = component_indices(comps_b, component_dim, like.device)
+    return comps_a, comps_b, ia, ib, z_a
+
+
 class GMRF(dist.MultivariateNormal):
     """Multivariate normal over ``M`` components of ``d`` coordinates each.
 
@@ -170,9 +189,6 @@ class GMRF(dist.MultivariateNormal):
             validate_args=False,  # a principal submatrix of an SPD matrix is SPD
         )
 
-    def _observed_vector(self, observed: Mapping[int, torch.Tensor], comps: list[int]) -> torch.Tensor:
-        return _observed_tensor(observed, comps, self.component_dim, self.loc)
-
     def condition(self, observed: Mapping[int, torch.Tensor]) -> "GMRF":
         """Law of the remaining components given observed ones.
 
@@ -182,15 +198,8 @@ class GMRF(dist.MultivariateNormal):
         ``mu_B|A = mu_B + S_BA S_AA^-1 (z_A - mu_A)``, ``S_B|A = S_BB - S_BA S_AA^-1 S_AB``
         (equivalently ``Q_B|A = Q_BB``, ``mu_B|A = mu_B - Q_BB^-1 Q_BA (z_A - mu_A)``).
         """
-        if not isinstance(observed, Mapping) or not observed:
-            raise ValueError("observed must be a non-empty dict {component index: value}")
-        comps_a = check_component_indices(observed.keys(), self.num_components, "observed component")
-        observed = {int(k): v for k, v in observed.items()}
-        comps_b = [k for k in range(self.num_components) if k not in comps_a]
-        if not comps_b:
-            raise ValueError("every component is observed; nothing is left to condition")
-        z_a = self._observed_vector(observed, comps_a)
-        ia, ib = self._indices(comps_a), self._indices(comps_b)
+        comps_a, comps_b, ia, ib, z_a = split_observed(observed, self.num_components,
+                                                       self.component_dim, self.loc)
         # The gain and the conditional matrix depend on the law only, not on the observed values:
         # they are computed once for the law's own (unbroadcast) batch shape and applied to all
         # values with one matrix product.

@@ -7,7 +7,7 @@ from torch import nn
 import pyro.distributions as dist
 from torch.distributions import constraints
 
-from ..infer.mcmc import PersistentHMC, log_partition_surrogate
+from ..infer.mcmc import PersistentHMC
 from ..nets import StackedMLP
 
 __all__ = ["EnergyMRF", "NeuralMRFEnergy", "NeuralMRFPrior"]
@@ -73,13 +73,16 @@ class EnergyMRF(dist.TorchDistribution):
         return _SampledConditional(self.conditioner, observed)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        g = log_partition_surrogate(self.energy, self.samples)
+        # The chain energies serve both the log Z surrogate (log_partition_surrogate: -mean E)
+        # and the regulariser, so they are computed once.
+        chain_energy = self.energy(self.samples.detach())
+        g = -chain_energy.mean()
         energy = self.energy(value)
         out = -energy - (g - g.detach())
         if self.penalty:
             # Energy regulariser of EBM training: pins the (otherwise free) level of E and keeps
             # the energies at data and chain samples small, against runaway wells.
-            out = out - self.penalty * (energy.pow(2) + self.energy(self.samples.detach()).pow(2).mean())
+            out = out - self.penalty * (energy.pow(2) + chain_energy.pow(2).mean())
         return out
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
@@ -154,17 +157,11 @@ class NeuralMRFPrior(nn.Module):
         component order. One chain per (draw, datum), ``warmup`` transitions (step size adapted),
         then ``thin`` transitions between draws; ``last_condition_diagnostics`` keeps ArviZ's
         summary of the run."""
-        from .._validation import check_component_indices
-        from ..distributions.gmrf import _observed_tensor, component_indices
+        from ..distributions.gmrf import split_observed
 
-        comps = check_component_indices(observed.keys(), self.num_components, "observed component")
-        if len(comps) == self.num_components:
-            raise ValueError("every component is observed; nothing is left to sample")
+        _, _, ia, ib, z_a = split_observed(observed, self.num_components, self.component_dim,
+                                           self.chains)  # z_a: (batch, |A| d)
         d = self.component_dim
-        rest = [k for k in range(self.num_components) if k not in comps]
-        ia = component_indices(comps, d, self.chains.device)
-        ib = component_indices(rest, d, self.chains.device)
-        z_a = _observed_tensor(observed, comps, d, self.chains)  # (batch, |A| d)
         if z_a.dim() != 2:
             raise ValueError("observed values must be (batch, d)")
         batch = z_a.shape[0]
