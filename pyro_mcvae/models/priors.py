@@ -87,24 +87,18 @@ class GMRFPrior(nn.Module):
 
 
 class DiagonalGaussianPrior(nn.Module):
-    """Independent Gaussian prior: learnable mean and variances (the no-MRF ablation), or exactly
-    ``N(0, I)`` with ``learnable=False`` (the baselines' prior)."""
+    """Independent Gaussian prior with learnable mean and variances (the no-MRF ablation). The
+    baselines' fixed ``N(0, I)`` is :class:`StandardPrior`."""
 
-    def __init__(self, num_components: int, component_dim: int, learnable: bool = True):
+    def __init__(self, num_components: int, component_dim: int):
         super().__init__()
         m, d = num_components, component_dim
         self.num_components, self.component_dim = m, d
-        self.learnable = learnable
-        if learnable:
-            self.loc = nn.Parameter(torch.zeros(m * d))
-            self.raw_scale = nn.Parameter(torch.full((m * d,), _inverse_softplus(1.0)))
-        else:  # exactly N(0, I), as the product-of-experts prior expert assumes
-            self.register_buffer("loc", torch.zeros(m * d))
-            self.register_buffer("scale", torch.ones(m * d))
+        self.loc = nn.Parameter(torch.zeros(m * d))
+        self.raw_scale = nn.Parameter(torch.full((m * d,), _inverse_softplus(1.0)))
 
     def forward(self) -> dist.Distribution:
-        scale = F.softplus(self.raw_scale) + 1e-4 if self.learnable else self.scale
-        return dist.Normal(self.loc, scale).to_event(1)
+        return dist.Normal(self.loc, F.softplus(self.raw_scale) + 1e-4).to_event(1)
 
 
 class StandardPrior(nn.Module):
