@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from pyro_mcvae import MCVAE, TrainConfig, fit
 from pyro_mcvae.data import make_copula_splits
 from pyro_mcvae.evaluate import copula_noise_floor, evaluate_copula
 from pyro_mcvae.infer import seed_everything
+from pyro_mcvae.parallel import map_in_processes
 from pyro_mcvae.plots import copula_pairplot, copula_pairplot_grid, save_figure
 from pyro_mcvae.provenance import provenance
 
@@ -180,12 +179,10 @@ def run_all(args) -> dict:
         records = [run_seed(name, seed, args) for name, seed in tasks]
     else:
         # Spawned workers with one thread each: small networks parallelise better across runs
-        # than inside one run.
-        # The costlier models (listed last) start first, which balances the workers' loads.
+        # than inside one run. The costlier models (listed last) start first, which balances the
+        # workers' loads. The workers stop with this process, however it is stopped.
         tasks = tasks[::-1]
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
-            records = list(pool.map(run_seed, *zip(*tasks), [args] * len(tasks), [1] * len(tasks)))
+        records = map_in_processes(run_seed, [(name, seed, args, 1) for name, seed in tasks], args.jobs)
     by_run = {task: record for task, record in zip(tasks, records)}
     return {name: [by_run[name, seed] for seed in range(args.seeds)] for name in args.model}
 
