@@ -27,7 +27,7 @@ from ..distributions import (
     product_of_gaussian_experts,
     valid_subsets,
 )
-from ..nets import ComponentNets, GlobalOffdiagNet, VectorEncoder
+from ..nets import MLPNets, VectorEncoder, as_nets
 
 __all__ = [
     "ALMRFGuide",
@@ -189,9 +189,20 @@ class GMRFGuide(_EncoderGuide):
         graph: torch.Tensor | None = None,
         delta: float = 1e-6,
         min_var: float = 1e-4,
+        offdiag_keep: float = 1.0,
+        mask_seed: int = 0,
     ):
         super().__init__(component_dims, latent_dim, hidden, min_var)
-        self.global_net = GlobalOffdiagNet(self.component_dims, latent_dim, global_hidden)
+        # A network factory in ``hidden`` builds the global network too; MLP sizes in
+        # ``global_hidden`` otherwise. ``offdiag_keep < 1`` keeps a fixed random fraction of the
+        # off-diagonal entries (the paper's PolyMNIST option masks 75%).
+        if hasattr(global_hidden, "offdiag_net"):
+            factory = global_hidden
+        elif hasattr(hidden, "offdiag_net"):
+            factory = hidden
+        else:
+            factory = MLPNets(global_hidden)
+        self.global_net = factory.offdiag_net(self.component_dims, latent_dim, offdiag_keep, mask_seed)
         self.eps, self.mode, self.delta = eps, mode, delta
         self.register_buffer("graph", None if graph is None else torch.as_tensor(graph, dtype=torch.bool))
 
@@ -250,9 +261,11 @@ class ALMRFGuide(GMRFGuide):
     def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64),
                  global_hidden=(64, 64), eps: float = 0.9, mode: str = "blockwise",
                  graph: torch.Tensor | None = None, delta: float = 1e-6, min_var: float = 1e-4,
-                 max_skew: float = 3.0):
-        super().__init__(component_dims, latent_dim, hidden, global_hidden, eps, mode, graph, delta, min_var)
-        self.skew_net = ComponentNets(self.component_dims, hidden, [latent_dim] * self.num_components)
+                 max_skew: float = 3.0, offdiag_keep: float = 1.0, mask_seed: int = 0):
+        super().__init__(component_dims, latent_dim, hidden, global_hidden, eps, mode, graph, delta, min_var,
+                         offdiag_keep, mask_seed)
+        self.skew_net = as_nets(hidden).component_nets(self.component_dims, [latent_dim] * self.num_components,
+                                                       "encoder")
         self.max_skew = float(max_skew)
 
     def _skew(self, xs, var, components=None) -> torch.Tensor:

@@ -91,6 +91,7 @@ class MCVAE(nn.Module):
         family: str = "normal",
         private_dim: int | None = None,
         mixture_density: str = "mixture",
+        offdiag_keep: float = 1.0,
     ) -> "MCVAE":
         """The GMRF MCVAE with MLP networks (``guide="diagonal"``, ``prior="diagonal"``: the
         independent-Gaussian ablation with the same networks; ``guide="mvae"``: MVAE, a latent of
@@ -108,6 +109,11 @@ class MCVAE(nn.Module):
         baselines (the GMRF model is Gaussian by definition). ``mixture_density``: how the mixture
         guides score their draws (``"mixture"``, exact, or ``"stratum"``, the cheaper Jensen
         bound; see :class:`MixtureOfExpertsGuide`).
+
+        ``hidden``: MLP hidden sizes, or a network factory for every encoder, decoder and the
+        global network (:class:`~pyro_mcvae.nets.ResNetNets` for images). ``offdiag_keep``: the
+        fraction of the GMRF/ALMRF posterior's off-diagonal entries its global network produces
+        (a fixed random subset; the paper's PolyMNIST option keeps 25%).
         """
         dims = [int(c) for c in component_dims]
         m = len(dims)
@@ -139,7 +145,8 @@ class MCVAE(nn.Module):
                 raise ValueError(f"the ALMRF prior is built as 'precision' or 'covariance', got {prior!r}")
             return cls(dims, latent_dim,
                        ALMRFPrior(m, latent_dim, prior, eps=prior_eps, mode=mode, graph=graph),
-                       ALMRFGuide(dims, latent_dim, hidden, hidden, eps=eps, mode=mode, graph=graph),
+                       ALMRFGuide(dims, latent_dim, hidden, hidden, eps=eps, mode=mode, graph=graph,
+                                  offdiag_keep=offdiag_keep),
                        VectorDecoder(dims, latent_dim, hidden), liks)
         if prior == "diagonal":
             prior_mod = DiagonalGaussianPrior(m, latent_dim)
@@ -148,7 +155,8 @@ class MCVAE(nn.Module):
         else:
             prior_mod = GMRFPrior(m, latent_dim, prior, eps=prior_eps, mode=mode, graph=graph)
         if guide == "gmrf":
-            guide_mod = GMRFGuide(dims, latent_dim, hidden, hidden, eps=eps, mode=mode, graph=graph)
+            guide_mod = GMRFGuide(dims, latent_dim, hidden, hidden, eps=eps, mode=mode, graph=graph,
+                                  offdiag_keep=offdiag_keep)
         elif guide == "diagonal":
             guide_mod = DiagonalGaussianGuide(dims, latent_dim, hidden)
         else:

@@ -23,6 +23,8 @@ __all__ = [
     "VectorEncoder",
     "VectorDecoder",
     "GlobalOffdiagNet",
+    "MLPNets",
+    "as_nets",
 ]
 
 
@@ -107,7 +109,8 @@ class VectorEncoder(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.min_var = min_var
-        self.nets = ComponentNets(component_dims, hidden, [2 * latent_dim] * len(component_dims))
+        self.nets = as_nets(hidden).component_nets(component_dims, [2 * latent_dim] * len(component_dims),
+                                                   "encoder")
 
     def forward(self, xs: Sequence[torch.Tensor], components: Sequence[int] | None = None):
         out = torch.stack(self.nets(xs, components), dim=-2)
@@ -123,7 +126,8 @@ class VectorDecoder(nn.Module):
 
     def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64)):
         super().__init__()
-        self.nets = ComponentNets([latent_dim] * len(component_dims), hidden, list(component_dims))
+        self.nets = as_nets(hidden).component_nets([latent_dim] * len(component_dims), list(component_dims),
+                                                   "decoder")
 
     def forward(self, z: torch.Tensor, components: Sequence[int] | None = None):
         return self.nets(list(z.unbind(-2)), components)
@@ -132,26 +136,139 @@ class VectorDecoder(nn.Module):
 class GlobalOffdiagNet(nn.Module):
     """The paper's global encoder: all components' data to the off-diagonal blocks.
 
-    Takes the list of ``M`` inputs ``(batch, D_k)`` and returns ``(batch, M, M, d, d)`` whose
+    Takes the list of ``M`` inputs ``(..., D_k)`` and returns ``(..., M, M, d, d)`` whose
     blocks ``i < j`` are filled (the rest zero; the assembly mirrors them). The last layer starts
     at zero, so training starts from independent components.
+
+    Masked off-diagonal parameters (the GMRF MCVAE paper's PolyMNIST option of masking 75% of
+    them): with ``keep_fraction < 1`` a fixed random subset of ``round(keep_fraction * count)``
+    of the ``count = M (M - 1) / 2 * d * d`` off-diagonal entries is kept, drawn from
+    ``torch.Generator().manual_seed(mask_seed)``. The masked entries are exactly zero for every
+    input: the last layer has one output per *kept* entry only, so the weights of masked entries
+    do not exist (the parameter count drops by ``count - kept`` times the last layer's input
+    width plus one) and no optimiser can move them. The mask is the persistent boolean buffer
+    ``offdiag_mask`` ``(M (M - 1) / 2, d, d)`` (pair ``p`` is the ``p``-th block of
+    ``torch.triu_indices(M, M, 1)``), so it is saved in checkpoints; loading a checkpoint also
+    restores its mask. With
+    ``keep_fraction = 1`` nothing is masked and ``offdiag_mask`` is None.
     """
 
-    def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64)):
+    def __init__(
+        self,
+        component_dims: Sequence[int],
+        latent_dim: int,
+        hidden=(64, 64),
+        keep_fraction: float = 1.0,
+        mask_seed: int = 0,
+    ):
         super().__init__()
         m, d = len(component_dims), latent_dim
         self.num_components, self.latent_dim = m, d
-        self.net = MLP(sum(component_dims), hidden, num_offdiag_pairs(m) * d * d)
+        if isinstance(keep_fraction, bool) or not isinstance(keep_fraction, (int, float)) or not (
+            0.0 < keep_fraction <= 1.0
+        ):
+            raise ValueError(f"keep_fraction must be a number in (0, 1], got {keep_fraction!r}")
+        count = num_offdiag_pairs(m) * d * d
+        kept = round(keep_fraction * count)
+        if count > 0 and kept == 0:
+            raise ValueError(
+                f"keep_fraction={keep_fraction} keeps round({keep_fraction} * {count}) = 0 of the "
+                f"{count} off-diagonal entries (M={m}, d={d}); use a larger keep_fraction"
+            )
+        self.keep_fraction, self.mask_seed = float(keep_fraction), int(mask_seed)
+        self.net = MLP(sum(component_dims), hidden, kept)
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
+        if kept < count:
+            generator = torch.Generator().manual_seed(self.mask_seed)
+            mask = torch.zeros(count, dtype=torch.bool)
+            mask[torch.randperm(count, generator=generator)[:kept]] = True
+            self.register_buffer("offdiag_mask", mask.reshape(-1, d, d))
+        else:
+            self.register_buffer("offdiag_mask", None)
+        self.register_buffer("_place_index", self._placement(), persistent=False)
+        # A loaded checkpoint brings its own mask: recompute where the outputs go.
+        self.register_load_state_dict_post_hook(GlobalOffdiagNet._after_load)
+
+    def _placement(self) -> torch.Tensor:
+        """Flat positions in ``(M, M, d, d)`` of the last layer's outputs (kept entries, in order)."""
+        m, d = self.num_components, self.latent_dim
         rows, cols = torch.triu_indices(m, m, 1)
-        self.register_buffer("_rows", rows, persistent=False)
-        self.register_buffer("_cols", cols, persistent=False)
+        inner = torch.arange(d * d)
+        place = ((rows * m + cols)[:, None] * (d * d) + inner).flatten()  # (P * d * d,)
+        if self.offdiag_mask is not None:
+            place = place[self.offdiag_mask.flatten().cpu()]
+        return place.to(self.net[-1].weight.device)
+
+    @staticmethod
+    def _after_load(module: "GlobalOffdiagNet", incompatible_keys) -> None:
+        if module.offdiag_mask is not None:
+            kept = int(module.offdiag_mask.sum())
+            if kept != module.net[-1].out_features:
+                raise ValueError(
+                    f"the loaded offdiag_mask keeps {kept} entries but the last layer has "
+                    f"{module.net[-1].out_features} outputs"
+                )
+        module._place_index = module._placement()
+
+    def entry_mask(self) -> torch.Tensor:
+        """Boolean ``(M, M, d, d)``: True where the output may be nonzero (kept entries, i < j)."""
+        m, d = self.num_components, self.latent_dim
+        out = torch.zeros(m * m * d * d, dtype=torch.bool, device=self._place_index.device)
+        out[self._place_index] = True
+        return out.reshape(m, m, d, d)
 
     def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         m, d = self.num_components, self.latent_dim
-        flat = self.net(torch.cat(list(xs), dim=-1))
+        flat = self.net(torch.cat(list(xs), dim=-1))  # (..., kept)
         batch = flat.shape[:-1]
-        out = flat.new_zeros(*batch, m, m, d, d)
-        out[..., self._rows, self._cols, :, :] = flat.reshape(*batch, -1, d, d)
-        return out
+        out = flat.new_zeros(*batch, m * m * d * d).index_copy(-1, self._place_index, flat)
+        return out.reshape(*batch, m, m, d, d)
+
+
+class MLPNets:
+    """Factory of the vector networks: per-component MLPs and the global off-diagonal MLP.
+
+    ``hidden``: hidden sizes of every per-component network; ``global_hidden``: those of the
+    global off-diagonal network (None: the same as ``hidden``). The image counterpart is
+    :class:`pyro_mcvae.nets.resnet.ResNetNets`, with the same two methods.
+    """
+
+    ROLES = ("encoder", "decoder")
+
+    def __init__(self, hidden: Sequence[int] = (64, 64), global_hidden: Sequence[int] | None = None):
+        self.hidden = tuple(hidden)
+        self.global_hidden = self.hidden if global_hidden is None else tuple(global_hidden)
+
+    def __repr__(self) -> str:
+        return f"MLPNets(hidden={self.hidden}, global_hidden={self.global_hidden})"
+
+    def component_nets(self, in_dims: Sequence[int], out_dims: Sequence[int], role: str) -> ComponentNets:
+        """``M`` networks ``(..., in_k) -> (..., out_k)``; ``role`` is ``"encoder"`` or ``"decoder"``
+        (the MLPs are the same for both)."""
+        if role not in self.ROLES:
+            raise ValueError(f"role must be one of {self.ROLES}, got {role!r}")
+        if len(in_dims) != len(out_dims):
+            raise ValueError(f"in_dims and out_dims must have one entry per component, got "
+                             f"{len(in_dims)} and {len(out_dims)}")
+        return ComponentNets(list(in_dims), self.hidden, list(out_dims))
+
+    def offdiag_net(self, component_dims: Sequence[int], latent_dim: int, keep_fraction: float = 1.0,
+                    mask_seed: int = 0) -> GlobalOffdiagNet:
+        """The global off-diagonal network over all components' data (see :class:`GlobalOffdiagNet`)."""
+        return GlobalOffdiagNet(list(component_dims), latent_dim, self.global_hidden, keep_fraction,
+                                mask_seed)
+
+
+def as_nets(nets_or_hidden):
+    """A network factory (an object with ``component_nets`` and ``offdiag_net``, such as
+    :class:`MLPNets` or :class:`~pyro_mcvae.nets.resnet.ResNetNets`) from itself or from MLP
+    hidden sizes. Lets every ``hidden=`` argument take either."""
+    if hasattr(nets_or_hidden, "component_nets") and hasattr(nets_or_hidden, "offdiag_net"):
+        return nets_or_hidden
+    try:
+        hidden = tuple(int(h) for h in nets_or_hidden)
+    except TypeError:
+        raise ValueError(f"expected MLP hidden sizes or a network factory (MLPNets, ResNetNets), "
+                         f"got {nets_or_hidden!r}") from None
+    return MLPNets(hidden)
