@@ -8,7 +8,7 @@ import torch
 from .data import CopulaDataset, copula_spearman, sample_copula
 from .metrics import conditional_copula_metrics, copula_metrics, noise_floor, quantile_errors, spearman_error
 
-__all__ = ["evaluate_copula", "evaluate_heavy_tails", "copula_noise_floor", "generate_copula",
+__all__ = ["evaluate_copula", "evaluate_heavy_tails", "evaluate_polymnist", "copula_noise_floor", "generate_copula", "generate_images",
            "heavy_tail_noise_floor", "heavy_tail_population"]
 
 
@@ -109,3 +109,119 @@ def evaluate_heavy_tails(model, dataset, reference: np.ndarray, device="cpu", po
         "quantile_errors": quantile_errors(big, reference, TAIL_LEVELS),
         "samples": gen | {"population": big},
     }
+
+
+# -- images (PolyMNIST) -----------------------------------------------------------------------
+
+def _proper_subsets(m: int, sizes=None) -> list[tuple[int, ...]]:
+    import itertools
+
+    sizes = range(1, m) if sizes is None else sizes
+    return [c for s in sizes for c in itertools.combinations(range(m), s)]
+
+
+def _as_images(parts: list[torch.Tensor], shape) -> torch.Tensor:
+    """``M`` flat tensors ``(n, D)`` to images ``(n, M, *shape)`` clamped to [0, 1] on the CPU."""
+    return torch.stack([p.reshape(p.shape[0], *shape) for p in parts], 1).clamp_(0, 1).cpu()
+
+
+@torch.no_grad()
+def generate_images(model, images: torch.Tensor, subsets=None, num_unconditional: int | None = None,
+                    batch_size: int = 500, device="cpu", progress: bool = False) -> dict:
+    """Generation from a trained image model, as the coherence, SSIM and FID protocols need.
+
+    Args:
+        images: test tuples ``(N, M, C, H, W)``, floats in [0, 1].
+        subsets: observed subsets to condition on (default: every non-empty proper subset).
+        num_unconditional: prior draws (default ``N``).
+
+    Returns:
+        ``{"unconditional": (n, M, C, H, W), "conditional": {subset: (N, M, C, H, W)}}``: in a
+        conditional tuple the observed slots hold the given images; the decoders' means, clamped
+        to [0, 1].
+    """
+    from tqdm.auto import tqdm
+
+    model.eval()
+    n, m = images.shape[:2]
+    shape = images.shape[2:]
+    subsets = _proper_subsets(m) if subsets is None else [tuple(sorted(s)) for s in subsets]
+    out = {"conditional": {}}
+    count = n if num_unconditional is None else int(num_unconditional)
+    draws = [_as_images(model.sample(min(batch_size, count - i)), shape) for i in range(0, count, batch_size)]
+    out["unconditional"] = torch.cat(draws)
+    for subset in tqdm(subsets, desc="conditional generation", disable=not progress, leave=False):
+        chunks = []
+        for i in range(0, n, batch_size):
+            batch = images[i:i + batch_size].to(device)
+            observed = {k: batch[:, k].flatten(1) for k in subset}
+            chunks.append(_as_images([p[0] for p in model.condition(observed, num_samples=1)], shape))
+        out["conditional"][subset] = torch.cat(chunks)
+    return out
+
+
+def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classifiers, subsets=None,
+                       inception=None, batch_size: int = 500, device="cpu", progress: bool = False,
+                       generated: dict | None = None) -> dict:
+    """Coherence, SSIM and Fréchet distances of a trained PolyMNIST model (protocol in
+    ``docs/results/polymnist.md`` and :mod:`pyro_mcvae.metrics.coherence`).
+
+    Args:
+        images: test tuples ``(N, M, 3, 28, 28)`` in [0, 1]; labels ``(N,)``.
+        classifiers: ``M`` digit classifiers (the coherence judges; their 128-d features also give
+            the offline ``digit_fd``).
+        subsets: conditioning subsets (default: all ``2^M - 2``).
+        inception: an :class:`~pyro_mcvae.metrics.fid.InceptionFeatureExtractor` for FID, or
+            ``None`` (FID not computed).
+        generated: reuse the output of :func:`generate_images`.
+
+    Returns a dict: ``conditional_coherence`` (per subset, by subset size and ``mean``),
+    ``unconditional_coherence``; ``ssim`` between each modality generated from one other
+    modality and the true image of the same tuple (mean, and per source); ``digit_fd`` and
+    ``fid``: per modality ``j``, real test ``x_j`` against generated ``x_j`` (unconditional; and
+    conditional, pooled over the single sources ``k != j``), averaged over ``j``.
+    """
+    from .metrics.coherence import coherence_by_subset_size, conditional_coherence, unconditional_coherence
+    from .metrics.fid import digit_frechet_distance, fid
+    from .metrics.ssim import ssim
+
+    n, m = images.shape[:2]
+    if generated is None:
+        generated = generate_images(model, images, subsets, batch_size=batch_size, device=device,
+                                    progress=progress)
+    conditional = generated["conditional"]
+    per_subset = {s: conditional_coherence(g, labels, classifiers, s) for s, g in conditional.items()}
+    complete = subsets is None and len(per_subset) == 2 ** m - 2
+    by_size = coherence_by_subset_size(per_subset, m if complete else None)
+    singles = [(k,) for k in range(m) if (k,) in conditional]
+    out = {
+        "num_tuples": n,
+        "conditional_coherence": {"mean": by_size.pop("mean"), "by_size": by_size,
+                                  "subsets": {",".join(map(str, s)): v for s, v in per_subset.items()}},
+        "unconditional_coherence": unconditional_coherence(generated["unconditional"], classifiers),
+    }
+    # SSIM: single-source generations against the true image of the same tuple.
+    per_source = {}
+    for (k,) in singles:
+        g = conditional[(k,)]
+        targets = [j for j in range(m) if j != k]
+        per_source[k] = float(torch.stack([ssim(g[:, j], images[:, j]) for j in targets]).mean())
+    out["ssim"] = {"mean": float(np.mean(list(per_source.values()))) if per_source else float("nan"),
+                   "per_source": per_source}
+
+    def frechet(distance):
+        uncond, cond = [], []
+        for j in range(m):
+            real = images[:, j]
+            uncond.append(distance(real, generated["unconditional"][:, j], j))
+            pooled = [conditional[(k,)][:, j] for (k,) in singles if k != j]
+            if pooled:
+                # As many generated images as real ones: an equal share from every source.
+                pooled = torch.cat([p[i::len(pooled)] for i, p in enumerate(pooled)])
+                cond.append(distance(real, pooled, j))
+        return {"unconditional": float(np.mean(uncond)), "conditional": float(np.mean(cond)) if cond else None,
+                "per_modality_unconditional": uncond}
+
+    out["digit_fd"] = frechet(lambda a, b, j: digit_frechet_distance(a, b, classifiers[j]))
+    out["fid"] = frechet(lambda a, b, j: fid(a, b, inception)) if inception is not None else None
+    return out

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["copula_pairplot", "copula_pairplot_grid", "save_figure"]
+__all__ = ["copula_pairplot", "copula_pairplot_grid", "image_grid", "save_figure"]
 
 TRUE_COLOUR, GEN_COLOUR = "#1f77b4", "#ff7f0e"
 
@@ -89,6 +89,35 @@ def copula_pairplot_grid(true: np.ndarray, generated: dict, title: str = "", col
     for sub in subfigs.ravel()[len(checked):]:
         sub.set_visible(False)
     _legend(fig, "per model: upper triangle coordinate 1, lower coordinate 2, diagonal marginals", title)
+    return fig
+
+
+def image_grid(images, row_labels=None, title: str = "", pad: int = 2, scale: float = 0.45):
+    """Images ``(rows, cols, C, H, W)`` (tensor or array, values in [0, 1], ``C`` 1 or 3) as one
+    mosaic, one labelled row per entry of ``row_labels``. Returns the figure."""
+    grid = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float32)
+    if grid.ndim != 5 or grid.shape[2] not in (1, 3):
+        raise ValueError(f"images must be (rows, cols, C, H, W) with C 1 or 3, got {grid.shape}")
+    if row_labels is not None and len(row_labels) != grid.shape[0]:
+        raise ValueError(f"need one label per row ({grid.shape[0]}), got {len(row_labels)}")
+    rows, cols, c, h, w = grid.shape
+    canvas = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), dtype=np.float32)
+    tiles = np.clip(grid, 0, 1).transpose(0, 1, 3, 4, 2)  # (rows, cols, H, W, C)
+    for r in range(rows):
+        for col in range(cols):
+            y, x = pad + r * (h + pad), pad + col * (w + pad)
+            canvas[y:y + h, x:x + w] = tiles[r, col]  # C = 1 broadcasts to grey
+    fig, ax = plt.subplots(figsize=(scale * cols + 1.2, scale * rows + 0.5))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(rows)] if row_labels is not None else [])
+    if row_labels is not None:
+        ax.set_yticklabels(row_labels, fontsize=8)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
     return fig
 
 

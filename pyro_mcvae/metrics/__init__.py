@@ -1,6 +1,19 @@
-"""Evaluation metrics."""
+"""Evaluation metrics.
 
+The per-image functions ``fid.fid`` and ``ssim.ssim`` are imported from their modules
+(``from pyro_mcvae.metrics.fid import fid``) so the names keep meaning the modules here.
+"""
+
+from .coherence import coherence_by_subset_size, conditional_coherence, predict_digits, unconditional_coherence
+from .fid import (
+    InceptionFeatureExtractor,
+    InceptionWeightsUnavailable,
+    digit_frechet_distance,
+    frechet_distance,
+    gaussian_statistics,
+)
 from .quantiles import quantile_errors
+from .ssim import mean_ssim
 from .wasserstein import (
     conditional_copula_metrics,
     copula_metrics,
@@ -13,6 +26,16 @@ from .wasserstein import (
 )
 
 __all__ = [
+    "InceptionFeatureExtractor",
+    "InceptionWeightsUnavailable",
+    "coherence_by_subset_size",
+    "conditional_coherence",
+    "digit_frechet_distance",
+    "frechet_distance",
+    "gaussian_statistics",
+    "mean_ssim",
+    "predict_digits",
+    "unconditional_coherence",
     "wasserstein_joint",
     "wasserstein_marginals",
     "spearman_matrix",

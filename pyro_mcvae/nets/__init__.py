@@ -16,8 +16,22 @@ from .mlp import (
     as_nets,
 )
 from .resnet import ImageComponentNets, ImageOffdiagNet, ResNetNets
+from .classifier import (
+    DigitClassifier,
+    classifier_accuracy,
+    load_classifiers,
+    load_mopoe_classifiers,
+    save_classifiers,
+    train_digit_classifiers,
+)
 
 __all__ = [
+    "DigitClassifier",
+    "classifier_accuracy",
+    "load_classifiers",
+    "load_mopoe_classifiers",
+    "save_classifiers",
+    "train_digit_classifiers",
     "MLP",
     "ComponentNets",
     "GlobalOffdiagNet",
