@@ -298,7 +298,8 @@ def fid(images_a: torch.Tensor, images_b: torch.Tensor, extractor) -> float:
 
 @torch.no_grad()
 def _digit_features(classifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = next(classifier.parameters()).device
+    param = next(iter(classifier.parameters()), None) if hasattr(classifier, "parameters") else None
+    device = param.device if param is not None else images.device
     starts = range(0, images.shape[0], batch_size)
     return torch.cat([classifier.features(images[s : s + batch_size].to(device)).cpu() for s in starts])
 
