@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from ._precision import full_precision
+
 from ._validation import check_finite
 
 __all__ = [
@@ -168,6 +170,7 @@ def _validate(diag, offdiag, eps, delta, mode, graph) -> bool:
     return full_blocks
 
 
+@full_precision
 def assemble_block_covariance(
     diag: torch.Tensor,
     offdiag: torch.Tensor,

@@ -18,6 +18,8 @@ import math
 from typing import Mapping, Sequence
 
 import torch
+
+from .._precision import full_precision
 import pyro.distributions as dist
 from torch.distributions import constraints
 from torch.distributions.multivariate_normal import _precision_to_scale_tril
@@ -143,6 +145,7 @@ class MultivariateAsymmetricLaplace(dist.TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
 
+    @full_precision
     def __init__(self, loc, skew, covariance_matrix=None, scale_tril=None, precision_matrix=None, *,
                  num_components: int, component_dim: int | None = None, validate_args=None):
         given = [m for m in (covariance_matrix, scale_tril, precision_matrix) if m is not None]
@@ -211,6 +214,7 @@ class MultivariateAsymmetricLaplace(dist.TorchDistribution):
     def variance(self) -> torch.Tensor:
         return self.covariance_matrix.diagonal(dim1=-2, dim2=-1) + self.skew**2
 
+    @full_precision
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         w = self.loc.new_empty(shape[:-1] + (1,)).exponential_()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import torch
+
+from .._precision import full_precision
 import pyro.distributions as dist
 from torch.distributions import register_kl
 from torch.distributions.utils import _standard_normal
@@ -74,6 +76,7 @@ class GMRF(dist.MultivariateNormal):
     otherwise through the covariance; both use Cholesky solves and never form an inverse.
     """
 
+    @full_precision
     def __init__(
         self,
         loc: torch.Tensor,
@@ -161,6 +164,7 @@ class GMRF(dist.MultivariateNormal):
         new._given = self._given
         return super().expand(batch_shape, _instance=new)
 
+    @full_precision
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         """``z = mu + L u``; a factor shared by the whole batch is applied in one matrix product
         (torch's generic rule runs one small product per batch element)."""
@@ -189,6 +193,7 @@ class GMRF(dist.MultivariateNormal):
             validate_args=False,  # a principal submatrix of an SPD matrix is SPD
         )
 
+    @full_precision
     def condition(self, observed: Mapping[int, torch.Tensor]) -> "GMRF":
         """Law of the remaining components given observed ones.
 
@@ -230,6 +235,7 @@ class GMRF(dist.MultivariateNormal):
             validate_args=False,  # a Schur complement of an SPD matrix is SPD
         )
 
+    @full_precision
     def _covariance_unbroadcast(self) -> torch.Tensor:
         """The covariance for the law's own batch shape (not expanded to the data's)."""
         if self._given["covariance"] is not None:
@@ -245,6 +251,7 @@ class GMRF(dist.MultivariateNormal):
 
 
 @register_kl(GMRF, GMRF)
+@full_precision
 def _kl_gmrf_gmrf(q: GMRF, p: GMRF) -> torch.Tensor:
     """``KL(q || p)`` with ``p``'s precision formed once for its own batch shape.
 
@@ -291,6 +298,7 @@ def as_gmrf(prior, num_components: int, component_dim: int) -> GMRF:
                 component_dim=component_dim, validate_args=False)
 
 
+@full_precision
 def complete_from_prior(
     loc: torch.Tensor,
     covariance: torch.Tensor,
@@ -346,6 +354,7 @@ def complete_from_prior(
 
 
 @register_kl(GMRF, torch.distributions.Independent)
+@full_precision
 def _kl_gmrf_diagonal(q: GMRF, p) -> torch.Tensor:
     """``KL(q || p)`` against an independent Gaussian ``Normal(loc, scale).to_event(1)`` (e.g. the
     diagonal prior when a diagonal guide completed absent blocks from it)."""

@@ -1,6 +1,7 @@
-"""Training: the SVI loop, beta schedules, checkpoints."""
+"""Training: the SVI loop (single process or data-parallel), beta schedules, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistributedContext, init_distributed
 from .iwae import ImportanceWeightedELBO, detach_distribution
 from .mcmc import PersistentHMC, log_partition_surrogate
 from .schedules import ConstantBeta, CyclicalBeta, LinearWarmup, parse_beta_schedule
@@ -8,6 +9,7 @@ from .train import TrainConfig, TrainingDivergedError, TrainResult, fit, make_el
 
 __all__ = [
     "ConstantBeta",
+    "DistributedContext",
     "CyclicalBeta",
     "ImportanceWeightedELBO",
     "LinearWarmup",
@@ -16,6 +18,7 @@ __all__ = [
     "TrainResult",
     "TrainingDivergedError",
     "fit",
+    "init_distributed",
     "load_checkpoint",
     "log_partition_surrogate",
     "make_elbo",
