@@ -1,0 +1,2 @@
+"""End-to-end experiments (data, model, training, evaluation, results files) behind the examples
+and the ``pyro-mcvae`` command line."""

@@ -1,0 +1,383 @@
+"""PolyMNIST end to end: data, judges, model, training, evaluation, figures, results files.
+
+``examples/polymnist.py`` and ``pyro-mcvae ... dataset = "polymnist"`` both run
+:func:`run_polymnist` on a :class:`PolyMNISTRun`. Nothing here is mathematics: it wires the data
+loaders, :meth:`MCVAE.build` with :class:`~pyro_mcvae.nets.ResNetNets`, :func:`fit` and
+:func:`~pyro_mcvae.evaluate.evaluate_polymnist` together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.mnist import find_data_root
+from ..data.polymnist import PolyMNISTData, generate_polymnist, load_polymnist
+from ..evaluate import evaluate_polymnist, generate_images
+from ..infer import TrainConfig, fit
+from ..models import MCVAE
+from ..nets import ResNetNets
+from ..nets.classifier import (
+    classifier_accuracy,
+    load_classifiers,
+    load_mopoe_classifiers,
+    save_classifiers,
+    train_digit_classifiers,
+)
+from ..plots import image_grid, save_figure
+from ..provenance import provenance
+
+__all__ = ["PolyMNISTRun", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
+           "load_judges", "load_trained", "prepare_polymnist", "results_table", "run_polymnist",
+           "resolve_device", "save_samples", "train_polymnist"]
+
+MODELS = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
+#: Latent sizes: GMRF 16 per component (the GMRF MCVAE paper); MMVAE+ 32 shared + 32 private
+#: per modality (the MMVAE+ paper's PolyMNIST setting); MVAE, MMVAE and MoPoE-VAE 512 (MoPoE-VAE's
+#: PolyMNIST setting).
+PAPER_LATENT = {"gmrf": 16, "mvae": 512, "mmvae": 512, "mopoe": 512, "mmvaeplus": 32}
+#: Objective per model: the method's own (importance-weighted DReG for the mixture models).
+OBJECTIVE = {"gmrf": "meanfield", "mvae": "meanfield", "mmvae": "dreg", "mopoe": "meanfield",
+             "mmvaeplus": "dreg"}
+IMAGE_SHAPE = (3, 28, 28)
+QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_scale": 0.125,
+         "classifier_epochs": 1}
+
+
+@dataclass
+class PolyMNISTRun:
+    """Settings of one PolyMNIST run. ``None`` means: the full (paper) value, or the quick one
+    with ``quick=True`` (a small CPU run: 3,000 training tuples, narrow networks, 2 epochs)."""
+
+    model: str = "gmrf"
+    epochs: int | None = None  # full: 150
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: object = 1.0
+    latent_dim: int | None = None  # PAPER_LATENT (quick: scaled down by latent_scale, at least 4)
+    private_dim: int | None = None  # MMVAE+ (default: its latent_dim)
+    width: int | None = None  # ResNet base channels; full: 64
+    offdiag_keep: float = 0.25  # GMRF: the paper's option masking 75% of off-diagonal entries
+    likelihood_scale: float = 0.75  # Laplace likelihood scale (MMVAE+'s PolyMNIST choice)
+    elbo: str | None = None  # OBJECTIVE[model]
+    particles: int = 1
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    num_modalities: int = 5
+    data_dir: str = "data/polymnist"
+    mnist_dir: str | None = None
+    backgrounds_dir: str | None = None
+    classifiers: str | None = None  # our classifiers file (default: <data_dir>/classifiers.pt)
+    mopoe_classifiers: str | None = None  # default: <shared data>/polymnist/mopoe_classifiers; "" none
+    classifier_epochs: int | None = None  # full: 3 (quick: 1); on the whole training split
+    inception_weights: str | None = None
+    fid: str = "auto"  # "auto": FID when the Inception weights are found; "on": required; "off"
+    num_train: int | None = None  # full: all 60,000
+    num_eval: int | None = None  # test tuples evaluated; full: all 10,000
+    quick: bool = False
+    out: str = "results/polymnist"
+    save_samples: str | None = None
+    num_saved: int = 100
+    progress: bool = True
+    resume: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def value(self, name: str):
+        """A setting with its quick or full default filled in."""
+        v = getattr(self, name)
+        if v is not None:
+            return v
+        full = {"epochs": 150, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None}
+        return QUICK[name] if self.quick else full[name]
+
+    def check(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.fid not in ("auto", "on", "off"):
+            raise ValueError(f"fid must be 'auto', 'on' or 'off', got {self.fid!r}")
+        if not 2 <= self.num_modalities <= 9:
+            raise ValueError(f"num_modalities must lie in 2..9 (nine backgrounds), got {self.num_modalities}")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return device
+
+
+def latent_size(run: PolyMNISTRun) -> int:
+    if run.latent_dim is not None:
+        return int(run.latent_dim)
+    d = PAPER_LATENT[run.model]
+    return max(4, round(d * QUICK["latent_scale"])) if run.quick else d
+
+
+def build_polymnist_model(run: PolyMNISTRun) -> MCVAE:
+    """The model named by ``run.model`` on ResNet networks, Laplace likelihoods of fixed scale."""
+    d = latent_size(run)
+    nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"))
+    dims = [IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]] * run.num_modalities
+    kwargs = dict(hidden=nets, likelihood="laplace", scale=run.likelihood_scale, guide=run.model)
+    if run.model == "gmrf":
+        kwargs["offdiag_keep"] = run.offdiag_keep
+    if run.model == "mmvaeplus":
+        kwargs["private_dim"] = run.private_dim or d
+    if run.model == "mopoe":
+        kwargs["mixture_density"] = "stratum"  # MoPoE-VAE's own objective: per-subset terms
+    return MCVAE.build(dims, d, **kwargs)
+
+
+def _subset(data: PolyMNISTData, n: int | None, seed: int) -> PolyMNISTData:
+    if n is None or n >= len(data):
+        return data
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return PolyMNISTData(images=data.images[idx], labels=data.labels[idx], modalities=data.modalities)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def load_full_polymnist(run: PolyMNISTRun) -> tuple[PolyMNISTData, PolyMNISTData]:
+    """Load ``run.data_dir`` (PNG or ``.pt`` layout), generating it there first from MNIST and the
+    backgrounds when it holds no data. Returns the whole train and test splits."""
+    root = Path(run.data_dir)
+    if not (root / "manifest.json").is_file() and not (root / "train").is_dir():
+        if _world() > 1:
+            raise ValueError(f"no PolyMNIST data in {root}; generate it before a data-parallel launch: "
+                             f"python -m pyro_mcvae.data.polymnist {root}")
+        print(f"no PolyMNIST data in {root}: generating it (seed {run.seed}, "
+              f"{run.num_modalities} modalities)")
+        generate_polymnist(root, run.mnist_dir, run.backgrounds_dir, num_modalities=run.num_modalities,
+                           seed=0, layout="both", progress=run.progress)
+    mods = list(range(run.num_modalities))
+    train = load_polymnist(root, "train", mods, cache=True, progress=run.progress)
+    test = load_polymnist(root, "test", mods, cache=True, progress=run.progress)
+    return train, test
+
+
+def prepare_polymnist(run: PolyMNISTRun) -> tuple[PolyMNISTData, PolyMNISTData]:
+    """The train and test tuples of the run: the whole splits, or seeded subsets of
+    ``num_train`` / ``num_eval`` tuples."""
+    train, test = load_full_polymnist(run)
+    return _subset(train, run.value("num_train"), run.seed), _subset(test, run.value("num_eval"), run.seed + 1)
+
+
+def _to_float(xs):
+    return [x.float().div_(255) for x in xs]
+
+
+def _flat_components(images: torch.Tensor) -> list[torch.Tensor]:
+    """``(N, M, C, H, W)`` to ``M`` tensors ``(N, C*H*W)`` (views, same dtype)."""
+    return [images[:, k].reshape(images.shape[0], -1) for k in range(images.shape[1])]
+
+
+def load_judges(run: PolyMNISTRun, train: PolyMNISTData, test: PolyMNISTData, device) -> dict:
+    """The coherence judges: ``{"ours": (classifiers, info), "mopoe": (classifiers, info)}``.
+
+    Ours are read from ``run.classifiers`` (default ``<data_dir>/classifiers-e<epochs>.pt``) or
+    trained there on the whole training split ``train`` and saved; MoPoE-VAE's published ones are
+    used when found (they judge the five-modality order of ``../shared/data/README.md``).
+    Accuracies are measured on ``test``."""
+    judges = {}
+    path = Path(run.classifiers) if run.classifiers else Path(run.data_dir) / (
+        f"classifiers-e{run.value('classifier_epochs')}.pt")
+    if path.is_file():
+        ours, meta = load_classifiers(path, device)
+        if len(ours) != run.num_modalities:
+            raise ValueError(f"{path} holds {len(ours)} classifiers, the data have {run.num_modalities} "
+                             "modalities; pass another --classifiers file")
+    else:
+        epochs = run.value("classifier_epochs")
+        print(f"training our digit classifiers ({epochs} epochs) -> {path}")
+        ours = train_digit_classifiers(train.images, train.labels, epochs=epochs, seed=run.seed,
+                                       device=device, progress=run.progress)
+        acc = classifier_accuracy(ours, test.images, test.labels).tolist()
+        meta = {"epochs": epochs, "seed": run.seed, "num_train": len(train), "test_accuracy": acc}
+        save_classifiers(ours, path, meta)
+    acc = classifier_accuracy(ours, test.images, test.labels).tolist()
+    judges["ours"] = (ours, {"file": str(path), "test_accuracy": acc, "trained": meta})
+    mopoe_dir = run.mopoe_classifiers
+    if mopoe_dir in ("", "none", "off"):  # explicitly without the published judges
+        mopoe_dir = None
+    elif mopoe_dir is None and (root := find_data_root()) is not None:
+        candidate = root / "polymnist" / "mopoe_classifiers"
+        mopoe_dir = str(candidate) if candidate.is_dir() else None
+    if mopoe_dir is not None and run.num_modalities <= 5:
+        mopoe = load_mopoe_classifiers(mopoe_dir, range(run.num_modalities), device)
+        acc = classifier_accuracy(mopoe, test.images, test.labels).tolist()
+        judges["mopoe"] = (mopoe, {"directory": mopoe_dir, "test_accuracy": acc})
+    return judges
+
+
+def _inception(run: PolyMNISTRun, device):
+    """The FID network, or ``(None, reason)`` when ``fid="auto"`` and no weights are found."""
+    if run.fid == "off":
+        return None, "FID off (--fid off)"
+    from ..metrics.fid import InceptionFeatureExtractor, InceptionWeightsUnavailable
+
+    try:
+        return InceptionFeatureExtractor(run.inception_weights, device=device), None
+    except InceptionWeightsUnavailable as err:
+        if run.fid == "on":
+            raise
+        return None, f"FID not computed: {err}"
+
+
+def _figures(model_name: str, images: torch.Tensor, generated: dict, out: Path, columns: int = 10) -> list[str]:
+    """Like the paper's Figure 3: unconditional samples, and generation from modality m0."""
+    m = images.shape[1]
+    names = [f"m{k}" for k in range(m)]
+    uncond = generated["unconditional"][:columns].transpose(0, 1)  # (M, cols, 3, 28, 28)
+    paths = [save_figure(image_grid(uncond, names, f"{model_name}: unconditional samples"),
+                         out / f"{model_name}_unconditional.png")]
+    cond = generated["conditional"][(0,)][:columns]
+    rows = torch.cat([images[:columns, :1], cond[:, 1:]], 1).transpose(0, 1)
+    paths.append(save_figure(image_grid(rows, ["m0 (given)"] + names[1:],
+                                        f"{model_name}: generated from m0"),
+                             out / f"{model_name}_given_m0.png"))
+    return [str(p) for p in paths]
+
+
+def save_samples(path, model, test: PolyMNISTData, num: int, device) -> Path:
+    """Write generated samples to ``path``: ``{"unconditional": (N, M, 3, 28, 28), "conditional":
+    {k: (N, M, 3, 28, 28)}, "labels": {k: (N,)}}``, values in [0, 1] (the conditional tuples hold
+    the given source image in slot ``k``)."""
+    num = min(int(num), len(test))
+    images = test.images[:num].float().div_(255)
+    m = images.shape[1]
+    gen = generate_images(model, images, [(k,) for k in range(m)], num_unconditional=num, device=device)
+    record = {"unconditional": gen["unconditional"],
+              "conditional": {k: gen["conditional"][(k,)] for k in range(m)},
+              "labels": {k: test.labels[:num].clone() for k in range(m)}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(record, tmp)
+    tmp.replace(path)
+    return path
+
+
+def train_config(run: PolyMNISTRun, device) -> TrainConfig:
+    return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
+                       elbo=run.elbo or OBJECTIVE[run.model], num_particles=run.particles,
+                       beta=run.beta, seed=run.seed, device=str(device), amp=run.amp)
+
+
+def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device) -> tuple[MCVAE, dict]:
+    """Build and train the model (checkpoints in ``<out>/<model>/train``; an existing checkpoint
+    resumes, a finished one only loads). Returns the model and the training record."""
+    model = build_polymnist_model(run)
+    config = train_config(run, device)
+    started = time.perf_counter()
+    result = fit(model, _flat_components(train.images), config, out_dir=model_dir(run) / "train",
+                 resume=run.resume, progress=run.progress, batch_transform=_to_float)
+    seconds = time.perf_counter() - started
+    rows = result.history
+    # Seconds of this process's training; the log's own timings cover resumed runs.
+    epoch_seconds = [b["seconds"] - a["seconds"] for a, b in zip([{"seconds": 0.0}] + rows[:-1], rows)]
+    return model, {"steps": result.steps, "epochs": config.epochs, "elbo": config.elbo,
+                   "seconds_this_process": round(seconds, 1),
+                   "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 2),
+                   "ms_per_step": round(1000 * sum(epoch_seconds) / max(result.steps, 1), 1),
+                   "final_loss": result.losses[-1] if result.losses else None}
+
+
+def model_dir(run: PolyMNISTRun) -> Path:
+    return Path(run.out) / run.model
+
+
+def load_trained(run: PolyMNISTRun, device) -> MCVAE:
+    """The model of a finished (or interrupted) training run, from its checkpoint."""
+    from ..infer import load_checkpoint
+
+    path = model_dir(run) / "train" / "checkpoint.pt"
+    if not path.is_file():
+        raise ValueError(f"no trained {run.model} model at {path}; train it first (same config and out)")
+    model = build_polymnist_model(run)
+    try:
+        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path} was written by a different model configuration: {err}") from None
+    return model.to(device).eval()
+
+
+def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict, device) -> dict:
+    """Every metric under every judge, the figures and (optionally) the samples file."""
+    model.eval()
+    images = test.images.float().div_(255)
+    inception, fid_note = _inception(run, device)
+    generated = generate_images(model, images, device=device, progress=run.progress)
+    metrics = {name: evaluate_polymnist(model, images, test.labels, classifiers, generated=generated,
+                                        inception=inception if name == "ours" else None, device=device)
+               for name, (classifiers, _) in judges.items()}
+    figures = _figures(run.model, images, generated, model_dir(run))
+    if run.save_samples:
+        save_samples(run.save_samples, model, test, run.num_saved, device)
+    return {"metrics": metrics, "fid_note": fid_note, "figures": figures}
+
+
+def run_polymnist(run: PolyMNISTRun, stages=("train", "evaluate")) -> dict:
+    """Data, judges, training (resumable), evaluation, figures; writes ``results.json`` and
+    ``table.md`` in ``run.out/<model>`` and returns the results record. ``stages``: ``train``
+    and/or ``evaluate`` (evaluation alone loads the trained checkpoint)."""
+    run.check()
+    device = resolve_device(run.device)
+    torch.manual_seed(run.seed)
+    out = model_dir(run)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    full_train, full_test = load_full_polymnist(run)
+    train = _subset(full_train, run.value("num_train"), run.seed)
+    test = _subset(full_test, run.value("num_eval"), run.seed + 1)
+    record = provenance(device) | {
+        "settings": asdict(run) | {"latent_dim": latent_size(run), "epochs": run.value("epochs"),
+                                   "width": run.value("width")},
+        "data": {"num_train": len(train), "num_test_evaluated": len(test), "modalities": run.num_modalities},
+    }
+    if "train" in stages:
+        model, record["training"] = train_polymnist(run, train, device)
+    else:
+        model = load_trained(run, device)
+    if _rank() != 0:  # data-parallel training (torchrun): rank 0 evaluates and writes
+        return record
+    if "evaluate" in stages:
+        # The judges learn from the whole training split, whatever subset the model saw.
+        judges = load_judges(run, full_train, test, device)
+        record["judges"] = {name: info for name, (_, info) in judges.items()}
+        record |= evaluate_trained(run, model, test, judges, device)
+        (out / "table.md").write_text(results_table({run.model: record}))
+    record["total_seconds"] = round(time.perf_counter() - started, 1)
+    (out / ("results.json" if "evaluate" in stages else "training.json")).write_text(
+        json.dumps(record, indent=2, default=str))
+    return record
+
+
+def results_table(records: dict) -> str:
+    """Markdown table of coherence, SSIM and Fréchet distances, one row per model and judge."""
+    head = ("| model | judge | cond. coherence | uncond. coherence | coherence by #given (1..M-1) | SSIM "
+            "| digit-FD uncond. / cond. | FID uncond. / cond. |\n|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for name, rec in records.items():
+        for judge, m in rec["metrics"].items():
+            sizes = " / ".join(f"{v:.3f}" for v in m["conditional_coherence"]["by_size"].values())
+            fid = m["fid"]
+            fid_txt = f"{fid['unconditional']:.1f} / {fid['conditional']:.1f}" if fid else "n/a"
+            fd = m["digit_fd"]
+            rows.append(f"| {name} | {judge} | {m['conditional_coherence']['mean']:.3f} | "
+                        f"{m['unconditional_coherence']:.3f} | {sizes} | {m['ssim']['mean']:.3f} | "
+                        f"{fd['unconditional']:.2f} / {fd['conditional']:.2f} | {fid_txt} |")
+    return head + "\n".join(rows) + "\n"
