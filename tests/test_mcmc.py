@@ -110,14 +110,24 @@ def test_prior_advances_its_chains_in_training_and_samples():
     assert math.isfinite(prior.diagnostics()["max_rhat"])
 
 
-def test_gmrf_guide_with_an_nn_mrf_prior_trains_and_generates(copula_tensor):
+def test_gmrf_guide_with_an_nn_mrf_prior_trains_and_generates(copula_tensor, tmp_path):
     from pyro_mcvae import MCVAE, TrainConfig, fit
 
     seed_everything(0)
     model = MCVAE.build([2] * 4, latent_dim=2, hidden=(16,), prior="nnmrf")
+    model.prior = NeuralMRFPrior(4, 2, hidden=(16,), warmup=10)  # short warm-up: diagnostics from epoch 2
+    model.guide.bind_prior(model.prior)
     result = fit(model, copula_tensor[:512], TrainConfig(epochs=5, batch_size=128, lr=3e-3, elbo="trace"),
-                 progress=False)
+                 progress=False, out_dir=tmp_path)
     assert result.losses[-1] < result.losses[0] - 0.5, result.losses
+    # The chains' ArviZ diagnostics are logged every epoch (NaN until 4 draws are recorded).
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert len(rows) == 5 and {"chain_max_rhat", "chain_min_ess_bulk", "chain_divergences"} <= set(rows[0])
+    last = rows[-1]
+    assert float(last["chain_max_rhat"]) >= 0.99 and float(last["chain_min_ess_bulk"]) > 0
+    assert int(last["chain_divergences"]) >= 0 and "chain_max_rhat" in result.history[-1]
     model.eval()
     out = model.sample(16)
     assert [o.shape for o in out] == [(16, 2)] * 4 and all(torch.isfinite(o).all() for o in out)

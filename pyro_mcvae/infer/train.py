@@ -34,6 +34,10 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 TENSORBOARD_DIR = "tensorboard"
 LOG_FIELDS = ["epoch", "step", "loss", "beta", "seconds", "step_ms", "samples_per_s"]
+# Added to the log when the prior samples itself by MCMC (NeuralMRFPrior): its chains' health.
+CHAIN_FIELDS = {"chain_max_rhat": "max_rhat", "chain_min_ess_bulk": "min_ess_bulk",
+                "chain_min_ess_tail": "min_ess_tail", "chain_divergences": "divergences",
+                "chain_acceptance": "acceptance_rate"}
 AMP_DTYPES = {"bf16": torch.bfloat16}
 # The data stay on a GPU when they take at most this share of its free memory ("auto").
 DATA_DEVICE_SHARE = 0.5
@@ -256,15 +260,25 @@ def _summary_writer_class():
     return SummaryWriter
 
 
+def _chain_diagnostics(model) -> dict:
+    """The MCMC prior's ArviZ diagnostics at the end of an epoch (empty for other priors)."""
+    prior = getattr(model, "prior", None)
+    if not hasattr(prior, "diagnostics"):
+        return {}
+    diag = prior.diagnostics()
+    return {field: diag[key] for field, key in CHAIN_FIELDS.items()}
+
+
 class _RunLog:
     """``out_dir/log.csv``, rewritten from the run's history (so a crash between a log write and
     a checkpoint cannot leave duplicated or missing rows after a resume), and optionally
     TensorBoard scalars in ``out_dir/tensorboard``."""
 
-    def __init__(self, out: Path, history: list, tensorboard: bool, resumed_step: int):
+    def __init__(self, out: Path, history: list, tensorboard: bool, resumed_step: int, chains: bool = False):
         out.mkdir(parents=True, exist_ok=True)
         self.file = open(out / LOG_NAME, "w", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS)
+        self.fields = LOG_FIELDS + (list(CHAIN_FIELDS) if chains else [])
+        self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
         self.writer.writeheader()
         self.writer.writerows(history)
         self.file.flush()
@@ -278,8 +292,9 @@ class _RunLog:
         self.writer.writerow(row)
         self.file.flush()
         if self.board is not None:
-            for key in ("loss", "beta", "step_ms", "samples_per_s"):
-                self.board.add_scalar(f"train/{key}", row[key], row["step"])
+            for key in ("loss", "beta", "step_ms", "samples_per_s", *CHAIN_FIELDS):
+                if key in row:
+                    self.board.add_scalar(f"train/{key}", row[key], row["step"])
             self.board.flush()
 
     def close(self) -> None:
@@ -429,7 +444,8 @@ def fit(
             ckpt_path,
         )
 
-    log = _RunLog(out, result.history, config.tensorboard, state["step"]) if out is not None and main else None
+    log = _RunLog(out, result.history, config.tensorboard, state["step"],
+                  chains=hasattr(getattr(model, "prior", None), "diagnostics")) if out is not None and main else None
     bar = tqdm(total=config.epochs * batches, initial=state["step"], disable=not (progress and main),
                desc="train", unit="step", dynamic_ncols=True)
     started = time.perf_counter()
@@ -481,8 +497,11 @@ def fit(
                 "step_ms": 1e3 * seconds / max(epoch_steps, 1),
                 "samples_per_s": epoch_samples / seconds if seconds > 0 else float("nan"),
             }
+            chains = _chain_diagnostics(model)
+            row |= chains
             result.history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", beta=f"{row['beta']:.3g}")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", beta=f"{row['beta']:.3g}",
+                            **({"rhat": f"{chains['chain_max_rhat']:.2f}"} if chains else {}))
             state["epoch"] += 1
             state["batch"] = 0
             if log is not None:
