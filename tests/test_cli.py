@@ -88,3 +88,13 @@ def test_polymnist_config_rejects_unknown_setting(tmp_path, capsys):
     cfg.write_text('dataset = "polymnist"\n[model]\nmodel = "gmrf"\nwidht = 8\n')
     assert main(["train", "--config", str(cfg)]) == 2
     assert "unknown PolyMNIST setting 'widht'" in capsys.readouterr().err
+
+
+def test_shipped_configs_parse():
+    from pyro_mcvae.cli import _polymnist_run
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "configs"
+    copula = load_config(root / "copula_gmrf.toml")
+    assert copula["model"]["guide"] == "gmrf" and copula["train"]["epochs"] == 200
+    poly = _polymnist_run(load_config(root / "polymnist_gmrf.toml", ["train.epochs=2"]))
+    assert poly.model == "gmrf" and poly.epochs == 2 and poly.offdiag_keep == 0.25
