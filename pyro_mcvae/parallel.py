@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 __all__ = ["map_in_processes"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .._io import atomic_torch_save
 from ..data.mnist import find_data_root
 from ..data.polymnist import PolyMNISTData, generate_polymnist, load_polymnist
 from ..evaluate import evaluate_polymnist, generate_images
@@ -263,12 +264,7 @@ def save_samples(path, model, test: PolyMNISTData, num: int, device) -> Path:
     record = {"unconditional": gen["unconditional"],
               "conditional": {k: gen["conditional"][(k,)] for k in range(m)},
               "labels": {k: test.labels[:num].clone() for k in range(m)}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(record, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_torch_save(record, path)
 
 
 def train_config(run: PolyMNISTRun, device) -> TrainConfig:

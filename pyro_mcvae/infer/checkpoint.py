@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import atomic_torch_save
+
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
 
 
@@ -35,15 +37,7 @@ def restore_rng_state(state: dict) -> None:
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file, then rename it over ``path``, so an
     interruption leaves either the old or the new checkpoint, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

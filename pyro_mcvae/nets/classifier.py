@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+
+from .._io import atomic_torch_save
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -441,15 +443,7 @@ def save_classifiers(
         "state_dicts": [{k: v.detach().cpu() for k, v in c.state_dict().items()} for c in classifiers],
         "metadata": _plain_metadata(dict(metadata or {})),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_classifiers(path: str | os.PathLike, device="cpu") -> tuple[list[DigitClassifier], dict]:
