@@ -96,3 +96,11 @@ def test_example_rejects_missing_data(tmp_path):
                  "--out", str(tmp_path / "out"), "--no-progress"], timeout=120)
     assert proc.returncode != 0
     assert "--mnist-dir" in proc.stderr
+
+
+def test_example_classifiers_only(tiny_polymnist, tmp_path):
+    proc = _run(["--quick", "--modalities", "3", "--data-dir", str(tiny_polymnist), "--mopoe-classifiers", "",
+                 "--classifiers", str(tmp_path / "judges.pt"), "--classifiers-only", "--no-progress"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ours classifiers" in proc.stdout and "test accuracy" in proc.stdout
+    assert (tmp_path / "judges.pt").is_file()
