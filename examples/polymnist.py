@@ -92,7 +92,17 @@ def train_classifiers_only(run: PolyMNISTRun) -> int:
 
 
 def main(argv=None) -> int:
-    models, run = parse_args(argv)
+    from pyro_mcvae.data import DataNotFoundError
+    from pyro_mcvae.metrics import InceptionWeightsUnavailable
+
+    try:
+        return run_models(*parse_args(argv))
+    except (DataNotFoundError, InceptionWeightsUnavailable) as err:  # what to pass, not a traceback
+        print(f"polymnist.py: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run_models(models, run) -> int:
     if run.extra.get("classifiers_only"):
         return train_classifiers_only(run)
     records = {}

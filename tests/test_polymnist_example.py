@@ -87,15 +87,16 @@ def test_example_fid_on_without_weights_fails_clearly(tiny_polymnist, tmp_path, 
          "--mopoe-classifiers", "", "--inception-weights", str(tmp_path / "missing.pth")],
         capture_output=True, text=True, timeout=600,
         env={"HOME": str(env_home), "PATH": "/usr/bin:/bin", "TORCH_HOME": str(env_home / "torch")})
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "missing.pth" in proc.stderr
 
 
 def test_example_rejects_missing_data(tmp_path):
     proc = _run(["--quick", "--data-dir", str(tmp_path / "none"), "--mnist-dir", str(tmp_path / "no-mnist"),
                  "--out", str(tmp_path / "out"), "--no-progress"], timeout=120)
-    assert proc.returncode != 0
-    assert "--mnist-dir" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # The first missing input is named with its flag (the backgrounds where no shared data is found).
+    assert "--mnist-dir" in proc.stderr or "--backgrounds-dir" in proc.stderr
 
 
 def test_example_classifiers_only(tiny_polymnist, tmp_path):
