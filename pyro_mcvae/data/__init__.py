@@ -8,6 +8,20 @@ from .copula import (
     sample_copula,
 )
 
+from .bikes import (
+    BIKE_TYPES,
+    COMPONENTS,
+    BikeAssemblies,
+    BikeGeometry,
+    ComponentImages,
+    generate_bike_assemblies,
+    load_component_images,
+    make_bike_splits,
+    render_bikes,
+    sample_bike_geometry,
+    verify_bike_assemblies,
+    write_bike_assemblies,
+)
 from .heavy_tails import HeavyTailDataset, make_heavy_tail_splits, sample_skew_t
 from .mnist import DataNotFoundError, find_data_root, load_mnist
 from .polymnist import (
@@ -24,6 +38,18 @@ from .polymnist import (
 )
 
 __all__ = [
+    "BIKE_TYPES",
+    "COMPONENTS",
+    "BikeAssemblies",
+    "BikeGeometry",
+    "ComponentImages",
+    "generate_bike_assemblies",
+    "load_component_images",
+    "make_bike_splits",
+    "render_bikes",
+    "sample_bike_geometry",
+    "verify_bike_assemblies",
+    "write_bike_assemblies",
     "POLYMNIST_BACKGROUNDS",
     "CopulaDataset",
     "DataNotFoundError",
