@@ -4,6 +4,19 @@ The per-image functions ``fid.fid`` and ``ssim.ssim`` are imported from their mo
 (``from pyro_mcvae.metrics.fid import fid``) so the names keep meaning the modules here.
 """
 
+from .assembly import (
+    KeypointRegressor,
+    assembly_fid,
+    assembly_ssim,
+    assembly_validity,
+    centres_of_mass,
+    com_wasserstein,
+    com_wasserstein_report,
+    empty_components,
+    overlay,
+    predict_keypoints,
+    train_keypoint_regressor,
+)
 from .coherence import coherence_by_subset_size, conditional_coherence, predict_digits, unconditional_coherence
 from .fid import (
     InceptionFeatureExtractor,
@@ -26,6 +39,17 @@ from .wasserstein import (
 )
 
 __all__ = [
+    "KeypointRegressor",
+    "assembly_fid",
+    "assembly_ssim",
+    "assembly_validity",
+    "centres_of_mass",
+    "com_wasserstein",
+    "com_wasserstein_report",
+    "empty_components",
+    "overlay",
+    "predict_keypoints",
+    "train_keypoint_regressor",
     "InceptionFeatureExtractor",
     "InceptionWeightsUnavailable",
     "coherence_by_subset_size",
