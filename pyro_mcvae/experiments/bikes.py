@@ -25,12 +25,11 @@ from ..metrics.assembly import (
     assembly_validity,
     com_wasserstein_report,
     overlay,
-    predict_keypoints,
     train_keypoint_regressor,
 )
 from ..models import MCVAE
 from ..nets import ResNetNets
-from ..plots import image_grid, save_figure
+from ..plots import image_grid
 from ..provenance import provenance
 from .polymnist import MODELS, OBJECTIVE, _flat_components, _to_float, resolve_device
 
