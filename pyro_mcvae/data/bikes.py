@@ -109,6 +109,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._io import commit_directory
 from .polymnist import _library_versions, _package_version
 
 __all__ = [
@@ -1009,13 +1010,7 @@ def write_bike_assemblies(
             "complete": True,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, old / "data")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        commit_directory(tmp, out_dir)
     except BaseException:
         if bar is not None:
             bar.close()

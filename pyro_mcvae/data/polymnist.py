@@ -41,6 +41,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from .._io import commit_directory
+
 from .mnist import DATA_ENV_VAR, MNIST_FILES, DataNotFoundError, _locate, find_data_root, load_mnist
 
 __all__ = [
@@ -483,13 +485,7 @@ def write_polymnist(
             "complete": True,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, old / "data")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        commit_directory(tmp, out_dir)
     except BaseException:
         if bar is not None:
             bar.close()
