@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_torch_save", "commit_directory"]
+__all__ = ["atomic_torch_save", "commit_directory", "finish_dataset"]
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -38,3 +40,17 @@ def commit_directory(tmp: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     else:
         os.replace(tmp, out_dir)
     return out_dir
+
+
+def finish_dataset(tmp: str | os.PathLike, out_dir: str | os.PathLike, manifest: dict,
+                   libraries=("torch", "numpy", "pillow")) -> Path:
+    """Complete a data set written in ``tmp``: ``manifest.json`` last (with the package and
+    library versions that shape the bytes, the time and ``"complete": true``), then
+    :func:`commit_directory` to ``out_dir``."""
+    from . import __version__
+    from .provenance import versions
+
+    manifest = dict(manifest) | {"package_version": __version__, "versions": versions(libraries),
+                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": True}
+    (Path(tmp) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return commit_directory(tmp, out_dir)

@@ -9,7 +9,7 @@ from importlib import metadata
 
 import torch
 
-__all__ = ["provenance"]
+__all__ = ["provenance", "versions"]
 
 _PACKAGES = ("pyro_mcvae", "torch", "pyro-ppl", "numpy", "scipy", "pot")
 
@@ -21,6 +21,11 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def versions(names=_PACKAGES) -> dict:
+    """Installed version of each named distribution (``"not installed"`` where absent)."""
+    return {name: _version(name) for name in names}
+
+
 def provenance(device: str | torch.device = "cpu") -> dict:
     """The command line, package versions, Python, platform and the device that ran."""
     device = torch.device(device)
@@ -30,7 +35,7 @@ def provenance(device: str | torch.device = "cpu") -> dict:
         name = platform.processor() or platform.machine()
     return {
         "command": " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-        "versions": {p: _version(p) for p in _PACKAGES} | {"python": platform.python_version()},
+        "versions": versions() | {"python": platform.python_version()},
         "platform": platform.platform(),
         "device": {"type": device.type, "name": name, "torch_threads": torch.get_num_threads()},
     }

@@ -109,8 +109,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._io import commit_directory
-from .polymnist import _library_versions, _package_version
+from .._io import finish_dataset
 
 __all__ = [
     "BAR_STYLES",
@@ -1004,13 +1003,8 @@ def write_bike_assemblies(
             "types": dict(zip(BIKE_TYPES, torch.bincount(labels, minlength=len(BIKE_TYPES)).tolist())),
             "frame": {"mm_per_pixel_at_64": MM_PER_PIXEL, "origin_x_px": ORIGIN_X, "ground_row_px": GROUND_ROW},
             "checksums": {"file": CHECKSUMS, "files": len(sums), "sha256": hashlib.sha256(sums_text).hexdigest()},
-            "package_version": _package_version(),
-            "versions": _library_versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "complete": True,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        commit_directory(tmp, out_dir)
+        finish_dataset(tmp, out_dir, manifest)
     except BaseException:
         if bar is not None:
             bar.close()

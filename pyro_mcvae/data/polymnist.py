@@ -41,7 +41,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .._io import commit_directory
+from .._io import finish_dataset
 
 from .mnist import DATA_ENV_VAR, MNIST_FILES, DataNotFoundError, _locate, find_data_root, load_mnist
 
@@ -478,41 +478,15 @@ def write_polymnist(
             "modalities": [f"m{k}" for k in range(num_mods)],
             "splits": counts,
             "checksums": {"file": CHECKSUMS, "files": len(sums), "sha256": _sha256_file(tmp / CHECKSUMS)},
-            "package_version": _package_version(),
-            "versions": _library_versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **dict(metadata or {}),
-            "complete": True,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        commit_directory(tmp, out_dir)
+        finish_dataset(tmp, out_dir, manifest)
     except BaseException:
         if bar is not None:
             bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def _library_versions() -> dict:
-    """Libraries whose behaviour shapes the bytes (Pillow decodes the JPEG backgrounds)."""
-    from importlib import metadata
-
-    out = {}
-    for name in ("torch", "numpy", "pillow"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _package_version() -> str:
-    try:
-        from .. import __version__
-    except ImportError:  # pragma: no cover
-        return "unknown"
-    return __version__
 
 
 def generate_polymnist(
