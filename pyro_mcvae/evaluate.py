@@ -182,7 +182,7 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
     conditional, pooled over the single sources ``k != j``), averaged over ``j``.
     """
     from .metrics.coherence import coherence_by_subset_size, conditional_coherence, unconditional_coherence
-    from .metrics.fid import digit_frechet_distance, fid
+    from .metrics.fid import _digit_features, frechet_distance, gaussian_statistics
     from .metrics.ssim import ssim
 
     n, m = images.shape[:2]
@@ -209,19 +209,21 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
     out["ssim"] = {"mean": float(np.mean(list(per_source.values()))) if per_source else float("nan"),
                    "per_source": per_source}
 
-    def frechet(distance):
+    def frechet(features):
+        """``features(images, j)``: features ``(N, F)`` of modality ``j``; the real images' statistics
+        are computed once per modality and serve both comparisons."""
         uncond, cond = [], []
         for j in range(m):
-            real = images[:, j]
-            uncond.append(distance(real, generated["unconditional"][:, j], j))
+            real = gaussian_statistics(features(images[:, j], j))
+            uncond.append(frechet_distance(*real, *gaussian_statistics(features(generated["unconditional"][:, j], j))))
             pooled = [conditional[(k,)][:, j] for (k,) in singles if k != j]
             if pooled:
                 # As many generated images as real ones: an equal share from every source.
                 pooled = torch.cat([p[i::len(pooled)] for i, p in enumerate(pooled)])
-                cond.append(distance(real, pooled, j))
+                cond.append(frechet_distance(*real, *gaussian_statistics(features(pooled, j))))
         return {"unconditional": float(np.mean(uncond)), "conditional": float(np.mean(cond)) if cond else None,
                 "per_modality_unconditional": uncond}
 
-    out["digit_fd"] = frechet(lambda a, b, j: digit_frechet_distance(a, b, classifiers[j]))
-    out["fid"] = frechet(lambda a, b, j: fid(a, b, inception)) if inception is not None else None
+    out["digit_fd"] = frechet(lambda x, j: _digit_features(classifiers[j], x, batch_size=1000))
+    out["fid"] = frechet(lambda x, j: inception(x)) if inception is not None else None
     return out
