@@ -1,5 +1,15 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# The default run (make test, CI) draws the same hypothesis examples every time, so a pass or a
+# failure reproduces; HYPOTHESIS_PROFILE=explore draws fresh random examples on every run, to hunt
+# for new counterexamples (run it a few times before trusting a change to the mathematics).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from pyro_mcvae.data import make_copula_splits
 

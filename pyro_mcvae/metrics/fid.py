@@ -113,12 +113,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     s1 = _as_covariance(sigma1, dim, "sigma1")
     s2 = _as_covariance(sigma2, dim, "sigma2")
     w1, v1 = _psd_eigenvalues(s1, "sigma1")
-    _psd_eigenvalues(s2, "sigma2")  # validation only
+    w2, _ = _psd_eigenvalues(s2, "sigma2")
     sqrt_s1 = (v1 * w1.sqrt()) @ v1.T
     middle = sqrt_s1 @ s2 @ sqrt_s1
     middle = 0.5 * (middle + middle.T)
     lam = torch.linalg.eigvalsh(middle)
-    trace_sqrt = torch.where(lam > _rounding_floor(lam), lam, torch.zeros_like(lam)).sqrt().sum()
+    # Forming the product costs up to ~dim * eps * ||S1|| ||S2|| per eigenvalue, which can exceed
+    # eps * lambda_max(middle) when the two covariances point in different directions; a zero
+    # eigenvalue computed as that noise would add its square root (~1e-8) to the trace.
+    floor = max(_rounding_floor(lam), _rounding_floor(w1) * float(w2.max()))
+    trace_sqrt = torch.where(lam > floor, lam, torch.zeros_like(lam)).sqrt().sum()
     diff = mu1 - mu2
     value = diff @ diff + torch.trace(s1) + torch.trace(s2) - 2.0 * trace_sqrt
     return max(float(value), 0.0)
