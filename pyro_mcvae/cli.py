@@ -6,16 +6,18 @@
 
 A config is a TOML file::
 
-    dataset = "copula"          # "copula", "heavy_tails" or "polymnist"
+    dataset = "copula"          # "copula", "heavy_tails", "polymnist" or "bikes"
     out = "results/my-run"      # checkpoints, logs, metrics, samples
     seed = 0
     device = "auto"             # "cpu", "cuda" or "auto"
 
     [data]                      # copula / heavy_tails: the make_*_splits arguments
     n_train = 10000             # polymnist: data_dir, mnist_dir, num_train, num_eval, quick, ...
+                                # bikes: data_dir (BIKED folders; default procedural), n_train, ...
 
     [model]                     # copula / heavy_tails: MCVAE.build arguments (component_dims
-    guide = "gmrf"              # come from the data); polymnist: model, latent_dim, width, ...
+    guide = "gmrf"              # come from the data); polymnist / bikes: model, latent_dim,
+                                # width, ... (the PolyMNISTRun / BikeRun settings)
     latent_dim = 2
 
     [train]                     # TrainConfig fields
@@ -37,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-DATASETS = ("copula", "heavy_tails", "polymnist")
+DATASETS = ("copula", "heavy_tails", "polymnist", "bikes")
+IMAGE_DATASETS = ("polymnist", "bikes")
 SECTIONS = ("data", "model", "train", "evaluate", "sample")
 
 
@@ -157,20 +160,39 @@ def _strip_samples(value):
     return value
 
 
-# -- PolyMNIST -----------------------------------------------------------------------------------
+# -- image datasets (PolyMNIST, bicycle assemblies) ----------------------------------------------
 
-def _polymnist_run(config: dict):
-    from .experiments.polymnist import PolyMNISTRun
+def _image_run(config: dict):
+    """The experiment's run settings (:class:`PolyMNISTRun` or :class:`BikeRun`) from the config."""
+    if config["dataset"] == "polymnist":
+        from .experiments.polymnist import PolyMNISTRun as Run
+    else:
+        from .experiments.bikes import BikeRun as Run
 
-    # The sections share PolyMNISTRun's flat namespace (epochs, elbo, particles in [train], ...).
+    # The sections share the run's flat namespace (epochs, elbo, particles in [train], ...).
     settings = {"seed": config["seed"], "device": config["device"], "out": config["out"]}
-    names = {f.name for f in fields(PolyMNISTRun)}
+    names = {f.name for f in fields(Run)}
     for section in SECTIONS:
         for key, value in config[section].items():
             if key not in names:
-                raise ConfigError(f"config [{section}]: unknown PolyMNIST setting {key!r}; known: {sorted(names)}")
+                label = {"polymnist": "PolyMNIST", "bikes": "bike-assembly"}[config["dataset"]]
+                raise ConfigError(f"config [{section}]: unknown {label} setting {key!r}; "
+                                  f"known: {sorted(names)}")
             settings[key] = value
-    return PolyMNISTRun(**settings)
+    return Run(**settings)
+
+
+def _run_image(config: dict, stages) -> dict:
+    run = _image_run(config)
+    if config["dataset"] == "polymnist":
+        from .experiments.polymnist import run_polymnist
+
+        return run_polymnist(run, stages=stages)
+    from .experiments.bikes import run_bikes
+
+    record = run_bikes(run, stages=stages)
+    record.pop("_samples", None)
+    return record
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -179,10 +201,8 @@ def cmd_train(config: dict) -> dict:
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    if config["dataset"] == "polymnist":
-        from .experiments.polymnist import run_polymnist
-
-        return run_polymnist(_polymnist_run(config), stages=("train",))
+    if config["dataset"] in IMAGE_DATASETS:
+        return _run_image(config, ("train",))
     from .infer import fit
 
     device = _device(config["device"])
@@ -197,10 +217,8 @@ def cmd_train(config: dict) -> dict:
 def cmd_evaluate(config: dict) -> dict:
     from .provenance import provenance
 
-    if config["dataset"] == "polymnist":
-        from .experiments.polymnist import run_polymnist
-
-        return run_polymnist(_polymnist_run(config), stages=("evaluate",))
+    if config["dataset"] in IMAGE_DATASETS:
+        return _run_image(config, ("evaluate",))
     from .evaluate import evaluate_copula, evaluate_heavy_tails
 
     device = _device(config["device"])
@@ -222,10 +240,16 @@ def cmd_sample(config: dict, num: int, output: str | None) -> Path:
     if config["dataset"] == "polymnist":
         from .experiments.polymnist import load_trained, prepare_polymnist, save_samples
 
-        run = _polymnist_run(config)
+        run = _image_run(config)
         model = load_trained(run, device)
         _, test = prepare_polymnist(run)
         return save_samples(output, model, test, num, device)
+    if config["dataset"] == "bikes":
+        from .experiments.bikes import load_bike_data, load_trained_bikes, save_bike_samples
+
+        run = _image_run(config)
+        model = load_trained_bikes(run, device)
+        return save_bike_samples(output, model, load_bike_data(run)["test"], num, device)
     dataset = _vector_dataset(config)
     model = _load_vector_model(config, dataset, device)
     test = torch.as_tensor(dataset.test[:num], device=device)
@@ -253,6 +277,8 @@ def main(argv=None) -> int:
             p.add_argument("--num", type=int, default=100)
             p.add_argument("--output", help="default: <out>/samples.pt")
     args = parser.parse_args(argv)
+    from .metrics.fid import InceptionWeightsUnavailable
+
     try:
         config = load_config(args.config, args.set)
         if args.command == "train":
@@ -266,7 +292,8 @@ def main(argv=None) -> int:
             if args.num < 1:
                 parser.error("--num must be >= 1")
             print(f"wrote {cmd_sample(config, args.num, args.output)}")
-    except ConfigError as err:
+    except (ValueError, FileNotFoundError, InceptionWeightsUnavailable) as err:
+        # ConfigError, missing data or checkpoints, inputs the experiments refuse: one clear line
         print(f"pyro-mcvae: {err}", file=sys.stderr)
         return 2
     return 0

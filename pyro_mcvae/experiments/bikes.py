@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyro
 import torch
 
 from .._io import atomic_torch_save
@@ -33,8 +34,8 @@ from ..plots import image_grid
 from ..provenance import provenance
 from .polymnist import MODELS, OBJECTIVE, _flat_components, _to_float, resolve_device
 
-__all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "run_bikes", "bikes_table",
-           "comparison_figure"]
+__all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
+           "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure"]
 
 IMAGE_SHAPE = (1, 64, 64)
 #: GMRF: 4 per component (the paper). Baselines: our choice, the same total size (M x 4 = 20)
@@ -157,21 +158,63 @@ def _structure(real: torch.Tensor, generated: torch.Tensor, regs, given: int | N
     return out
 
 
-def run_bikes(run: BikeRun, data: dict | None = None) -> dict:
-    """Train (resumable) and evaluate one model; writes ``<out>/<model>/results.json`` and
-    returns the record with the test set's conditional samples under ``"_samples"``."""
-    run.check()
-    device = resolve_device(run.device)
-    started = time.perf_counter()
-    data = data or load_bike_data(run)
-    out = Path(run.out) / run.model
+def train_config(run: BikeRun, device) -> TrainConfig:
+    return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
+                       elbo=OBJECTIVE[run.model], seed=run.seed, device=str(device), amp=run.amp)
+
+
+def model_dir(run: BikeRun) -> Path:
+    return Path(run.out) / run.model
+
+
+def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
+    """Build and train the model (checkpoints in ``<out>/<model>/train``; an existing checkpoint
+    resumes, a finished one only loads). Returns the model and the training record."""
     model = build_bike_model(run)
-    config = TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
-                         elbo=OBJECTIVE[run.model], seed=run.seed, device=str(device), amp=run.amp)
-    result = fit(model, _flat_components(data["train"]), config, out_dir=out / "train", resume=run.resume,
-                 progress=run.progress, batch_transform=_to_float)
+    config = train_config(run, device)
+    result = fit(model, _flat_components(data["train"]), config, out_dir=model_dir(run) / "train",
+                 resume=run.resume, progress=run.progress, batch_transform=_to_float)
     rows = result.history
-    train_seconds = rows[-1]["seconds"] if rows else 0.0
+    seconds = rows[-1]["seconds"] if rows else 0.0  # the log's timings cover resumed runs
+    return model, {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
+                   "seconds": round(seconds, 1), "ms_per_step": round(1000 * seconds / max(result.steps, 1), 1)}
+
+
+def load_trained_bikes(run: BikeRun, device) -> MCVAE:
+    """The model of a finished (or interrupted) training run, from its checkpoint."""
+    from ..infer import load_checkpoint
+
+    path = model_dir(run) / "train" / "checkpoint.pt"
+    if not path.is_file():
+        raise ValueError(f"no trained {run.model} model at {path}; train it first (same settings and out)")
+    model = build_bike_model(run)
+    try:
+        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path} was written by a different model configuration: {err}") from None
+    return model.to(device).eval()
+
+
+def save_bike_samples(path, model, test: torch.Tensor, num: int, device) -> Path:
+    """Write generated assemblies to ``path``: ``{"unconditional": (N, 5, 64, 64), "conditional":
+    {k: (N, 5, 64, 64)} (generated from component k of the first N test designs, slot k holds the
+    given image), "test": (N, 5, 64, 64), "components": names}``, values in [0, 1], ink high."""
+    num = min(int(num), len(test))
+    images = test[:num].float().div(255)[:, :, None]
+    m = images.shape[1]
+    gen = generate_images(model, images, [(k,) for k in range(m)], num_unconditional=num, device=device)
+    record = {"unconditional": gen["unconditional"][:, :, 0],
+              "conditional": {k: gen["conditional"][(k,)][:, :, 0] for k in range(m)},
+              "test": images[:, :, 0], "components": list(COMPONENTS)}
+    return atomic_torch_save(record, path)
+
+
+def evaluate_bikes(run: BikeRun, model: MCVAE, data: dict, device) -> dict:
+    """Structural metrics of unconditional generations and of generations from
+    ``run.condition_on`` (centre-of-mass W1, SSIM, validity on procedural data, FID with weights);
+    the conditional samples are returned under ``"_samples"``. Seeded by ``run.seed``, so the
+    numbers are the same whether training ran in this process or not."""
+    pyro.set_rng_seed(run.seed)
     model.eval()
     test = data["test"].float().div(255)[:, :, None]  # (N, 5, 1, 64, 64)
     given = COMPONENTS.index(run.condition_on)
@@ -180,16 +223,8 @@ def run_bikes(run: BikeRun, data: dict | None = None) -> dict:
     uncond = gen["unconditional"][:, :, 0]
     regs = _regressors(run, data, device)
     real = test[:, :, 0]
-    record = provenance(device) | {
-        "settings": asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model],
-                                   "epochs": config.epochs, "width": run.value("width"), "elbo": config.elbo},
-        "data": {"source": data["source"], "n_train": len(data["train"]), "n_test": len(test)},
-        "training": {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
-                     "seconds": round(train_seconds, 1),
-                     "ms_per_step": round(1000 * train_seconds / max(result.steps, 1), 1)},
-        "unconditional": _structure(real, uncond, regs, None),
-        "conditional": _structure(real, cond, regs, given),
-    }
+    record = {"unconditional": _structure(real, uncond, regs, None),
+              "conditional": _structure(real, cond, regs, given)}
     if regs is not None:
         record["real_validity"] = _validity(real, regs)
     if run.fid != "off":
@@ -200,10 +235,42 @@ def run_bikes(run: BikeRun, data: dict | None = None) -> dict:
         if inception is not None:
             record["unconditional"]["fid"] = assembly_fid(real, uncond, inception, component_names=list(COMPONENTS))
             record["conditional"]["fid"] = assembly_fid(real, cond, inception, component_names=list(COMPONENTS))
-    record["total_seconds"] = round(time.perf_counter() - started, 1)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(record, indent=2, default=float))
     record["_samples"] = {"conditional": cond, "unconditional": uncond}
+    return record
+
+
+def run_bikes(run: BikeRun, data: dict | None = None, stages=("train", "evaluate")) -> dict:
+    """Train (resumable) and/or evaluate one model; writes ``<out>/<model>/results.json`` (or
+    ``training.json`` without evaluation) and returns the record, with the test set's generated
+    assemblies under ``"_samples"`` after evaluation. Evaluation alone loads the checkpoint."""
+    run.check()
+    unknown = set(stages) - {"train", "evaluate"}
+    if unknown or not stages:
+        raise ValueError(f"stages must be 'train' and/or 'evaluate', got {tuple(stages)}")
+    device = resolve_device(run.device)
+    started = time.perf_counter()
+    data = data or load_bike_data(run)
+    record = provenance(device) | {
+        "settings": asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model],
+                                   "epochs": run.value("epochs"), "width": run.value("width"),
+                                   "elbo": OBJECTIVE[run.model]},
+        "data": {"source": data["source"], "n_train": len(data["train"]), "n_test": len(data["test"])},
+    }
+    if "train" in stages:
+        model, record["training"] = train_bikes(run, data, device)
+    else:
+        model = load_trained_bikes(run, device)
+    samples = None
+    if "evaluate" in stages:
+        record |= evaluate_bikes(run, model, data, device)
+        samples = record.pop("_samples")
+    record["total_seconds"] = round(time.perf_counter() - started, 1)
+    out = model_dir(run)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ("results.json" if "evaluate" in stages else "training.json")).write_text(
+        json.dumps(record, indent=2, default=float))
+    if samples is not None:
+        record["_samples"] = samples
     return record
 
 
@@ -220,7 +287,7 @@ def bikes_table(records: dict) -> str:
         wheel = f"{(v['rear_wheel']['median'] + v['front_wheel']['median']) / 2:.4f}" if v else "n/a"
         rows.append(f"| {name} | {r['unconditional']['com_w1']['value']:.4f} | {c['com_w1']['value']:.4f} | "
                     f"{c['ssim']['generated_mean']:.3f} | {c['ssim']['assembly']:.3f} | {crank} | {wheel} | "
-                    f"{r['training']['ms_per_step']} |")
+                    f"{r.get('training', {}).get('ms_per_step', 'n/a')} |")
     table = head + "\n".join(rows) + "\n"
     real = next((r["real_validity"] for r in records.values() if "real_validity" in r), None)
     if real:
