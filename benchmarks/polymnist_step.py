@@ -1,15 +1,18 @@
-"""Training-step time of every model on PolyMNIST-sized networks, side by side in one run.
+"""Training-step time of every model on PolyMNIST-sized (or bicycle-assembly) networks, side by
+side in one run.
 
 Every model is built as ``examples/polymnist.py`` builds it (ResNet encoders and decoders,
 Laplace likelihoods, each method's latent size and objective) and steps on the same random
-uint8 tuples ``(batch, M, 3, 28, 28)``; the models alternate step by step (``interleaved``), so
-load on the machine affects them alike.
+tuples ``(batch, M, 3, 28, 28)``; the models alternate step by step (``interleaved``), so load
+on the machine affects them alike. ``--dataset bikes`` builds them as ``examples/biked.py``
+does instead (five 64x64 grayscale components, Bernoulli likelihood, GMRF latent 4 per
+component; default width 8, the example's quick networks).
 
-    .venv/bin/python benchmarks/polymnist_step.py [--quick] [--width 16] [--batch 64]
-        [--device cuda] [--paper-latents] [--json PATH]
+    .venv/bin/python benchmarks/polymnist_step.py [--dataset bikes] [--quick] [--width 16]
+        [--batch 64] [--device cuda] [--json PATH]
 
-On a CPU the paper's networks (width 64) and latents (512 for MVAE/MMVAE/MoPoE) are slow; the
-default is a narrow network (width 16) with the paper's latents; ``--quick`` shrinks both.
+On a CPU the paper's networks (width 64) are slow; the default is a narrow network (width 16)
+with the paper's latents; ``--quick`` shrinks both.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from _common import interleaved, make_parser, markdown_table, print_header, quartiles, setup, write_json  # noqa: E402
 from scaling import Stepper  # noqa: E402
+from pyro_mcvae.experiments.bikes import BikeRun, build_bike_model
 from pyro_mcvae.experiments.polymnist import MODELS, OBJECTIVE, PolyMNISTRun, build_polymnist_model
 from pyro_mcvae.infer.train import make_elbo
 
@@ -38,25 +42,37 @@ class ImageStepper(Stepper):
 
 def main() -> None:
     p = make_parser(__doc__)
-    p.add_argument("--width", type=int, default=None, help="ResNet base channels (default 16; quick 4)")
+    p.add_argument("--dataset", choices=("polymnist", "bikes"), default="polymnist",
+                   help="network sizes of examples/polymnist.py or of examples/biked.py")
+    p.add_argument("--width", type=int, default=None,
+                   help="ResNet base channels (default 16, bikes 8; quick 4)")
     p.add_argument("--batch", type=int, default=None, help="tuples per step (default 64; quick 8)")
-    p.add_argument("--modalities", type=int, default=5)
+    p.add_argument("--modalities", type=int, default=5, help="PolyMNIST modalities (bikes: always 5)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = p.parse_args()
-    width = args.width or (4 if args.quick else 16)
+    bikes = args.dataset == "bikes"
+    width = args.width or (4 if args.quick else 8 if bikes else 16)
     batch = args.batch or (8 if args.quick else 64)
     reps = args.reps or (2 if args.quick else 5)
+    m, size = (5, 64 * 64) if bikes else (args.modalities, 3 * 28 * 28)
     device, default_threads = setup(args)
     info = print_header(BENCHMARK, args, device, default_threads,
-                        extra=f", batch {batch}, width {width}, M {args.modalities}, reps {reps}")
+                        extra=f", {args.dataset}, batch {batch}, width {width}, M {m}, reps {reps}")
     gen = torch.Generator().manual_seed(args.seed)
-    images = torch.randint(0, 256, (batch, args.modalities, 3 * 28 * 28), generator=gen, dtype=torch.uint8)
-    data = [x.float().div(255).to(device) for x in images.unbind(1)]
+    if bikes:  # sparse ink like real components: most pixels background
+        images = (torch.rand(batch, m, size, generator=gen) < 0.1).float()
+    else:
+        images = torch.randint(0, 256, (batch, m, size), generator=gen, dtype=torch.uint8).float().div(255)
+    data = [x.to(device) for x in images.unbind(1)]
     steppers, sizes = {}, {}
     for name in args.models:
-        run = PolyMNISTRun(model=name, width=width, quick=args.quick, num_modalities=args.modalities)
+        if bikes:
+            build = lambda: build_bike_model(BikeRun(model=name, width=width))  # noqa: E731
+        else:
+            run = PolyMNISTRun(model=name, width=width, quick=args.quick, num_modalities=m)
+            build = lambda: build_polymnist_model(run)  # noqa: E731
         torch.manual_seed(args.seed)
-        model = build_polymnist_model(run).to(device)
+        model = build().to(device)
         sizes[name] = sum(p.numel() for p in model.parameters())
         steppers[name] = ImageStepper(model, data, OBJECTIVE[name])
     times = interleaved({n: (s.active, s.step) for n, s in steppers.items()}, reps, inner=1, warmup=1,
@@ -73,8 +89,8 @@ def main() -> None:
                           f"ratio vs {args.models[0]}"], rows))
     if args.json:
         write_json(args.json, BENCHMARK, args, info,
-                   {"models": results, "settings": {"width": width, "batch": batch, "reps": reps,
-                                                    "modalities": args.modalities}})
+                   {"models": results, "settings": {"dataset": args.dataset, "width": width, "batch": batch,
+                                                    "reps": reps, "modalities": m}})
 
 
 if __name__ == "__main__":
