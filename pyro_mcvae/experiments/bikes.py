@@ -32,7 +32,7 @@ from ..models import MCVAE
 from ..nets import ResNetNets
 from ..plots import image_grid
 from ..provenance import provenance
-from .polymnist import MODELS, OBJECTIVE, _flat_components, _to_float, resolve_device
+from .polymnist import MODELS, OBJECTIVE, _flat_components, _to_float, resolve_device, restore_trained
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
            "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure"]
@@ -182,17 +182,7 @@ def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
 
 def load_trained_bikes(run: BikeRun, device) -> MCVAE:
     """The model of a finished (or interrupted) training run, from its checkpoint."""
-    from ..infer import load_checkpoint
-
-    path = model_dir(run) / "train" / "checkpoint.pt"
-    if not path.is_file():
-        raise ValueError(f"no trained {run.model} model at {path}; train it first (same settings and out)")
-    model = build_bike_model(run)
-    try:
-        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{path} was written by a different model configuration: {err}") from None
-    return model.to(device).eval()
+    return restore_trained(build_bike_model(run), model_dir(run) / "train", device)
 
 
 def save_bike_samples(path, model, test: torch.Tensor, num: int, device) -> Path:

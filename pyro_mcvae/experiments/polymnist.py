@@ -35,7 +35,7 @@ from ..provenance import provenance
 
 __all__ = ["PolyMNISTRun", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
            "load_judges", "load_trained", "prepare_polymnist", "results_table", "run_polymnist",
-           "resolve_device", "save_samples", "train_polymnist"]
+           "resolve_device", "restore_trained", "save_samples", "train_polymnist"]
 
 MODELS = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
 #: Latent sizes: GMRF 16 per component (the GMRF MCVAE paper); MMVAE+ 32 shared + 32 private
@@ -296,19 +296,24 @@ def model_dir(run: PolyMNISTRun) -> Path:
     return Path(run.out) / run.model
 
 
-def load_trained(run: PolyMNISTRun, device) -> MCVAE:
-    """The model of a finished (or interrupted) training run, from its checkpoint."""
+def restore_trained(model: MCVAE, train_dir, device) -> MCVAE:
+    """``model`` (freshly built) with the weights of the training run in ``train_dir``, on
+    ``device`` in eval mode; clear errors when there is no checkpoint or it does not fit."""
     from ..infer import load_checkpoint
 
-    path = model_dir(run) / "train" / "checkpoint.pt"
+    path = Path(train_dir) / "checkpoint.pt"
     if not path.is_file():
-        raise ValueError(f"no trained {run.model} model at {path}; train it first (same config and out)")
-    model = build_polymnist_model(run)
+        raise ValueError(f"no trained model at {path}; train it first (same config and out)")
     try:
         model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
     except RuntimeError as err:
         raise ValueError(f"{path} was written by a different model configuration: {err}") from None
     return model.to(device).eval()
+
+
+def load_trained(run: PolyMNISTRun, device) -> MCVAE:
+    """The model of a finished (or interrupted) training run, from its checkpoint."""
+    return restore_trained(build_polymnist_model(run), model_dir(run) / "train", device)
 
 
 def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict, device) -> dict:
