@@ -8,6 +8,9 @@ Five components (saddle, frame, crank, wheels, handlebars), 64x64 grayscale in a
 Writes ``table.md`` (like the paper's Table III: Wasserstein between the joint laws of the
 components' centres of mass, SSIM per component and of the overlaid bike, assembly validity where
 the geometry is known), ``results.json`` and ``figure.png`` (like its Figure 4) under ``--out``.
+``--save-samples N`` also writes ``<out>/<model>/samples.pt`` (generated assemblies, unconditional
+and from each single component; see ``save_bike_samples``). Training resumes from the checkpoint
+in ``<out>/<model>/train`` (``--restart`` starts again).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import json
 import sys
 from pathlib import Path
 
+import pyro
 import torch
 
 from pyro_mcvae.data.bikes import COMPONENTS
-from pyro_mcvae.experiments.bikes import BikeRun, bikes_table, comparison_figure, load_bike_data, run_bikes
-from pyro_mcvae.experiments.polymnist import MODELS
+from pyro_mcvae.experiments.bikes import (BikeRun, bikes_table, comparison_figure, load_bike_data,
+                                          load_trained_bikes, model_dir, run_bikes, save_bike_samples)
+from pyro_mcvae.experiments.polymnist import MODELS, resolve_device
 from pyro_mcvae.plots import save_figure
 
 
@@ -34,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--width", type=int)
+    p.add_argument("--latent-dim", type=int, help="latent size (default: GMRF 4 per component, baselines 20)")
     p.add_argument("--n-train", type=int)
     p.add_argument("--n-test", type=int)
     p.add_argument("--condition-on", default="frame", choices=COMPONENTS)
@@ -43,33 +49,46 @@ def parse_args(argv=None):
     p.add_argument("--fid", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--inception-weights")
     p.add_argument("--out", default="results/biked")
+    p.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA)")
+    p.add_argument("--save-samples", type=int, default=0, metavar="N",
+                   help="write N generated assemblies per model to <out>/<model>/samples.pt")
+    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if args.epochs is not None and args.epochs < 1:
-        p.error("--epochs must be >= 1")
+    for name in ("epochs", "latent_dim", "width", "n_train", "n_test"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.save_samples < 0:
+        p.error("--save-samples must be >= 0")
     models = list(MODELS) if "all" in args.model else args.model
     quick = args.quick or (not args.full and not torch.cuda.is_available() and args.device in ("auto", "cpu"))
     if quick and not args.quick:
         print("no GPU: running the quick CPU configuration (pass --full for the full settings)")
     run = BikeRun(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
-                  n_train=args.n_train, n_test=args.n_test, condition_on=args.condition_on,
+                  latent_dim=args.latent_dim, amp=args.amp, resume=not args.restart, n_train=args.n_train, n_test=args.n_test, condition_on=args.condition_on,
                   data_dir=args.data_dir, seed=args.seed, device=args.device, fid=args.fid,
                   inception_weights=args.inception_weights, quick=quick, out=args.out,
                   progress=not args.no_progress)
-    return models, run
+    return models, run, args.save_samples
 
 
 def main(argv=None) -> int:
     from pyro_mcvae.metrics import InceptionWeightsUnavailable
 
-    models, run = parse_args(argv)
+    models, run, num_samples = parse_args(argv)
     try:
         data = load_bike_data(run)
         records = {}
         for name in models:
             run.model = name
             records[name] = run_bikes(run, data)
-    except (ValueError, InceptionWeightsUnavailable) as err:
+            if num_samples:
+                pyro.set_rng_seed(run.seed)
+                model = load_trained_bikes(run, resolve_device(run.device))
+                path = save_bike_samples(model_dir(run) / "samples.pt", model, data["test"], num_samples,
+                                         resolve_device(run.device))
+                print(f"wrote {path}")
+    except (ValueError, FileNotFoundError, InceptionWeightsUnavailable) as err:
         print(f"biked.py: error: {err}", file=sys.stderr)
         return 2
     out = Path(run.out)

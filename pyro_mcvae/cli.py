@@ -37,7 +37,10 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
+import pyro
 import torch
+
+from ._io import atomic_torch_save
 
 DATASETS = ("copula", "heavy_tails", "polymnist", "bikes")
 IMAGE_DATASETS = ("polymnist", "bikes")
@@ -235,7 +238,9 @@ def cmd_evaluate(config: dict) -> dict:
 
 
 def cmd_sample(config: dict, num: int, output: str | None) -> Path:
+    """Generated samples of the trained model; the same config gives the same file (seeded)."""
     device = _device(config["device"])
+    pyro.set_rng_seed(config["seed"])
     output = Path(output) if output else Path(config["out"]) / "samples.pt"
     if config["dataset"] == "polymnist":
         from .experiments.polymnist import load_trained, prepare_polymnist, save_samples
@@ -258,9 +263,7 @@ def cmd_sample(config: dict, num: int, output: str | None) -> Path:
                   "conditional": {k: torch.stack([p[0] for p in model.condition({k: test[:, k]})], 1).cpu()
                                   for k in range(test.shape[1])},
                   "test": test.cpu()}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(record, output)
-    return output
+    return atomic_torch_save(record, output)
 
 
 def main(argv=None) -> int:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -12,7 +14,7 @@ def test_biked_example_one_epoch(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--quick", "--model", "gmrf", "mmvae",
            "--epochs", "1", "--n-train", "64", "--n-test", "16", "--width", "4", "--batch-size", "32",
-           "--fid", "off", "--out", str(out), "--no-progress"]
+           "--fid", "off", "--save-samples", "6", "--out", str(out), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "| gmrf |" in proc.stdout and "| mmvae |" in proc.stdout and "Real test assemblies" in proc.stdout
@@ -28,6 +30,16 @@ def test_biked_example_one_epoch(tmp_path):
         assert {"crank", "rear_wheel", "front_wheel"} <= set(r["conditional"]["validity"])
     assert (out / "figure.png").stat().st_size > 5_000
     assert (out / "gmrf" / "train" / "checkpoint.pt").is_file()
+    samples = torch.load(out / "mmvae" / "samples.pt")
+    assert samples["unconditional"].shape == (6, 5, 64, 64) and set(samples["conditional"]) == set(range(5))
+    assert torch.equal(samples["conditional"][1][:, 1], samples["test"][:, 1])  # the given frame
+
+
+def test_biked_example_rejects_bad_arguments(tmp_path):
+    for flag in (["--latent-dim", "0"], ["--save-samples", "-1"], ["--n-train", "0"]):
+        cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--quick", *flag, "--out", str(tmp_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and flag[0] in proc.stderr, proc.stderr
 
 
 def test_biked_example_rejects_bad_data_dir(tmp_path):

@@ -45,6 +45,10 @@ def test_train_evaluate_sample(tmp_path, guide, capsys):
     assert "command" in metrics and "versions" in metrics
     assert main(["sample", "--config", str(cfg), "--num", "7", "--output", str(tmp_path / "s.pt")]) == 0
     samples = torch.load(tmp_path / "s.pt")
+    assert main(["sample", "--config", str(cfg), "--num", "7", "--output", str(tmp_path / "again.pt")]) == 0
+    again = torch.load(tmp_path / "again.pt")  # seeded: the same config gives the same samples
+    assert torch.equal(samples["unconditional"], again["unconditional"])
+    assert all(torch.equal(samples["conditional"][k], again["conditional"][k]) for k in range(4))
     assert samples["unconditional"].shape == (7, 4, 2)
     assert set(samples["conditional"]) == {0, 1, 2, 3}
     # The conditioned component holds the given data.
