@@ -65,10 +65,10 @@ def parse_args(argv=None):
     if quick and not args.quick:
         print("no GPU: running the quick CPU configuration (pass --full for the full settings)")
     run = BikeRun(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
-                  latent_dim=args.latent_dim, amp=args.amp, resume=not args.restart, n_train=args.n_train, n_test=args.n_test, condition_on=args.condition_on,
-                  data_dir=args.data_dir, seed=args.seed, device=args.device, fid=args.fid,
-                  inception_weights=args.inception_weights, quick=quick, out=args.out,
-                  progress=not args.no_progress)
+                  latent_dim=args.latent_dim, amp=args.amp, resume=not args.restart, n_train=args.n_train,
+                  n_test=args.n_test, condition_on=args.condition_on, data_dir=args.data_dir, seed=args.seed,
+                  device=args.device, fid=args.fid, inception_weights=args.inception_weights, quick=quick,
+                  out=args.out, progress=not args.no_progress)
     return models, run, args.save_samples
 
 
@@ -77,6 +77,7 @@ def main(argv=None) -> int:
 
     models, run, num_samples = parse_args(argv)
     try:
+        device = resolve_device(run.device)
         data = load_bike_data(run)
         records = {}
         for name in models:
@@ -84,9 +85,8 @@ def main(argv=None) -> int:
             records[name] = run_bikes(run, data)
             if num_samples:
                 pyro.set_rng_seed(run.seed)
-                model = load_trained_bikes(run, resolve_device(run.device))
-                path = save_bike_samples(model_dir(run) / "samples.pt", model, data["test"], num_samples,
-                                         resolve_device(run.device))
+                model = load_trained_bikes(run, device)
+                path = save_bike_samples(model_dir(run) / "samples.pt", model, data["test"], num_samples, device)
                 print(f"wrote {path}")
     except (ValueError, FileNotFoundError, InceptionWeightsUnavailable) as err:
         print(f"biked.py: error: {err}", file=sys.stderr)

@@ -32,7 +32,8 @@ from ..models import MCVAE
 from ..nets import ResNetNets
 from ..plots import image_grid
 from ..provenance import provenance
-from .polymnist import MODELS, OBJECTIVE, _flat_components, _to_float, resolve_device, restore_trained
+from .polymnist import (MODELS, OBJECTIVE, _flat_components, _to_float, model_dir, resolve_device,
+                        restore_trained)
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
            "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure"]
@@ -161,10 +162,6 @@ def _structure(real: torch.Tensor, generated: torch.Tensor, regs, given: int | N
 def train_config(run: BikeRun, device) -> TrainConfig:
     return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
                        elbo=OBJECTIVE[run.model], seed=run.seed, device=str(device), amp=run.amp)
-
-
-def model_dir(run: BikeRun) -> Path:
-    return Path(run.out) / run.model
 
 
 def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:

@@ -292,7 +292,8 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device) -> tuple[MC
                    "final_loss": result.losses[-1] if result.losses else None}
 
 
-def model_dir(run: PolyMNISTRun) -> Path:
+def model_dir(run) -> Path:
+    """``<out>/<model>`` of a run (PolyMNIST or assemblies): checkpoints, logs, results."""
     return Path(run.out) / run.model
 
 
