@@ -453,9 +453,16 @@ class StratifiedMixture(dist.TorchDistribution):
         _broadcast([value.shape[:lead], self.batch_shape], "value's batch dimensions and batch_shape")
         if self._validate_args:
             self._validate_sample(value)
+        return torch.logsumexp(self.weighted_component_log_probs(value), dim=-1)
+
+    def weighted_component_log_probs(self, value: torch.Tensor) -> torch.Tensor:
+        """``log w_k + log p_k(value)`` for every component: ``(..., *batch_shape, K)`` for
+        ``value`` ``(..., batch_shape, E)``; ``-inf`` for zero-weight components. Their softmax
+        over ``K`` are the responsibilities, their logsumexp :meth:`log_prob`."""
+        lead = value.dim() - len(self.event_shape)
         # The new axis lines the value up with every component: (..., batch, 1, E) vs (batch, K, E).
         lp = self.components.log_prob(value.unsqueeze(lead))  # (..., *batch_shape, K)
-        return torch.logsumexp(lp + self.log_weights, dim=-1)
+        return lp + self.log_weights
 
     @property
     def mean(self) -> torch.Tensor:

@@ -380,6 +380,12 @@ class _StrataSite(dist.TorchDistribution):
     def rsample(self, sample_shape=torch.Size()):
         return self.mixture.rsample(sample_shape)
 
+    def component_log_probs(self, value):
+        """``log w_j + log q_j(value)`` for every mixture component ``j``: ``(..., K, batch, K)``
+        for ``value`` ``(..., K, batch, E)`` (the objective's DReG estimator needs the
+        responsibilities); ``None`` when draws are scored by their own component only."""
+        return None if self.own_density else self.mixture.weighted_component_log_probs(value)
+
     def log_prob(self, value):
         if not self.own_density:
             return self.mixture.log_prob(value)
