@@ -462,3 +462,76 @@ def test_bad_delta():
     for delta in (0.0, -1.0):
         with pytest.raises(ValueError):
             assemble_block_covariance(diag, off, delta=delta)
+
+
+# ---------------------------------------------------------------------------------------------
+# How much dependence a block dominant covariance allows (docs/mathematics.md, "Covariance or
+# precision for the prior"): exact linear algebra in float64 on the assembled matrices.
+# ---------------------------------------------------------------------------------------------
+def whitened(mat, m, d):
+    """``R = W S W`` with ``W = blockdiag(S_ii^{-1/2})`` (numpy, symmetric eigendecompositions)."""
+    w = np.zeros_like(mat)
+    for i in range(m):
+        vals, vecs = np.linalg.eigh(get_block(mat, i, i, d))
+        w[i * d:(i + 1) * d, i * d:(i + 1) * d] = vecs @ np.diag(vals ** -0.5) @ vecs.T
+    return w @ mat @ w
+
+
+def canonical_correlation(r, i, j, d):
+    return np.linalg.norm(get_block(r, i, j, d), 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(2, 5), d=st.integers(1, 3), mode=st.sampled_from(MODES), full=st.booleans(),
+       eps=st.sampled_from([0.3, 0.9, 0.99]), off_exp=st.sampled_from([-1.0, 0.0, 2.0]), seed=SEEDS)
+def test_whitened_spectrum_lies_within_eps_of_one(m, d, mode, full, eps, off_exp, seed):
+    """Every eigenvalue of the whitened covariance lies in (1 - eps, 1 + eps); so every canonical
+    correlation is below eps."""
+    rng = np.random.default_rng(seed)
+    diag, off = random_inputs(rng, (), m, d, full, var_lo=-1.0, var_hi=1.0, off_exp=off_exp)
+    mat = assemble_block_covariance(torch.as_tensor(diag), torch.as_tensor(off), eps=eps, mode=mode).numpy()
+    r = whitened(mat, m, d)
+    vals = np.linalg.eigvalsh(r)
+    assert vals.min() > 1 - eps - 1e-9 and vals.max() < 1 + eps + 1e-9, (vals, eps)
+    rho = max(canonical_correlation(r, i, j, d) for i in range(m) for j in range(m) if i != j)
+    assert rho < eps + 1e-9
+
+
+def _coupled(m, pairs, eps, t=1e6):
+    """d = 1, unit variances, T_ij = t on the given pairs: the dominance bound is nearly attained."""
+    off = torch.zeros(m, m, 1, 1, dtype=torch.float64)
+    for i, j in pairs:
+        off[i, j] = off[j, i] = t
+    mat = assemble_block_covariance(torch.ones(m, 1, dtype=torch.float64), off, eps=eps).numpy()
+    return whitened(mat, m, 1)
+
+
+def test_canonical_correlations_reach_eps_for_a_pair_and_their_sum_exceeds_it_on_a_star():
+    """The audit's counterexamples to 'sum_j rho_max(i, j) < eps' (M = 4, eps = 0.9): one coupled
+    pair reaches rho = 0.900, and a star reaches the blockwise bound eps sqrt(M - 1) = 1.559."""
+    r = _coupled(4, [(0, 1)], 0.9)
+    assert canonical_correlation(r, 0, 1, 1) == pytest.approx(0.9, abs=1e-5)
+    r = _coupled(4, [(0, 1), (0, 2), (0, 3)], 0.9)
+    total = sum(canonical_correlation(r, 0, j, 1) for j in (1, 2, 3))
+    assert total == pytest.approx(0.9 * np.sqrt(3), abs=1e-5) and total > 1.5
+    # All pairs coupled alike: rho < eps / (M - 1).
+    r = _coupled(4, [(i, j) for i in range(4) for j in range(i + 1, 4)], 0.9)
+    assert canonical_correlation(r, 0, 1, 1) < 0.9 / 3
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_per_component_decoder_lifts_the_spectrum_bound(seed):
+    """d = 1: f_k(z_k) = sum_n c_kn He_n(z_k) / sqrt(n!) has Cov(f_i, f_j) = sum_n c_in c_jn R_ij^n
+    exactly (Mehler), so the correlation matrix of random nonlinear decoders' outputs is exact.
+    Its spectrum stays in [1 - eps, 1 + eps], as the Wiener-chaos argument says; the copula's
+    four components at +-0.9 (eigenvalue 3.7) are out of reach."""
+    rng = np.random.default_rng(seed)
+    m, eps, levels = 4, 0.9, 6
+    off = torch.as_tensor(rng.standard_normal((m, m, 1, 1)) * 10.0 ** rng.uniform(-1, 3))
+    mat = assemble_block_covariance(torch.as_tensor(rng.uniform(0.5, 2.0, (m, 1))), off, eps=eps).numpy()
+    r = whitened(mat, m, 1)
+    c = rng.standard_normal((m, levels)) * rng.uniform(0, 1, (m, levels))
+    cov = sum(np.outer(c[:, n], c[:, n]) * r ** (n + 1) for n in range(levels))
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    vals = np.linalg.eigvalsh(corr)
+    assert vals.min() >= 1 - eps - 1e-9 and vals.max() <= 1 + eps + 1e-9, vals

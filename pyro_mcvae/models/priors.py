@@ -29,7 +29,9 @@ class GMRFPrior(nn.Module):
             ``"precision"`` (default): the precision ``Q``, as in a Markov random field; zero
             blocks are conditional independences (``graph``) and strong correlation among many
             components is reachable. ``"covariance"``: the covariance itself; block dominance then
-            bounds the canonical correlation between two components by ``eps / (M - 1)``.
+            keeps the whitened covariance's spectrum in ``(1 - eps, 1 + eps)``: every canonical
+            correlation is below ``eps``, and ``M`` components correlated alike cannot exceed
+            ``eps / (M - 1)`` (proof and tests: ``docs/mathematics.md``).
             ``"standard"``: ``N(0, I)``, no parameters.
         eps, mode, graph, delta: passed to the block assembly.
         learn_loc: learn the mean (else zero).
