@@ -102,3 +102,72 @@ def test_masks_are_checked():
     with pytest.raises(ValueError, match="at least one present component"):
         fit(model, torch.rand(8, 3, 2), TrainConfig(epochs=1), progress=False,
             mask=torch.zeros(8, 3, dtype=torch.bool))
+
+
+class _RecordingELBO:
+    """Records the masks the sub-sampled objective passes; its 'loss' counts present entries."""
+
+    def __init__(self):
+        self.masks = []
+
+    def loss(self, model, guide, xs, *args, mask=None, **kwargs):
+        self.masks.append(mask.clone())
+        return float(mask.sum())
+
+    loss_and_grads = loss
+
+
+def test_random_subset_terms_are_drawn_uniformly_from_the_middle_sizes():
+    """MVAE's k random-subset terms: joint + singles + k subsets of 2..M-1 components, drawn afresh
+    at every step, uniformly (each of the 2^M - M - 2 candidates within 4 standard errors)."""
+    seed_everything(0)
+    m, k, batch = 4, 3, 5
+    guide = MCVAE.build([2] * m, 3, hidden=(8,), guide="mvae", mvae_random_subsets=k).guide
+    rec = _RecordingELBO()
+    objective = guide.wrap_elbo(rec)
+    xs = torch.rand(batch, m, 2)
+    counts = {}
+    steps = 1500
+    for _ in range(steps):
+        objective.loss(None, None, xs)
+        rows = rec.masks[-1].reshape(-1, batch, m)
+        assert rows.shape[0] == 1 + m + k
+        assert torch.equal(rows[0], torch.ones(batch, m, dtype=torch.bool))
+        assert torch.equal(rows[1:1 + m, 0], torch.eye(m, dtype=torch.bool))
+        for row in rows[1 + m:]:
+            assert torch.equal(row, row[:1].expand(batch, m)), "one subset per term, shared by the batch"
+            size = int(row[0].sum())
+            assert 2 <= size <= m - 1
+            key = tuple(row[0].tolist())
+            counts[key] = counts.get(key, 0) + 1
+    candidates = 2**m - m - 2
+    assert len(counts) == candidates
+    p, n = 1.0 / candidates, steps * k
+    for key, c in counts.items():
+        assert abs(c - n * p) < 4 * (n * p * (1 - p)) ** 0.5, (key, c, n * p)
+    # a caller's mask still removes absent components from every term
+    mask = torch.tensor([[True, False, True, True]] * batch)
+    objective.loss(None, None, xs, mask=mask)
+    assert not bool(rec.masks[-1][:, 1].any())
+
+
+def test_random_subsets_are_seeded_and_checked():
+    picks = []
+    for _ in range(2):
+        seed_everything(3)
+        objective = MCVAE.build([2] * 5, 3, hidden=(8,), guide="mvae", mvae_random_subsets=2).guide.wrap_elbo(
+            _RecordingELBO())
+        picks.append(objective.terms())
+    assert torch.equal(picks[0], picks[1])
+    with pytest.raises(ValueError, match="at least 3 components"):
+        MCVAE.build([2, 2], 3, guide="mvae", mvae_random_subsets=1)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        MCVAE.build([2, 2, 2], 3, guide="mvae", mvae_random_subsets=-1)
+
+
+def test_mvae_trains_with_random_subset_terms():
+    seed_everything(0)
+    model = MCVAE.build([2, 2, 2], 3, hidden=(16,), guide="mvae", mvae_random_subsets=2)
+    data = torch.rand(256, 3, 2)
+    result = fit(model, data, TrainConfig(epochs=3, batch_size=64, lr=3e-3), progress=False)
+    assert result.steps == 12 and np.isfinite(result.losses).all() and result.losses[-1] < result.losses[0]

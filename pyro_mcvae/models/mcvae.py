@@ -92,6 +92,7 @@ class MCVAE(nn.Module):
         private_dim: int | None = None,
         mixture_density: str = "mixture",
         offdiag_keep: float = 1.0,
+        mvae_random_subsets: int = 0,
     ) -> "MCVAE":
         """The GMRF MCVAE with MLP networks (``guide="diagonal"``, ``prior="diagonal"``: the
         independent-Gaussian ablation with the same networks; ``guide="mvae"``: MVAE, a latent of
@@ -113,7 +114,9 @@ class MCVAE(nn.Module):
         ``hidden``: MLP hidden sizes, or a network factory for every encoder, decoder and the
         global network (:class:`~pyro_mcvae.nets.ResNetNets` for images). ``offdiag_keep``: the
         fraction of the GMRF/ALMRF posterior's off-diagonal entries its global network produces
-        (a fixed random subset; the paper's PolyMNIST option keeps 25%).
+        (a fixed random subset; the paper's PolyMNIST option keeps 25%). ``mvae_random_subsets``:
+        MVAE's ``k`` random-subset terms per step beside the joint and single ones (default 0; see
+        :class:`ProductOfExpertsGuide`).
         """
         dims = [int(c) for c in component_dims]
         m = len(dims)
@@ -128,7 +131,8 @@ class MCVAE(nn.Module):
                        VectorDecoder(dims, latent_dim + w, hidden), liks,
                        private_prior=StandardPrior(m * w, family))
         shared = {
-            "mvae": lambda: ProductOfExpertsGuide(dims, latent_dim, hidden, family=family),
+            "mvae": lambda: ProductOfExpertsGuide(dims, latent_dim, hidden, family=family,
+                                                  random_subsets=mvae_random_subsets),
             "mmvae": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, family=family,
                                                    density=mixture_density),
             "mopoe": lambda: MixtureOfExpertsGuide(dims, latent_dim, hidden, subsets=True, family=family,
