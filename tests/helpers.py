@@ -43,3 +43,20 @@ def random_gmrf(rng, route, m, d, batch=(), loc_scale=1.0):
     mu = rng.standard_normal((*batch, n)) * loc_scale
     cov = random_spd(rng, n, batch)
     return mu, cov, make_gmrf(route, mu, cov, m, d)
+
+
+class NaNAfter(torch.nn.Module):
+    """Wraps a model; from a given step on, a decoder weight is NaN (a diverged run)."""
+
+    def __init__(self, inner, step):
+        super().__init__()
+        self.inner, self.step, self.calls = inner, step, 0
+        self.component_dims = inner.component_dims
+        self.guide = inner.guide
+
+    def model(self, xs, beta=1.0):
+        self.calls += 1
+        if self.calls > self.step:
+            with torch.no_grad():
+                next(self.inner.decoder.parameters()).fill_(float("nan"))
+        self.inner.model(xs, beta)

@@ -24,6 +24,9 @@ from .._io import atomic_torch_save
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..infer.callbacks import ProgressBar
+from ..infer.loop import SupervisedTrainer
+
 __all__ = [
     "DigitClassifier",
     "load_mopoe_classifiers",
@@ -323,13 +326,15 @@ def train_digit_classifiers(
     seed: int = 0,
     device="cpu",
     progress: bool = True,
+    callbacks: Sequence = (),
 ) -> list[DigitClassifier]:
     """Train one :class:`DigitClassifier` per modality (Adam, cross-entropy), all ``M`` at once.
 
     The ``M`` networks are trained as one grouped network (``_StackedDigitClassifiers``); the
     loss is the sum of the per-modality mean cross-entropies, so each classifier gets exactly the
     gradient it would get alone, and Adam (elementwise) updates it exactly as if trained alone.
-    Every classifier sees the same shuffled minibatch indices.
+    Every classifier sees the same shuffled minibatch indices. The loop is the package's
+    :class:`~pyro_mcvae.infer.SupervisedTrainer`.
 
     Args:
         images: ``(N, M, 3, 28, 28)``, uint8 (kept as uint8 in memory, scaled per batch) or float
@@ -342,6 +347,9 @@ def train_digit_classifiers(
             same classifiers); the global random state is left untouched.
         device: where to train; the returned classifiers live on the CPU, in eval mode.
         progress: show a tqdm bar over the minibatches.
+        callbacks: more training-loop callbacks (:mod:`pyro_mcvae.infer.callbacks`), e.g.
+            ``CSVLogger`` or ``EarlyStopping``; the epoch rows' ``loss`` is the sum over
+            modalities of the mean cross-entropies, the model the stacked network.
 
     Returns:
         ``M`` classifiers, classifier ``k`` for modality ``k``.
@@ -365,34 +373,18 @@ def train_digit_classifiers(
         torch.manual_seed(seed)
         net = _StackedDigitClassifiers([DigitClassifier() for _ in range(m)]).to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-        shuffle = torch.Generator().manual_seed(seed)
-        steps_per_epoch = math.ceil(n / batch_size)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=epochs * steps_per_epoch, desc="digit classifiers", unit="batch")
-        net.train()
-        try:
-            for epoch in range(epochs):
-                order = torch.randperm(n, generator=shuffle)
-                for start in range(0, n, batch_size):
-                    idx = order[start : start + batch_size]
-                    x = images[idx].to(device)
-                    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-                    y = labels[idx].to(device)
-                    logits = net(x)  # (B, M, 10)
-                    # sum over modalities of each modality's mean cross-entropy
-                    loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), y.repeat_interleave(m)) * m
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item() / m:.3f}")
-        finally:
-            if bar is not None:
-                bar.close()
+        def loss_fn(net, batch):
+            x, y = batch  # images stay uint8 in memory: scaled batch by batch
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            logits = net(x)  # (B, M, 10)
+            # sum over modalities of each modality's mean cross-entropy
+            return F.cross_entropy(logits.reshape(-1, NUM_CLASSES), y.repeat_interleave(m)) * m
+
+        bar = ProgressBar(progress, desc="digit classifiers", unit="batch",
+                          postfix=lambda row: {"loss": f"{row['loss'] / m:.3f}"})
+        SupervisedTrainer(net, loss_fn, [images, labels], optimizer, epochs, batch_size, seed=seed, device=device,
+                          callbacks=[bar, *callbacks]).fit()
         return net.unstack()  # inside the fork: building the modules draws initial weights
 
 
