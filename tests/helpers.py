@@ -43,3 +43,9 @@ def random_gmrf(rng, route, m, d, batch=(), loc_scale=1.0):
     mu = rng.standard_normal((*batch, n)) * loc_scale
     cov = random_spd(rng, n, batch)
     return mu, cov, make_gmrf(route, mu, cov, m, d)
+
+
+def private(guide: str) -> dict:
+    """MMVAE+'s private latent size for the tests that build every method alike (the other
+    methods have no such setting, and the registry refuses settings a method does not have)."""
+    return {"private_dim": 1} if guide == "mmvaeplus" else {}

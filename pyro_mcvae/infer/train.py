@@ -18,18 +18,18 @@ from typing import Callable, Sequence
 import numpy as np
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from .._validation import check_components, check_finite, check_mask
+from ..validation import check_components, check_finite, check_mask
 from . import distributed
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .iwae import ImportanceWeightedELBO
+from ..models.base import ChainDiagnostics
+from .objectives import OBJECTIVES, objective_for
 from .schedules import parse_beta_schedule
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "fit", "seed_everything", "make_elbo"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "build_objective", "fit", "seed_everything"]
 
-ELBOS = ("trace", "meanfield", "iwae", "dreg")
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -107,7 +107,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     lr_final: float | None = None  # decays the rate geometrically to this value by the last step
-    elbo: str = "meanfield"  # or "trace", "iwae", "dreg" (see make_elbo)
+    elbo: str | None = None  # the method's default, or "meanfield", "trace", "iwae", "dreg"
     num_particles: int = 1  # Monte Carlo particles, or K importance samples for "iwae"/"dreg"
     beta: object = 1.0
     seed: int = 0
@@ -122,8 +122,8 @@ class TrainConfig:
     find_unused_parameters: bool | None = None
 
     def __post_init__(self):
-        if self.elbo not in ELBOS:
-            raise ValueError(f"elbo must be one of {ELBOS}, got {self.elbo!r}")
+        if self.elbo is not None and self.elbo not in OBJECTIVES:
+            raise ValueError(f"elbo must be None (the method's default) or one of {OBJECTIVES}, got {self.elbo!r}")
         for name in ("epochs", "batch_size", "num_particles"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -153,16 +153,10 @@ class TrainResult:
         return [row["loss"] for row in self.history]
 
 
-def make_elbo(kind: str, num_particles: int = 1):
-    """The objective called ``kind``: ``"trace"`` (``Trace_ELBO``, Monte Carlo KL), ``"meanfield"``
-    (``TraceMeanField_ELBO``, analytic KL where known), ``"iwae"`` (importance-weighted bound with
-    ``num_particles`` samples) or ``"dreg"`` (the same bound with the DReG gradient)."""
-    if kind not in ELBOS:
-        raise ValueError(f"elbo must be one of {ELBOS}, got {kind!r}")
-    if kind in ("iwae", "dreg"):
-        return ImportanceWeightedELBO(num_particles, dreg=kind == "dreg")
-    cls = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[kind]
-    return cls(num_particles=num_particles, vectorize_particles=num_particles > 1)
+def build_objective(model, config: TrainConfig):
+    """The objective ``fit`` trains with: ``config.elbo`` (``None``: the model's default) with the
+    method's additions (:func:`~pyro_mcvae.infer.objectives.objective_for`)."""
+    return objective_for(model, config.elbo, config.num_particles)
 
 
 class _Autocast:
@@ -263,7 +257,7 @@ def _summary_writer_class():
 def _chain_diagnostics(model) -> dict:
     """The MCMC prior's ArviZ diagnostics at the end of an epoch (empty for other priors)."""
     prior = getattr(model, "prior", None)
-    if not hasattr(prior, "diagnostics"):
+    if not isinstance(prior, ChainDiagnostics):
         return {}
     diag = prior.diagnostics()
     return {field: diag[key] for field, key in CHAIN_FIELDS.items()}
@@ -343,9 +337,7 @@ def fit(
         if out_dir is None:
             raise ValueError("TrainConfig(tensorboard=True) needs an out_dir to write to")
         _summary_writer_class()  # fail before training when the package is missing
-    objective = make_elbo(config.elbo, config.num_particles)
-    if hasattr(model.guide, "wrap_elbo"):  # a guide whose method has its own objective (MVAE)
-        objective = model.guide.wrap_elbo(objective)
+    objective = build_objective(model, config)
     ctx = distributed.distributed_context(config.distributed, config.device)
     if ctx is not None:
         distributed.check_objective(objective)
@@ -445,7 +437,7 @@ def fit(
         )
 
     log = _RunLog(out, result.history, config.tensorboard, state["step"],
-                  chains=hasattr(getattr(model, "prior", None), "diagnostics")) if out is not None and main else None
+                  chains=isinstance(getattr(model, "prior", None), ChainDiagnostics)) if out is not None and main else None
     bar = tqdm(total=config.epochs * batches, initial=state["step"], disable=not (progress and main),
                desc="train", unit="step", dynamic_ncols=True)
     started = time.perf_counter()

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from pyro_mcvae._validation import check_component_indices
+from pyro_mcvae.validation import check_component_indices
 from pyro_mcvae.nets.classifier import _check_classifiers, _check_images, _check_labels, _predict_digits
 
 __all__ = [

@@ -13,6 +13,7 @@ from .mlp import (
     StackedMLP,
     VectorDecoder,
     VectorEncoder,
+    NetworkFactory,
     as_nets,
 )
 from .resnet import ImageComponentNets, ImageOffdiagNet, ResNetNets
@@ -43,5 +44,6 @@ __all__ = [
     "StackedMLP",
     "VectorDecoder",
     "VectorEncoder",
+    "NetworkFactory",
     "as_nets",
 ]
