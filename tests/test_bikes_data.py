@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from pyro_mcvae.data import bikes
+from pyro_mcvae.data._store import to_uint8
 from pyro_mcvae.data.bikes import (
     BAR_STYLES,
     BIKE_TYPES,
@@ -104,7 +105,7 @@ def test_each_type_with_its_own_laws(geometry):
         assert lo <= tyre.min() and tyre.max() <= hi
     for k, name in enumerate(BIKE_TYPES):
         sel = g.type_index == k
-        for law, (_, ranges) in bikes._LAWS.items():
+        for law, (_, ranges) in bikes.laws.LAWS.items():
             values = g.chainring_teeth if law == "chainring_teeth" else getattr(g, law, None)
             if values is None:  # post_mm: the saddle height minus the seat tube
                 values = g.saddle_height_mm - g.seat_tube_mm
@@ -261,7 +262,7 @@ def test_write_layout_manifest_and_geometry_table(small_set):
     assert designs == [f"{i:06d}" for i in range(6)]
     for f in dataclasses.fields(geometry):
         assert np.array_equal(getattr(geometry, f.name), getattr(assemblies.geometry, f.name)), f.name
-    assert torch.equal(bikes._to_uint8(render_bikes(geometry)), assemblies.images)
+    assert torch.equal(to_uint8(render_bikes(geometry)), assemblies.images)
     assert not list(root.parent.glob(".*partial*"))
 
 

@@ -31,7 +31,7 @@ import torch
 
 from pyro_mcvae import MCVAE, TrainConfig, fit
 from pyro_mcvae.data import make_copula_splits
-from pyro_mcvae.infer import load_checkpoint, seed_everything
+from pyro_mcvae.infer import Callback, load_checkpoint, seed_everything
 from pyro_mcvae.models import BlockLatentVAE, ComponentLikelihood
 from pyro_mcvae.models.gmrf import DiagonalGaussianGuide, GMRFPrior
 from pyro_mcvae.nets import VectorDecoder
@@ -161,6 +161,16 @@ def worker(launch: str, results: Path) -> None:
         out["no_scale"] = _params(broken)
         ddp_module.loss_scale = real_scale
 
+        # A stop requested on rank 1 alone ends the run on both ranks at the same step.
+        class StopOnRankOne(Callback):
+            def on_step_end(self, trainer, step):
+                if rank == 1 and step.step == 3:
+                    trainer.request_stop("rank 1 stops")
+
+        stopped = fit(gmrf_model(), data, TrainConfig(epochs=2, **RESUME_CONFIG), progress=False,
+                      callbacks=[StopOnRankOne()])
+        out["stopped"] = (stopped.steps, stopped.stop_reason)
+
         # Resume: 2 epochs into run_dir, then 4 from its checkpoint, against 4 uninterrupted.
         full = gmrf_model()
         out["full_losses"] = fit(full, data, TrainConfig(epochs=4, **RESUME_CONFIG), progress=False).losses
@@ -229,6 +239,12 @@ def test_resumed_distributed_run_continues_exactly(runs):
     assert ckpt["loop"]["epoch"] == 4 and ckpt["world_size"] == 2 and len(ckpt["rng_ranks"]) == 2
     rows = (runs["dir"] / "run" / "log.csv").read_text().splitlines()
     assert len(rows) == 1 + 4
+
+
+def test_a_stop_requested_on_one_rank_stops_every_rank(runs):
+    rank0, rank1 = runs["two"]
+    assert rank1["stopped"] == (3, "rank 1 stops")
+    assert rank0["stopped"] == (3, "stop requested by another process")
 
 
 def test_only_rank_zero_writes_files(runs):

@@ -320,7 +320,7 @@ def test_png_layout_on_disk_and_numeric_order(png_root, small_set):
     with Image.open(png_root / "train" / "m1" / f"10.{labels[10]}.png") as im:
         assert im.size == (28, 28) and im.mode == "RGB"
         assert torch.equal(torch.from_numpy(np.array(im)).permute(2, 0, 1), images[10, 1])
-    ordered, _ = poly._scan_png_folder(png_root / "train" / "m1")
+    ordered, _ = poly.load._scan_png_folder(png_root / "train" / "m1")
     assert [int(n.split(".")[0]) for n in ordered] == list(range(12))  # 10 after 9, not after 1
 
 
@@ -351,7 +351,7 @@ def test_png_cache_is_used_and_invalidated(png_root, small_set, monkeypatch):
         raise AssertionError("decoded although the cache is valid")
 
     with monkeypatch.context() as m:
-        m.setattr(poly, "_decode_png", no_decoding)
+        m.setattr(poly.load, "_decode_png", no_decoding)
         second = load_polymnist(png_root, cache=True)
     assert torch.equal(first.images, second.images)
     path = next((png_root / "train" / "m0").iterdir())
@@ -467,12 +467,12 @@ def test_write_refuses_existing_and_cleans_up_when_interrupted(tmp_path, small_s
         calls.append(1)
         return real(*args, **kwargs)
 
-    real = poly._write_png_folder
-    monkeypatch.setattr(poly, "_write_png_folder", fail_second)
+    real = poly.store._write_png_folder
+    monkeypatch.setattr(poly.store, "_write_png_folder", fail_second)
     with pytest.raises(KeyboardInterrupt):
         write_polymnist(tmp_path / "other", {"train": small_set}, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["poly"]  # no half data set
-    monkeypatch.setattr(poly, "_write_png_folder", real)
+    monkeypatch.setattr(poly.store, "_write_png_folder", real)
     write_polymnist(root, {"test": small_set}, progress=False, overwrite=True)
     assert sorted(p.name for p in root.iterdir()) == ["SHA256SUMS", "manifest.json", "test"]
 
@@ -511,7 +511,7 @@ def test_generate_polymnist_end_to_end(tmp_path):
 
 
 def test_generate_without_data_names_what_to_pass(tmp_path, monkeypatch):
-    monkeypatch.setattr(poly, "find_data_root", lambda explicit=None: None)
+    monkeypatch.setattr(poly.build, "find_data_root", lambda explicit=None: None)
     with pytest.raises(FileNotFoundError) as info:
         generate_polymnist(tmp_path / "poly", progress=False)
     for needle in ("mnist_dir", "--mnist-dir", "backgrounds_dir", "--backgrounds-dir", "PYRO_MCVAE_DATA"):

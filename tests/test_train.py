@@ -5,6 +5,7 @@ import csv
 import pytest
 import torch
 
+from helpers import NaNAfter
 from pyro_mcvae import MCVAE, TrainConfig, fit
 from pyro_mcvae.infer import TrainingDivergedError, load_checkpoint, seed_everything
 
@@ -94,23 +95,6 @@ def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(copula_tensor, tmp
     assert res.losses == pytest.approx(ref.losses, rel=1e-6, abs=1e-6)
     for k, v in params(full).items():
         torch.testing.assert_close(params(resumed)[k], v, rtol=1e-6, atol=1e-7)
-
-
-class NaNAfter(torch.nn.Module):
-    """Wraps a model; from a given step on, a decoder weight is NaN (a diverged run)."""
-
-    def __init__(self, inner, step):
-        super().__init__()
-        self.inner, self.step, self.calls = inner, step, 0
-        self.component_dims = inner.component_dims
-        self.guide = inner.guide
-
-    def model(self, xs, beta=1.0):
-        self.calls += 1
-        if self.calls > self.step:
-            with torch.no_grad():
-                next(self.inner.decoder.parameters()).fill_(float("nan"))
-        self.inner.model(xs, beta)
 
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN")  # Pyro's own warning, raised on purpose here

@@ -27,6 +27,7 @@ __all__ = [
     "MNIST_MIRRORS",
     "find_data_root",
     "load_mnist",
+    "locate_mnist_file",
     "parse_idx",
 ]
 
@@ -165,7 +166,8 @@ def _split_prefix(split: str) -> str:
     return "train" if split == "train" else "test"
 
 
-def _locate(root: Path, stem: str) -> Path | None:
+def locate_mnist_file(root: Path, stem: str) -> Path | None:
+    """The IDX file ``stem`` (or ``stem.gz``) under ``root``, ``root/mnist`` or ``root/MNIST/raw``; None if absent."""
     for folder in (root, root / "mnist", root / "MNIST" / "raw"):
         for name in (stem, stem + ".gz"):
             if (folder / name).is_file():
@@ -230,7 +232,7 @@ def load_mnist(
     root = Path(root).expanduser()
     paths = []
     for stem, md5 in MNIST_FILES[prefix]:
-        path = _locate(root, stem)
+        path = locate_mnist_file(root, stem)
         if path is None:
             if not download:
                 raise DataNotFoundError(

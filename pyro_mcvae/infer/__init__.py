@@ -5,15 +5,22 @@ priors lives in :mod:`pyro_mcvae.mcmc` (below the models) and is re-exported her
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "Callback": ".callbacks", "ChainDiagnostics": ".callbacks", "Checkpoint": ".callbacks",
+    "CSVLogger": ".callbacks", "EarlyStopping": ".callbacks", "PeriodicEvaluation": ".callbacks",
+    "ProgressBar": ".callbacks", "StepInfo": ".callbacks", "StopOnNaN": ".callbacks", "TensorBoard": ".callbacks",
+    "TrainingDivergedError": ".callbacks",
     "load_checkpoint": ".checkpoint", "save_checkpoint": ".checkpoint",
+    "TrainConfig": ".config", "build_objective": ".config", "seed_everything": ".config",
     "DistributedContext": ".distributed", "init_distributed": ".distributed",
+    "SupervisedTrainer": ".loop", "TrainingLoop": ".loop", "TrainResult": ".loop",
     "ImportanceWeightedELBO": ".objectives", "MeanFieldELBO": ".objectives", "TraceELBO": ".objectives",
     "SubsetELBO": ".objectives", "detach_distribution": ".objectives", "make_objective": ".objectives",
+    "objective_for": ".objectives",
     "PersistentHMC": "..mcmc", "log_partition_surrogate": "..mcmc",
     "ConstantBeta": ".schedules", "CyclicalBeta": ".schedules", "LinearWarmup": ".schedules",
     "parse_beta_schedule": ".schedules",
-    "TrainConfig": ".train", "TrainingDivergedError": ".train", "TrainResult": ".train", "fit": ".train",
-    "build_objective": ".train", "seed_everything": ".train",
+    "default_callbacks": ".train", "fit": ".train",
+    "Trainer": ".trainer",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

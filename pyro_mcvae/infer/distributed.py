@@ -45,6 +45,7 @@ __all__ = [
     "DistributedContext",
     "ELBOLoss",
     "DataParallelStep",
+    "any_rank",
     "distributed_context",
     "init_distributed",
     "loss_scale",
@@ -278,3 +279,11 @@ def gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def any_rank(flag: bool, context: DistributedContext) -> bool:
+    """Whether ``flag`` is true on any rank (a collective: every rank must call it); the
+    trainer's stop requests, so that all ranks leave the loop at the same step."""
+    value = torch.tensor([int(bool(flag))], device=context.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

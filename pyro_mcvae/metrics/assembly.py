@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..infer.callbacks import ProgressBar
+from ..infer.loop import SupervisedTrainer
 from .fid import fid
 from .ssim import ssim
 from .wasserstein import wasserstein_joint
@@ -447,9 +449,10 @@ def train_keypoint_regressor(
     batch_size: int = 32,
     lr: float = 3e-3,
     width: int = 16,
+    callbacks: Sequence = (),
 ) -> KeypointRegressor:
     """Fit a :class:`KeypointRegressor` to labelled images (Adam, mean squared error in unit
-    coordinates).
+    coordinates), with the package's :class:`~pyro_mcvae.infer.SupervisedTrainer`.
 
     Args:
         images: ``(N, H, W)`` (or ``(N, 1, H, W)``) float, ``>= 0``.
@@ -462,7 +465,11 @@ def train_keypoint_regressor(
         seed: seeds the initial weights and the shuffling (same seed and device, same
             network); the global random state is left untouched.
         device: where to train; the model is returned there, in eval mode.
-        progress: show a tqdm bar over the epochs.
+        progress: show a tqdm bar over the minibatches (with the root mean squared error in
+            pixels at each epoch's end).
+        callbacks: more training-loop callbacks (:mod:`pyro_mcvae.infer.callbacks`), e.g.
+            ``CSVLogger`` or ``EarlyStopping``; the epoch rows' ``loss`` is the mean squared
+            error in unit coordinates.
 
     Returns:
         the trained :class:`KeypointRegressor` with ``num_points = P``.
@@ -482,30 +489,18 @@ def train_keypoint_regressor(
     device = torch.device(device)
     x_all = images.detach().to(device, torch.float32)
     y_all = points.detach().to(device, torch.float32)
-    n = x_all.shape[0]
 
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         model = KeypointRegressor(points.shape[1], width).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        shuffle = torch.Generator().manual_seed(seed)
-        from tqdm.auto import tqdm
-
-        model.train()
-        bar = tqdm(range(epochs), desc="keypoint regressor", unit="epoch", disable=not progress)
-        for _ in bar:
-            order = torch.randperm(n, generator=shuffle).to(device)
-            total = 0.0
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                loss = F.mse_loss(model(x_all[idx]), y_all[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(idx)
-            # root mean squared coordinate error in pixels (of the image width): easier to read
-            bar.set_postfix(rmse_px=f"{math.sqrt(total / n) * x_all.shape[-1]:.2f}")
+        pixels = x_all.shape[-1]
+        # root mean squared coordinate error in pixels (of the image width): easier to read
+        bar = ProgressBar(progress, desc="keypoint regressor", unit="batch",
+                          postfix=lambda row: {"rmse_px": f"{math.sqrt(row['loss']) * pixels:.2f}"})
+        SupervisedTrainer(model, lambda model, batch: F.mse_loss(model(batch[0]), batch[1]), [x_all, y_all],
+                          optimizer, epochs, batch_size, seed=seed, callbacks=[bar, *callbacks]).fit()
     return model.eval()
 
 

@@ -6,7 +6,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "MCVAE": ".base", "CommonConfig": ".base", "EncoderGuide": ".base", "LatentGuide": ".base",
-    "ChainDiagnostics": ".base", "ConditionablePrior": ".base", "SelfSamplingPrior": ".base",
+    "MCMCPrior": ".base", "ConditionablePrior": ".base", "SelfSamplingPrior": ".base",
     "BlockGuide": ".layouts", "BlockLatentVAE": ".layouts", "SharedLatentVAE": ".layouts",
     "StandardPrior": ".layouts",
     "ComponentLikelihood": ".likelihoods", "LIKELIHOODS": ".likelihoods",

@@ -22,7 +22,7 @@ from .likelihoods import ComponentLikelihood
 
 __all__ = [
     "CommonConfig",
-    "ChainDiagnostics",
+    "MCMCPrior",
     "ConditionablePrior",
     "EncoderGuide",
     "LatentGuide",
@@ -66,7 +66,7 @@ class ConditionablePrior(Protocol):
 
 
 @runtime_checkable
-class ChainDiagnostics(Protocol):
+class MCMCPrior(Protocol):
     """A prior sampled by MCMC during training, whose chains' health the trainer logs."""
 
     def diagnostics(self) -> dict:

@@ -23,7 +23,6 @@ from .classifier import (
     load_classifiers,
     load_mopoe_classifiers,
     save_classifiers,
-    train_digit_classifiers,
 )
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "load_classifiers",
     "load_mopoe_classifiers",
     "save_classifiers",
-    "train_digit_classifiers",
     "MLP",
     "ComponentNets",
     "GlobalOffdiagNet",

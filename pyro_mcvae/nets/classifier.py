@@ -4,7 +4,7 @@ Coherence (``pyro_mcvae.metrics.coherence``) needs one digit classifier per moda
 
 - the five classifiers distributed with the MoPoE-VAE code (``load_mopoe_classifiers``), an
   external judge that makes our coherence numbers comparable with the published ones;
-- classifiers trained here (``train_digit_classifiers``), saved to one file with their metadata
+- classifiers trained by :func:`pyro_mcvae.metrics.coherence.train_digit_classifiers`, saved to one file with their metadata
   (``save_classifiers`` / ``load_classifiers``).
 
 Both use :class:`DigitClassifier`. Images are float tensors in ``[0, 1]``; PolyMNIST tuples are
@@ -24,10 +24,15 @@ from .._io import atomic_torch_save
 import torch.nn as nn
 import torch.nn.functional as F
 
+
 __all__ = [
     "DigitClassifier",
     "load_mopoe_classifiers",
-    "train_digit_classifiers",
+    "StackedDigitClassifiers",
+    "check_classifiers",
+    "check_images",
+    "check_labels",
+    "predict_digits",
     "classifier_accuracy",
     "save_classifiers",
     "load_classifiers",
@@ -82,7 +87,7 @@ class DigitClassifier(nn.Module):
 # input checks
 
 
-def _check_images(images, name: str, ndim: int, allow_uint8: bool = False) -> torch.Tensor:
+def check_images(images, name: str, ndim: int, allow_uint8: bool = False) -> torch.Tensor:
     """Float images in ``[0, 1]`` with ``ndim`` dimensions (or uint8 where ``allow_uint8``; those
     stay uint8, to be scaled by 1/255 batch by batch)."""
     if not isinstance(images, torch.Tensor):
@@ -107,7 +112,7 @@ def _check_images(images, name: str, ndim: int, allow_uint8: bool = False) -> to
     return images
 
 
-def _check_labels(labels, n: int, name: str = "labels") -> torch.Tensor:
+def check_labels(labels, n: int, name: str = "labels") -> torch.Tensor:
     """Integer digit labels ``(n,)`` in ``0..9``, returned as int64."""
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"{name} must be a torch tensor, got {type(labels).__name__}")
@@ -121,7 +126,7 @@ def _check_labels(labels, n: int, name: str = "labels") -> torch.Tensor:
     return labels
 
 
-def _check_classifiers(classifiers, num_modalities: int) -> list[nn.Module]:
+def check_classifiers(classifiers, num_modalities: int) -> list[nn.Module]:
     if isinstance(classifiers, nn.ModuleList):
         classifiers = list(classifiers)
     if isinstance(classifiers, nn.Module) or not isinstance(classifiers, Sequence):
@@ -147,7 +152,7 @@ def _module_device(module, default: torch.device) -> torch.device:
 
 
 @torch.no_grad()
-def _predict_digits(classifiers: Sequence[nn.Module], images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict_digits(classifiers: Sequence[nn.Module], images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Argmax predictions ``(N, M)`` int64 of classifier ``k`` on ``images[:, k]`` (checked input),
     in eval mode and batches; each classifier's train/eval mode is restored afterwards."""
     n, m = images.shape[:2]
@@ -181,10 +186,10 @@ def classifier_accuracy(
         images: ``(N, M, 3, 28, 28)`` float in ``[0, 1]`` (or uint8).
         labels: ``(N,)`` integer digits.
     """
-    images = _check_images(images, "images", 5, allow_uint8=True)
-    labels = _check_labels(labels, images.shape[0])
-    classifiers = _check_classifiers(classifiers, images.shape[1])
-    pred = _predict_digits(classifiers, images, batch_size)
+    images = check_images(images, "images", 5, allow_uint8=True)
+    labels = check_labels(labels, images.shape[0])
+    classifiers = check_classifiers(classifiers, images.shape[1])
+    pred = predict_digits(classifiers, images, batch_size)
     return (pred == labels[:, None]).double().mean(0)
 
 
@@ -262,7 +267,7 @@ def load_mopoe_classifiers(
 # training our own: the M classifiers run as one grouped network
 
 
-class _StackedDigitClassifiers(nn.Module):
+class StackedDigitClassifiers(nn.Module):
     """``M`` independent :class:`DigitClassifier` s evaluated in one pass: the convolutions are
     grouped by modality and the linear layers batched, so modality ``k`` only ever sees
     ``images[:, k]`` and only its own weights. Input ``(B, M, 3, 28, 28)`` -> logits ``(B, M, 10)``."""
@@ -312,88 +317,6 @@ class _StackedDigitClassifiers(nn.Module):
             clf.load_state_dict({key: v.detach().cpu().clone() for key, v in state.items()})
             out.append(clf.eval())
         return out
-
-
-def train_digit_classifiers(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    epochs: int = 3,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    seed: int = 0,
-    device="cpu",
-    progress: bool = True,
-) -> list[DigitClassifier]:
-    """Train one :class:`DigitClassifier` per modality (Adam, cross-entropy), all ``M`` at once.
-
-    The ``M`` networks are trained as one grouped network (``_StackedDigitClassifiers``); the
-    loss is the sum of the per-modality mean cross-entropies, so each classifier gets exactly the
-    gradient it would get alone, and Adam (elementwise) updates it exactly as if trained alone.
-    Every classifier sees the same shuffled minibatch indices.
-
-    Args:
-        images: ``(N, M, 3, 28, 28)``, uint8 (kept as uint8 in memory, scaled per batch) or float
-            in ``[0, 1]``.
-        labels: ``(N,)`` integer digits.
-        epochs, batch_size, lr: optimisation settings. The defaults reach 96-97% test accuracy
-            on every modality of PolyMNIST regenerated from the shared MNIST and backgrounds
-            (60k training tuples; about 90 s per epoch for all 5 modalities on 2 idle CPU cores).
-        seed: seeds the initial weights, the shuffling and dropout (same seed, same device ->
-            same classifiers); the global random state is left untouched.
-        device: where to train; the returned classifiers live on the CPU, in eval mode.
-        progress: show a tqdm bar over the minibatches.
-
-    Returns:
-        ``M`` classifiers, classifier ``k`` for modality ``k``.
-    """
-    if not isinstance(images, torch.Tensor) or images.dim() != 5 or tuple(images.shape[2:]) != IMAGE_SHAPE:
-        raise ValueError(
-            f"images must be a tensor (N, M, 3, 28, 28), got {getattr(images, 'shape', type(images).__name__)}"
-        )
-    _check_images(images, "images", 5, allow_uint8=True)
-    n, m = images.shape[:2]
-    labels = _check_labels(labels, n)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    device = torch.device(device)
-
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(seed)
-        net = _StackedDigitClassifiers([DigitClassifier() for _ in range(m)]).to(device)
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-        shuffle = torch.Generator().manual_seed(seed)
-        steps_per_epoch = math.ceil(n / batch_size)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=epochs * steps_per_epoch, desc="digit classifiers", unit="batch")
-        net.train()
-        try:
-            for epoch in range(epochs):
-                order = torch.randperm(n, generator=shuffle)
-                for start in range(0, n, batch_size):
-                    idx = order[start : start + batch_size]
-                    x = images[idx].to(device)
-                    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-                    y = labels[idx].to(device)
-                    logits = net(x)  # (B, M, 10)
-                    # sum over modalities of each modality's mean cross-entropy
-                    loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), y.repeat_interleave(m)) * m
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item() / m:.3f}")
-        finally:
-            if bar is not None:
-                bar.close()
-        return net.unstack()  # inside the fork: building the modules draws initial weights
 
 
 # --------------------------------------------------------------------------------------------
