@@ -20,7 +20,7 @@ import torch
 
 from .callbacks import CHAIN_FIELDS, summary_writer_class  # noqa: F401 - re-exported
 from .callbacks import ChainDiagnostics, Checkpoint, CSVLogger, ProgressBar, StopOnNaN, TensorBoard, TrainingDivergedError
-from .config import AMP_DTYPES, ELBOS  # noqa: F401 - re-exported
+from .config import AMP_DTYPES  # noqa: F401 - re-exported
 from .config import TrainConfig, build_objective, seed_everything
 from .loop import TrainResult
 from .trainer import DATA_DEVICE_SHARE, LOG_FIELDS  # noqa: F401 - re-exported
