@@ -32,7 +32,7 @@ from _common import (  # noqa: E402  (benchmarks/ is on sys.path when run as a s
     interleaved, make_parser, markdown_table, print_header, quartiles, setup, validation, write_json,
 )
 from pyro_mcvae.infer.objectives import objective_for
-from pyro_mcvae.models.mcvae import MCVAE
+from pyro_mcvae.models import MCVAE
 
 BENCHMARK = "scaling"
 DIM, HIDDEN = 2, (64, 64)

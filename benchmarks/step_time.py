@@ -38,7 +38,7 @@ from pyro_mcvae.covariance import (  # noqa: E402
 from pyro_mcvae.distributions import GMRF  # noqa: E402
 from pyro_mcvae.infer.objectives import make_objective  # noqa: E402
 from pyro_mcvae.infer.train import TrainConfig  # noqa: E402
-from pyro_mcvae.models.mcvae import MCVAE  # noqa: E402
+from pyro_mcvae.models import MCVAE  # noqa: E402
 
 BENCHMARK = "step_time"
 

@@ -205,7 +205,8 @@ class MCVAE(nn.Module):
         self.config = config
 
     @classmethod
-    def build(cls, component_dims: Sequence[int], latent_dim: int = 2, guide: str = "gmrf", **options) -> "MCVAE":
+    def build(cls, component_dims: Sequence[int], latent_dim: int = 2, hidden=(64, 64), likelihood="normal",
+              scale="learned", prior: str | None = None, guide: str = "gmrf", **options) -> "MCVAE":
         """A registered method with MLP networks (a convenience over :func:`~pyro_mcvae.models.
         registry.build_model`). ``guide`` names the method (``"gmrf"``, ``"almrf"``, ``"diagonal"``,
         ``"mvae"``, ``"mmvae"``, ``"mopoe"``, ``"mmvaeplus"``, ``"nnmrf"`` or one you registered);
@@ -214,7 +215,8 @@ class MCVAE(nn.Module):
         ``prior="nnmrf"`` for the NN-MRF and ``prior="diagonal"`` for the independent ablation)."""
         from .registry import build_from_legacy
 
-        return build_from_legacy(component_dims, latent_dim, guide, **options)
+        return build_from_legacy(component_dims, latent_dim, guide, prior, hidden=hidden, likelihood=likelihood,
+                                 scale=scale, **options)
 
     # -- the program's pieces ---------------------------------------------------------------
     def _register(self) -> None:
