@@ -22,7 +22,7 @@ from _common import (  # benchmarks/ is on sys.path when run as a script
     interleaved, make_parser, markdown_table, print_header, quartiles, setup, validation,
     write_json,
 )
-from pyro_mcvae.models.priors import GMRFPrior
+from pyro_mcvae.models.gmrf import GMRFPrior
 
 BENCHMARK = "conditional_sampling"
 

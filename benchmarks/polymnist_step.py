@@ -24,7 +24,7 @@ from _common import interleaved, make_parser, markdown_table, print_header, quar
 from scaling import Stepper  # noqa: E402
 from pyro_mcvae.experiments.bikes import BikeRun, build_bike_model
 from pyro_mcvae.experiments.polymnist import MODELS, OBJECTIVE, PolyMNISTRun, build_polymnist_model
-from pyro_mcvae.infer.train import make_elbo
+from pyro_mcvae.infer.objectives import objective_for
 
 BENCHMARK = "polymnist_step"
 
@@ -34,9 +34,7 @@ class ImageStepper(Stepper):
 
     def __init__(self, model, data, elbo: str):
         super().__init__(model, data)
-        objective = make_elbo(elbo)
-        if hasattr(model.guide, "wrap_elbo"):
-            objective = model.guide.wrap_elbo(objective)
+        objective = objective_for(model, elbo)
         self.svi.loss, self.svi.loss_and_grads = objective.loss, objective.loss_and_grads
 
 

@@ -31,8 +31,8 @@ from pyro.infer import SVI
 from _common import (  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
     interleaved, make_parser, markdown_table, print_header, quartiles, setup, validation, write_json,
 )
-from pyro_mcvae.infer.train import make_elbo
-from pyro_mcvae.models.mcvae import MCVAE
+from pyro_mcvae.infer.objectives import objective_for
+from pyro_mcvae.models import MCVAE
 
 BENCHMARK = "scaling"
 DIM, HIDDEN = 2, (64, 64)
@@ -55,9 +55,7 @@ class Stepper:
 
     def __init__(self, model: MCVAE, data: torch.Tensor):
         self.model, self.data = model, data
-        objective = make_elbo("meanfield")
-        if hasattr(model.guide, "wrap_elbo"):
-            objective = model.guide.wrap_elbo(objective)
+        objective = objective_for(model, "meanfield")
         self.svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-3}),
                        loss=objective.loss, loss_and_grads=objective.loss_and_grads)
         self.store = {"params": {}, "constraints": {}}

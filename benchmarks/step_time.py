@@ -36,8 +36,9 @@ from pyro_mcvae.covariance import (  # noqa: E402
     assemble_block_covariance, mirror_upper_blocks, spectral_norm,
 )
 from pyro_mcvae.distributions import GMRF  # noqa: E402
-from pyro_mcvae.infer.train import TrainConfig, make_elbo  # noqa: E402
-from pyro_mcvae.models.mcvae import MCVAE  # noqa: E402
+from pyro_mcvae.infer.objectives import make_objective  # noqa: E402
+from pyro_mcvae.infer.train import TrainConfig  # noqa: E402
+from pyro_mcvae.models import MCVAE  # noqa: E402
 
 BENCHMARK = "step_time"
 
@@ -58,7 +59,7 @@ class SVIStepper:
 
     def __init__(self, model: MCVAE, elbo: str, batches, validate: bool):
         self.model, self.batches, self.validate = model, batches, validate
-        self.svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-3}), make_elbo(elbo))
+        self.svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-3}), make_objective(elbo))
         self.store = {"params": {}, "constraints": {}}
         self.i = 0
         self.last_loss = float("nan")

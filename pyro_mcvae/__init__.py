@@ -1,29 +1,25 @@
-"""pyro_mcvae: multi-component VAEs whose latent space is a Markov random field, on Pyro."""
+"""pyro_mcvae: multi-component VAEs whose latent space is a Markov random field, on Pyro.
 
-from .covariance import assemble_block_covariance
-from .distributions import GMRF
-from .infer import TrainConfig, fit
-from .models import (
-    MCVAE,
-    ComponentLikelihood,
-    DiagonalGaussianGuide,
-    DiagonalGaussianPrior,
-    GMRFGuide,
-    GMRFPrior,
-)
+The package facade is lazy (PEP 562): ``from pyro_mcvae import GMRFGuide`` loads the models,
+while ``import pyro_mcvae.data.copula`` loads NumPy only.
+"""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
 
-__all__ = [
-    "GMRF",
-    "MCVAE",
-    "ComponentLikelihood",
-    "DiagonalGaussianGuide",
-    "DiagonalGaussianPrior",
-    "GMRFGuide",
-    "GMRFPrior",
-    "TrainConfig",
-    "assemble_block_covariance",
-    "fit",
-    "__version__",
-]
+from ._lazy import lazy_exports
+
+try:
+    __version__ = _version("pyro_mcvae")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+_EXPORTS = {
+    "assemble_block_covariance": ".covariance",
+    "GMRF": ".distributions",
+    "TrainConfig": ".infer", "fit": ".infer",
+    "MCVAE": ".models", "ComponentLikelihood": ".models", "DiagonalGaussianGuide": ".models",
+    "DiagonalGaussianPrior": ".models", "GMRFGuide": ".models", "GMRFPrior": ".models",
+    "build_model": ".models", "register": ".models",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

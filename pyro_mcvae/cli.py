@@ -15,10 +15,10 @@ A config is a TOML file::
     n_train = 10000             # polymnist: data_dir, mnist_dir, num_train, num_eval, quick, ...
                                 # bikes: data_dir (BIKED folders; default procedural), n_train, ...
 
-    [model]                     # copula / heavy_tails: MCVAE.build arguments (component_dims
-    guide = "gmrf"              # come from the data); polymnist / bikes: model, latent_dim,
-                                # width, ... (the PolyMNISTRun / BikeRun settings)
-    latent_dim = 2
+    [model]                     # copula / heavy_tails: a registered method and its config
+    method = "gmrf"             # fields (component_dims come from the data), or MCVAE.build
+    block_dim = 2               # arguments (guide = "gmrf", latent_dim = 2); polymnist / bikes:
+                                # model, latent_dim, width, ... (the PolyMNISTRun / BikeRun settings)
 
     [train]                     # TrainConfig fields
     epochs = 50
@@ -115,15 +115,20 @@ def _vector_dataset(config: dict):
 
 
 def _vector_model(config: dict, dataset):
-    from .models import MCVAE
+    """``[model] method = NAME`` and that method's config fields (any registered method), or
+    ``MCVAE.build``'s keywords (``guide = NAME``, ``latent_dim``, ...)."""
+    from .models import MCVAE, build_model
 
     kwargs = dict(config["model"])
-    if "hidden" in kwargs:
-        kwargs["hidden"] = tuple(kwargs["hidden"])
+    for key in ("hidden", "potential_hidden"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
     dims = [dataset.train.shape[-1]] * dataset.train.shape[1]
     try:
+        if "method" in kwargs:
+            return build_model(kwargs.pop("method"), dims, **kwargs)
         return MCVAE.build(dims, **kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"config [model]: {err}") from None
 
 

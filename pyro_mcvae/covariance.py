@@ -24,7 +24,7 @@ import torch
 
 from ._precision import full_precision
 
-from ._validation import check_finite
+from .validation import check_finite
 
 __all__ = [
     "assemble_block_covariance",

@@ -3,7 +3,7 @@
 import pyro
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
+from pyro_mcvae.infer.objectives import TraceELBO
 
 from pyro_mcvae import MCVAE, TrainConfig, fit
 from pyro_mcvae.distributions import MultivariateAsymmetricLaplace
@@ -74,7 +74,7 @@ def test_absent_components_are_refused_clearly():
     model, xs = almrf()
     mask = torch.tensor([[True, False, True]] * 5)
     with pytest.raises(NotImplementedError, match="absent components"):
-        Trace_ELBO().loss(model.model, model.guide, xs, mask=mask)
+        TraceELBO().loss(model.model, model.guide, xs, mask=mask)
     with pytest.raises(ValueError, match="ALMRF prior"):
         MCVAE.build([2, 2], 2, guide="almrf", prior="standard")
     pyro.clear_param_store()

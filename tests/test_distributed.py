@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
@@ -31,9 +32,8 @@ import torch
 from pyro_mcvae import MCVAE, TrainConfig, fit
 from pyro_mcvae.data import make_copula_splits
 from pyro_mcvae.infer import Callback, load_checkpoint, seed_everything
-from pyro_mcvae.models.guides import DiagonalGaussianGuide
-from pyro_mcvae.models.likelihoods import ComponentLikelihood
-from pyro_mcvae.models.priors import GMRFPrior
+from pyro_mcvae.models import BlockLatentVAE, ComponentLikelihood
+from pyro_mcvae.models.gmrf import DiagonalGaussianGuide, GMRFPrior
 from pyro_mcvae.nets import VectorDecoder
 
 DIMS = [2, 2, 2, 2]
@@ -45,13 +45,14 @@ TOLERANCE = 2e-5
 class PointGuide(DiagonalGaussianGuide):
     """The diagonal guide with its draw replaced by the mean: no noise anywhere in the objective."""
 
-    def _site(self, q):
-        return dist.Delta(q.mean, event_dim=1)
+    def _sample_latents(self, xs, mask):
+        return pyro.sample("z", dist.Delta(self._posterior(xs, mask).mean, event_dim=1))
 
 
 def point_model(seed: int = 0) -> MCVAE:
     seed_everything(seed)
-    guide = PointGuide(DIMS, 2, (16, 16))
+    prior = GMRFPrior(len(DIMS), 2)
+    guide = PointGuide(DIMS, 2, (16, 16), prior=prior)
     # The point guide does not use the variances the encoder's last layer outputs (its columns
     # d:). With absent components they still enter the completion q(z_A) p(z_B | z_A) and cancel
     # there, so their gradient is zero up to rounding, which Adam's normalisation would turn into
@@ -60,8 +61,8 @@ def point_model(seed: int = 0) -> MCVAE:
     keep = torch.tensor([1.0, 1.0, 0.0, 0.0])
     for param in (last.weight, last.bias):
         param.register_hook(lambda grad: grad * keep)
-    return MCVAE(DIMS, 2, GMRFPrior(len(DIMS), 2), guide, VectorDecoder(DIMS, 2, (16, 16)),
-                 [ComponentLikelihood("normal", d) for d in DIMS])
+    return BlockLatentVAE(DIMS, 2, prior, guide, VectorDecoder(DIMS, 2, (16, 16)),
+                          [ComponentLikelihood("normal", d) for d in DIMS])
 
 
 def gmrf_model(seed: int = 0) -> MCVAE:

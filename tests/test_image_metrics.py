@@ -34,13 +34,13 @@ from pyro_mcvae.metrics.fid import (
 from pyro_mcvae.metrics.ssim import mean_ssim, ssim
 from pyro_mcvae.nets.classifier import (
     DigitClassifier,
-    _StackedDigitClassifiers,
+    StackedDigitClassifiers as _StackedDigitClassifiers,
     classifier_accuracy,
     load_classifiers,
     load_mopoe_classifiers,
     save_classifiers,
-    train_digit_classifiers,
 )
+from pyro_mcvae.metrics.coherence import train_digit_classifiers
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MOPOE_DIR = DATA / "polymnist" / "mopoe_classifiers"

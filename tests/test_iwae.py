@@ -6,11 +6,13 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
+from helpers import private
+from pyro_mcvae.infer.objectives import TraceELBO
 
 from pyro_mcvae import MCVAE
 from pyro_mcvae.distributions import GMRF, StratifiedMixture
-from pyro_mcvae.infer import ImportanceWeightedELBO, detach_distribution, make_elbo, seed_everything
+from pyro_mcvae.infer import ImportanceWeightedELBO, detach_distribution, seed_everything
+from pyro_mcvae.infer.objectives import make_objective as make_elbo
 
 X = 1.5  # one observation of the linear Gaussian model, repeated over the batch
 
@@ -86,13 +88,13 @@ def test_one_sample_bound_equals_pyro_trace_elbo(guide, beta):
     enter the same way (MVAE: without the sub-sampled terms)."""
     seed_everything(0)
     prior = "diagonal" if guide == "diagonal" else "precision"
-    model = MCVAE.build([2, 2, 2], 2, hidden=(8,), guide=guide, prior=prior, private_dim=1).double()
+    model = MCVAE.build([2, 2, 2], 2, hidden=(8,), guide=guide, prior=prior, **private(guide)).double()
     xs = torch.rand(6, 3, 2, dtype=torch.float64)
     mask = torch.tensor([[True, True, True], [True, False, True]] * 3)
     for m in (None, mask):
         kwargs = {"beta": beta} | ({} if m is None else {"mask": m})
         seed_everything(5)
-        want = Trace_ELBO().loss(model.model, model.guide, xs, **kwargs)
+        want = TraceELBO().loss(model.model, model.guide, xs, **kwargs)
         seed_everything(5)
         got = ImportanceWeightedELBO(1).loss(model.model, model.guide, xs, **kwargs)
         assert got == pytest.approx(want, rel=1e-9)
@@ -130,7 +132,7 @@ def test_objective_names_and_bad_sample_counts():
 from numpy.polynomial.hermite_e import hermegauss  # noqa: E402
 
 from pyro_mcvae.distributions import StratifiedMixture as _Mixture  # noqa: E402
-from pyro_mcvae.models.guides import _StrataSite, stratified  # noqa: E402
+from pyro_mcvae.models.mmvae import StrataSite as _StrataSite  # noqa: E402
 
 _NODES, _WEIGHTS = (torch.tensor(a, dtype=torch.float64) for a in hermegauss(120))
 _WEIGHTS = _WEIGHTS / math.sqrt(2 * math.pi)  # E f(eps), eps ~ N(0, 1), is sum_i g_i f(e_i)
@@ -237,7 +239,7 @@ def test_dreg_leaves_unscored_latent_entries_with_their_path_gradient():
 
 
 def test_scored_entries_reads_masks_under_event_wrappers():
-    from pyro_mcvae.infer.iwae import scored_entries
+    from pyro_mcvae.infer.objectives import scored_entries
 
     scored = torch.tensor([[True, False], [False, True]])
     law = dist.Normal(torch.zeros(2, 2, 3), 1.0).to_event(1).mask(scored).to_event(1)
@@ -260,12 +262,12 @@ class _ToyMixtureGuide:
 
     def __call__(self, x, beta=1.0, mask=None):
         mix = _Mixture(dist.Normal(self.loc.unsqueeze(-1), self.log_scale.exp().unsqueeze(-1)).to_event(1))
-        with stratified(self.stratum_weights(mask, len(x)), len(x)):
+        with pyro.plate("data", len(x), dim=-1):  # the objective adds the strata plate
             pyro.sample("z", _StrataSite(mix))
 
 
 def _toy_mixture_model(x, beta=1.0, mask=None):
-    with stratified(torch.full((2, len(x)), 0.5, dtype=torch.float64), len(x)):
+    with pyro.plate("data", len(x), dim=-1):
         z = pyro.sample("z", dist.Normal(torch.zeros(1, dtype=x.dtype), 1.0).to_event(1))
         pyro.sample("x", dist.Normal(z.squeeze(-1), 1.0), obs=x)
 

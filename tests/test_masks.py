@@ -6,10 +6,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro_mcvae.infer.objectives import MeanFieldELBO, TraceELBO
 from scipy.stats import multivariate_normal
 
-from helpers import SEEDS, random_spd
+from helpers import SEEDS, random_spd, private
 from pyro_mcvae import MCVAE, TrainConfig, fit
 from pyro_mcvae.covariance import assemble_block_covariance
 from pyro_mcvae.distributions import GMRF, complete_from_prior
@@ -91,7 +91,7 @@ def test_gmrf_training_kl_is_the_kl_of_the_present_marginals():
 
     def loss(beta):
         pyro.set_rng_seed(3)
-        return TraceMeanField_ELBO().loss(model.model, model.guide, xs, beta=beta, mask=mask)
+        return MeanFieldELBO().loss(model.model, model.guide, xs, beta=beta, mask=mask)
 
     kl = (loss(1.0) - loss(0.5)) / 0.5
     # Independent assembly of q(z_A | x_A): encoders, global network on zeroed absent inputs,
@@ -123,7 +123,7 @@ def test_gmrf_guide_with_every_component_present_is_the_unmasked_guide():
 def test_absent_data_do_not_enter_the_loss_and_absence_changes_it(guide):
     seed_everything(0)
     prior = "diagonal" if guide == "diagonal" else "precision"
-    model = MCVAE.build([2, 2, 2], 2, hidden=(16,), guide=guide, prior=prior, private_dim=1).double()
+    model = MCVAE.build([2, 2, 2], 2, hidden=(16,), guide=guide, prior=prior, **private(guide)).double()
     xs = [torch.rand(6, 2, dtype=torch.float64) for _ in range(3)]
     changed = [xs[0], xs[1] + 5.0, xs[2]]
     mask = torch.tensor([[True, False, True], [False, False, True]] * 3)
@@ -131,7 +131,7 @@ def test_absent_data_do_not_enter_the_loss_and_absence_changes_it(guide):
 
     def loss(data, m):
         pyro.set_rng_seed(2)
-        return Trace_ELBO().loss(model.model, model.guide, data, mask=m)
+        return TraceELBO().loss(model.model, model.guide, data, mask=m)
 
     assert loss(xs, mask) == pytest.approx(loss(changed, mask), rel=1e-9)
     assert loss(xs, None) != pytest.approx(loss(changed, None), rel=1e-3)
@@ -141,7 +141,7 @@ def test_absent_data_do_not_enter_the_loss_and_absence_changes_it(guide):
 @pytest.mark.parametrize("guide", ["gmrf", "mmvaeplus"])
 def test_training_with_missing_components_lowers_the_loss(guide, copula_tensor):
     seed_everything(0)
-    model = MCVAE.build([2] * 4, 2, hidden=(16, 16), guide=guide, private_dim=1)
+    model = MCVAE.build([2] * 4, 2, hidden=(16, 16), guide=guide, **private(guide))
     mask = torch.rand(copula_tensor.shape[:2], generator=torch.Generator().manual_seed(0)) > 0.3
     mask[:, 0] = True
     elbo = "meanfield" if guide == "gmrf" else "dreg"

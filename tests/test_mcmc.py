@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from pyro_mcvae.infer import seed_everything
-from pyro_mcvae.infer.mcmc import PersistentHMC, log_partition_surrogate
-from pyro_mcvae.models.energy import EnergyMRF, NeuralMRFEnergy, NeuralMRFPrior
+from pyro_mcvae.mcmc import PersistentHMC, log_partition_surrogate
+from pyro_mcvae.models.nnmrf import EnergyMRF, NeuralMRFEnergy, NeuralMRFPrior
 
 
 class GaussianEnergy(nn.Module):
@@ -260,12 +260,11 @@ def test_prior_advances_its_chains_in_training_and_samples():
 
 
 def test_gmrf_guide_with_an_nn_mrf_prior_trains_and_generates(copula_tensor, tmp_path):
-    from pyro_mcvae import MCVAE, TrainConfig, fit
+    from pyro_mcvae import TrainConfig, build_model, fit
 
     seed_everything(0)
-    model = MCVAE.build([2] * 4, latent_dim=2, hidden=(16,), prior="nnmrf")
-    model.prior = NeuralMRFPrior(4, 2, hidden=(16,), warmup=10)  # short warm-up: diagnostics from epoch 2
-    model.guide.bind_prior(model.prior)
+    model = build_model("nnmrf", [2] * 4, block_dim=2, hidden=(16,), potential_hidden=(16,),
+                        hmc_warmup=10)  # short warm-up: diagnostics from epoch 2
     result = fit(model, copula_tensor[:512], TrainConfig(epochs=5, batch_size=128, lr=3e-3, elbo="trace"),
                  progress=False, out_dir=tmp_path)
     assert result.losses[-1] < result.losses[0] - 0.5, result.losses

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pyro_mcvae import GMRF, MCVAE, GMRFGuide, GMRFPrior
 from pyro_mcvae.infer import seed_everything
+from pyro_mcvae.infer.objectives import LatentScale, TraceELBO
 
 
 def model_and_data(dims=(2, 2, 2), d=2, batch=5, **kw):
@@ -23,8 +24,9 @@ def model_and_data(dims=(2, 2, 2), d=2, batch=5, **kw):
 @pytest.mark.parametrize("dims", [(2, 2, 2), (3, 1, 4)])  # stacked and per-module networks
 def test_program_sites_and_shapes(dims):
     model, xs = model_and_data(dims)
-    guide_tr = poutine.trace(model.guide).get_trace(xs, beta=0.5)
-    model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(xs, beta=0.5)
+    with LatentScale(0.5):  # what the objectives apply around both programs
+        guide_tr = poutine.trace(model.guide).get_trace(xs)
+        model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(xs)
     z = model_tr.nodes["z"]
     assert z["value"].shape == (5, 3 * 2)
     assert isinstance(guide_tr.nodes["z"]["fn"], GMRF)
@@ -32,15 +34,20 @@ def test_program_sites_and_shapes(dims):
     for k, dim in enumerate(dims):
         node = model_tr.nodes[f"x{k}"]
         assert node["is_observed"] and node["fn"].event_shape == (dim,) and node["fn"].batch_shape == (5,)
+        assert node["scale"] == 1.0  # observations are not scaled by beta
 
 
-def test_beta_zero_masks_the_latent_site():
+def test_beta_zero_masks_the_latent_site_and_the_programs_refuse_beta():
     model, xs = model_and_data()
-    tr = poutine.trace(model.guide).get_trace(xs, beta=0.0)
+    with LatentScale(0.0):
+        tr = poutine.trace(model.guide).get_trace(xs)
     tr.compute_log_prob()
     assert float(tr.nodes["z"]["log_prob_sum"]) == 0.0
     with pytest.raises(ValueError, match="non-negative"):
-        poutine.trace(model.guide).get_trace(xs, beta=-1.0)
+        LatentScale(-1.0)
+    for program in (model.model, model.guide):
+        with pytest.raises(ValueError, match="beta is applied by the objective"):
+            program(xs, beta=0.5)
 
 
 def test_guide_marginal_comes_from_its_own_encoder():
@@ -111,7 +118,7 @@ def test_conditional_generation_matches_the_prior_conditional():
 def test_likelihoods(likelihood, scale):
     model, xs = model_and_data(likelihood=likelihood, scale=scale)
     xs = [x.round() for x in xs] if likelihood == "bernoulli" else xs
-    loss = pyro.infer.Trace_ELBO().loss(model.model, model.guide, xs)
+    loss = TraceELBO().loss(model.model, model.guide, xs)
     assert torch.isfinite(torch.tensor(loss))
     samples = model.sample(7)
     assert [s.shape for s in samples] == [(7, 2)] * 3

@@ -4,11 +4,11 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro_mcvae.infer.objectives import MeanFieldELBO
 
 from pyro_mcvae import MCVAE, TrainConfig, fit
 from pyro_mcvae.infer import seed_everything
-from pyro_mcvae.models import SubsetELBO
+from pyro_mcvae.infer.objectives import SubsetELBO, objective_for
 
 
 def mvae(dims=(2, 2, 2), latent=3):
@@ -44,7 +44,7 @@ def test_subset_elbo_is_the_sum_of_its_terms():
     xs = [torch.rand(8, 2) for _ in range(3)]
     subsets = torch.tensor([[True, True, True], [True, False, False], [False, True, False]])
     # The stacked pass draws its own random numbers, so compare expectations (many particles).
-    elbo = TraceMeanField_ELBO(num_particles=4000, vectorize_particles=True)
+    elbo = MeanFieldELBO(num_particles=4000)
     objective = SubsetELBO(elbo, subsets)
     pyro.set_rng_seed(4)
     total = objective.loss(model.model, model.guide, xs, beta=1.0)
@@ -58,7 +58,7 @@ def test_absent_component_data_do_not_enter_the_loss():
     xs = [torch.rand(6, 2) for _ in range(3)]
     changed = [xs[0], xs[1] + 5.0, xs[2]]
     mask = torch.tensor([[True, False, True]]).expand(6, 3)
-    elbo = TraceMeanField_ELBO()
+    elbo = MeanFieldELBO()
 
     def loss(data, m):
         pyro.set_rng_seed(1)
@@ -96,9 +96,9 @@ def test_masks_are_checked():
     model = mvae()
     xs = [torch.rand(4, 2) for _ in range(3)]
     with pytest.raises(ValueError, match="bool"):
-        TraceMeanField_ELBO().loss(model.model, model.guide, xs, mask=torch.ones(4, 3))
+        MeanFieldELBO().loss(model.model, model.guide, xs, mask=torch.ones(4, 3))
     with pytest.raises(ValueError, match=r"shape \(batch=4, M=3\)"):
-        TraceMeanField_ELBO().loss(model.model, model.guide, xs, mask=torch.ones(4, 2, dtype=torch.bool))
+        MeanFieldELBO().loss(model.model, model.guide, xs, mask=torch.ones(4, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="at least one present component"):
         fit(model, torch.rand(8, 3, 2), TrainConfig(epochs=1), progress=False,
             mask=torch.zeros(8, 3, dtype=torch.bool))
@@ -122,9 +122,8 @@ def test_random_subset_terms_are_drawn_uniformly_from_the_middle_sizes():
     at every step, uniformly (each of the 2^M - M - 2 candidates within 4 standard errors)."""
     seed_everything(0)
     m, k, batch = 4, 3, 5
-    guide = MCVAE.build([2] * m, 3, hidden=(8,), guide="mvae", mvae_random_subsets=k).guide
-    rec = _RecordingELBO()
-    objective = guide.wrap_elbo(rec)
+    objective = objective_for(MCVAE.build([2] * m, 3, hidden=(8,), guide="mvae", mvae_random_subsets=k))
+    rec = objective.elbo = _RecordingELBO()
     xs = torch.rand(batch, m, 2)
     counts = {}
     steps = 1500
@@ -155,8 +154,7 @@ def test_random_subsets_are_seeded_and_checked():
     picks = []
     for _ in range(2):
         seed_everything(3)
-        objective = MCVAE.build([2] * 5, 3, hidden=(8,), guide="mvae", mvae_random_subsets=2).guide.wrap_elbo(
-            _RecordingELBO())
+        objective = objective_for(MCVAE.build([2] * 5, 3, hidden=(8,), guide="mvae", mvae_random_subsets=2))
         picks.append(objective.terms())
     assert torch.equal(picks[0], picks[1])
     with pytest.raises(ValueError, match="at least 3 components"):

@@ -24,7 +24,7 @@ import pyro.distributions as dist
 from torch.distributions import constraints
 from torch.distributions.multivariate_normal import _precision_to_scale_tril
 
-from .._validation import check_component_indices
+from ..validation import check_component_indices
 from ..covariance import assemble_block_covariance
 from .gmrf import component_indices, split_observed
 

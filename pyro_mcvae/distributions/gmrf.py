@@ -15,7 +15,7 @@ import pyro.distributions as dist
 from torch.distributions import register_kl
 from torch.distributions.utils import _standard_normal
 
-from .._validation import check_component_indices, check_finite
+from ..validation import check_component_indices, check_finite
 from ..covariance import assemble_block_covariance
 
 __all__ = ["GMRF", "as_gmrf", "complete_from_prior", "component_indices"]

@@ -28,8 +28,8 @@ from ..nets.classifier import (
     load_classifiers,
     load_mopoe_classifiers,
     save_classifiers,
-    train_digit_classifiers,
 )
+from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
 

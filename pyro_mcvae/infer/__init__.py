@@ -1,49 +1,26 @@
-"""Training: the SVI loop (single process or data-parallel), beta schedules, checkpoints."""
+"""Training: objectives (``objectives``), the SVI loop (``train``; single process or
+data-parallel, ``distributed``), beta schedules, checkpoints. The MCMC sampler of the energy
+priors lives in :mod:`pyro_mcvae.mcmc` (below the models) and is re-exported here."""
 
-from .callbacks import (Callback, ChainDiagnostics, Checkpoint, CSVLogger, EarlyStopping, PeriodicEvaluation,
-                        ProgressBar, StepInfo, StopOnNaN, TensorBoard)
-from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import DistributedContext, init_distributed
-from .iwae import ImportanceWeightedELBO, detach_distribution
-from .mcmc import PersistentHMC, log_partition_surrogate
-from .schedules import ConstantBeta, CyclicalBeta, LinearWarmup, parse_beta_schedule
-from .train import TrainConfig, TrainingDivergedError, TrainResult, fit, make_elbo, seed_everything
-from .train import build_objective, default_callbacks
-from .loop import SupervisedTrainer, TrainingLoop
-from .trainer import Trainer
+from .._lazy import lazy_exports
 
-__all__ = [
-    "Callback",
-    "CSVLogger",
-    "ChainDiagnostics",
-    "Checkpoint",
-    "EarlyStopping",
-    "PeriodicEvaluation",
-    "ProgressBar",
-    "StepInfo",
-    "StopOnNaN",
-    "SupervisedTrainer",
-    "TensorBoard",
-    "Trainer",
-    "TrainingLoop",
-    "build_objective",
-    "default_callbacks",
-    "ConstantBeta",
-    "DistributedContext",
-    "CyclicalBeta",
-    "ImportanceWeightedELBO",
-    "LinearWarmup",
-    "PersistentHMC",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingDivergedError",
-    "fit",
-    "init_distributed",
-    "load_checkpoint",
-    "log_partition_surrogate",
-    "make_elbo",
-    "parse_beta_schedule",
-    "detach_distribution",
-    "save_checkpoint",
-    "seed_everything",
-]
+_EXPORTS = {
+    "Callback": ".callbacks", "ChainDiagnostics": ".callbacks", "Checkpoint": ".callbacks",
+    "CSVLogger": ".callbacks", "EarlyStopping": ".callbacks", "PeriodicEvaluation": ".callbacks",
+    "ProgressBar": ".callbacks", "StepInfo": ".callbacks", "StopOnNaN": ".callbacks", "TensorBoard": ".callbacks",
+    "TrainingDivergedError": ".callbacks",
+    "load_checkpoint": ".checkpoint", "save_checkpoint": ".checkpoint",
+    "TrainConfig": ".config", "build_objective": ".config", "seed_everything": ".config",
+    "DistributedContext": ".distributed", "init_distributed": ".distributed",
+    "SupervisedTrainer": ".loop", "TrainingLoop": ".loop", "TrainResult": ".loop",
+    "ImportanceWeightedELBO": ".objectives", "MeanFieldELBO": ".objectives", "TraceELBO": ".objectives",
+    "SubsetELBO": ".objectives", "detach_distribution": ".objectives", "make_objective": ".objectives",
+    "objective_for": ".objectives",
+    "PersistentHMC": "..mcmc", "log_partition_surrogate": "..mcmc",
+    "ConstantBeta": ".schedules", "CyclicalBeta": ".schedules", "LinearWarmup": ".schedules",
+    "parse_beta_schedule": ".schedules",
+    "default_callbacks": ".train", "fit": ".train",
+    "Trainer": ".trainer",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..models.base import MCMCPrior
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 
 __all__ = [
@@ -215,7 +216,7 @@ def chain_columns(prior) -> dict:
     """The log columns of ``prior.diagnostics()`` (an MCMC prior's chains; empty for a prior
     without it): :data:`CHAIN_FIELDS` for the keys named there, ``chain_<key>`` for every other
     numeric key; text values (warnings) are left out."""
-    if not hasattr(prior, "diagnostics"):
+    if not isinstance(prior, MCMCPrior):
         return {}
     diag = prior.diagnostics()
     named = {key: column for column, key in CHAIN_FIELDS.items()}

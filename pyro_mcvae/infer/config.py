@@ -12,15 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from . import distributed
-from .iwae import ImportanceWeightedELBO
+from .objectives import OBJECTIVES, objective_for
 from .schedules import parse_beta_schedule
 
-__all__ = ["TrainConfig", "build_objective", "make_elbo", "seed_everything", "amp_dtype", "ELBOS", "AMP_DTYPES"]
+__all__ = ["TrainConfig", "build_objective", "seed_everything", "amp_dtype", "AMP_DTYPES"]
 
-ELBOS = ("trace", "meanfield", "iwae", "dreg")
 AMP_DTYPES = {"bf16": torch.bfloat16}
 
 
@@ -76,7 +74,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     lr_final: float | None = None  # decays the rate geometrically to this value by the last step
-    elbo: str = "meanfield"  # or "trace", "iwae", "dreg" (see make_elbo)
+    elbo: str | None = None  # the method's default objective, or "meanfield", "trace", "iwae", "dreg"
     num_particles: int = 1  # Monte Carlo particles, or K importance samples for "iwae"/"dreg"
     beta: object = 1.0
     seed: int = 0
@@ -91,8 +89,8 @@ class TrainConfig:
     find_unused_parameters: bool | None = None
 
     def __post_init__(self):
-        if self.elbo not in ELBOS:
-            raise ValueError(f"elbo must be one of {ELBOS}, got {self.elbo!r}")
+        if self.elbo is not None and self.elbo not in OBJECTIVES:
+            raise ValueError(f"elbo must be None (the method's default) or one of {OBJECTIVES}, got {self.elbo!r}")
         for name in ("epochs", "batch_size", "num_particles"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -111,27 +109,10 @@ class TrainConfig:
                 raise ValueError(f"data_device must be 'auto' or a device such as 'cpu', got {self.data_device!r}") from None
 
 
-def make_elbo(kind: str, num_particles: int = 1):
-    """The objective called ``kind``: ``"trace"`` (``Trace_ELBO``, Monte Carlo KL), ``"meanfield"``
-    (``TraceMeanField_ELBO``, analytic KL where known), ``"iwae"`` (importance-weighted bound with
-    ``num_particles`` samples) or ``"dreg"`` (the same bound with the DReG gradient)."""
-    if kind not in ELBOS:
-        raise ValueError(f"elbo must be one of {ELBOS}, got {kind!r}")
-    if kind in ("iwae", "dreg"):
-        return ImportanceWeightedELBO(num_particles, dreg=kind == "dreg")
-    cls = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[kind]
-    return cls(num_particles=num_particles, vectorize_particles=num_particles > 1)
-
-
 def build_objective(model, config: TrainConfig):
-    """The objective ``model`` trains with under ``config``: an object with Pyro's
-    ``loss(model, guide, *args, **kwargs)`` and ``loss_and_grads`` (and ``differentiable_loss``
-    for data-parallel training), called with the batch and ``beta=..., mask=...`` keywords.
-
-    The one place that decides it (the loop never builds objectives itself): the ELBO named by
-    ``config.elbo``, wrapped by the guide when its method has its own objective (MVAE's
-    ``wrap_elbo``)."""
-    objective = make_elbo(config.elbo, config.num_particles)
-    if hasattr(model.guide, "wrap_elbo"):
-        objective = model.guide.wrap_elbo(objective)
-    return objective
+    """The objective ``model`` trains with under ``config``, called with the batch and
+    ``beta=..., mask=...`` keywords: ``config.elbo`` (``None``: the method's default) with the
+    method's additions (MVAE's subset terms), see
+    :func:`~pyro_mcvae.infer.objectives.objective_for`. The one place that decides it (the loop
+    never builds objectives itself)."""
+    return objective_for(model, config.elbo, config.num_particles)

@@ -156,7 +156,7 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
 
 
 def _inner_objectives(objective):
-    """The objective and those it wraps (a guide's ``wrap_elbo`` keeps the original as ``.elbo``)."""
+    """The objective and those it wraps (MVAE's ``SubsetELBO`` keeps the original as ``.elbo``)."""
     while objective is not None:
         yield objective
         objective = getattr(objective, "elbo", None)

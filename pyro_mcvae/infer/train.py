@@ -20,13 +20,13 @@ import torch
 
 from .callbacks import CHAIN_FIELDS, summary_writer_class  # noqa: F401 - re-exported
 from .callbacks import ChainDiagnostics, Checkpoint, CSVLogger, ProgressBar, StopOnNaN, TensorBoard, TrainingDivergedError
-from .config import AMP_DTYPES, ELBOS  # noqa: F401 - re-exported
-from .config import TrainConfig, build_objective, make_elbo, seed_everything
+from .config import AMP_DTYPES  # noqa: F401 - re-exported
+from .config import TrainConfig, build_objective, seed_everything
 from .loop import TrainResult
 from .trainer import DATA_DEVICE_SHARE, LOG_FIELDS  # noqa: F401 - re-exported
 from .trainer import Trainer
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "fit", "seed_everything", "make_elbo",
+__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "fit", "seed_everything",
            "build_objective", "default_callbacks"]
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"

@@ -18,7 +18,7 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from .._validation import check_components, check_finite, check_mask
+from ..validation import check_components, check_finite, check_mask
 from . import distributed
 from .checkpoint import capture_rng_state, restore_rng_state
 from .config import TrainConfig, amp_dtype, build_objective, seed_everything

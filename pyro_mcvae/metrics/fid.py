@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from pyro_mcvae.nets.classifier import _check_images
+from pyro_mcvae.nets.classifier import check_images
 
 __all__ = [
     "gaussian_statistics",
@@ -273,7 +273,7 @@ class InceptionFeatureExtractor:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Features ``(N, 2048)`` float32 (CPU) of images ``(N, 3 or 1, H, W)`` in ``[0, 1]``."""
-        images = _check_images(images, "images", 4)
+        images = check_images(images, "images", 4)
         if images.shape[1] not in (1, 3):
             raise ValueError(f"images must have 1 or 3 channels, got shape {tuple(images.shape)}")
         out = []
@@ -322,8 +322,8 @@ def digit_frechet_distance(images_a: torch.Tensor, images_b: torch.Tensor, class
     """
     if not hasattr(classifier, "features"):
         raise ValueError(f"classifier must have a features() method (DigitClassifier), got {type(classifier).__name__}")
-    a = _check_images(images_a, "images_a", 4)
-    b = _check_images(images_b, "images_b", 4)
+    a = check_images(images_a, "images_a", 4)
+    b = check_images(images_b, "images_b", 4)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"image shapes differ: {tuple(a.shape[1:])} and {tuple(b.shape[1:])}")
     fa, fb = _digit_features(classifier, a, batch_size), _digit_features(classifier, b, batch_size)

@@ -13,6 +13,7 @@ from .mlp import (
     StackedMLP,
     VectorDecoder,
     VectorEncoder,
+    NetworkFactory,
     as_nets,
 )
 from .resnet import ImageComponentNets, ImageOffdiagNet, ResNetNets
@@ -22,7 +23,6 @@ from .classifier import (
     load_classifiers,
     load_mopoe_classifiers,
     save_classifiers,
-    train_digit_classifiers,
 )
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "load_classifiers",
     "load_mopoe_classifiers",
     "save_classifiers",
-    "train_digit_classifiers",
     "MLP",
     "ComponentNets",
     "GlobalOffdiagNet",
@@ -43,5 +42,6 @@ __all__ = [
     "StackedMLP",
     "VectorDecoder",
     "VectorEncoder",
+    "NetworkFactory",
     "as_nets",
 ]

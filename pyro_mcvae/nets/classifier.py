@@ -4,7 +4,7 @@ Coherence (``pyro_mcvae.metrics.coherence``) needs one digit classifier per moda
 
 - the five classifiers distributed with the MoPoE-VAE code (``load_mopoe_classifiers``), an
   external judge that makes our coherence numbers comparable with the published ones;
-- classifiers trained here (``train_digit_classifiers``), saved to one file with their metadata
+- classifiers trained by :func:`pyro_mcvae.metrics.coherence.train_digit_classifiers`, saved to one file with their metadata
   (``save_classifiers`` / ``load_classifiers``).
 
 Both use :class:`DigitClassifier`. Images are float tensors in ``[0, 1]``; PolyMNIST tuples are
@@ -24,13 +24,15 @@ from .._io import atomic_torch_save
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..infer.callbacks import ProgressBar
-from ..infer.loop import SupervisedTrainer
 
 __all__ = [
     "DigitClassifier",
     "load_mopoe_classifiers",
-    "train_digit_classifiers",
+    "StackedDigitClassifiers",
+    "check_classifiers",
+    "check_images",
+    "check_labels",
+    "predict_digits",
     "classifier_accuracy",
     "save_classifiers",
     "load_classifiers",
@@ -85,7 +87,7 @@ class DigitClassifier(nn.Module):
 # input checks
 
 
-def _check_images(images, name: str, ndim: int, allow_uint8: bool = False) -> torch.Tensor:
+def check_images(images, name: str, ndim: int, allow_uint8: bool = False) -> torch.Tensor:
     """Float images in ``[0, 1]`` with ``ndim`` dimensions (or uint8 where ``allow_uint8``; those
     stay uint8, to be scaled by 1/255 batch by batch)."""
     if not isinstance(images, torch.Tensor):
@@ -110,7 +112,7 @@ def _check_images(images, name: str, ndim: int, allow_uint8: bool = False) -> to
     return images
 
 
-def _check_labels(labels, n: int, name: str = "labels") -> torch.Tensor:
+def check_labels(labels, n: int, name: str = "labels") -> torch.Tensor:
     """Integer digit labels ``(n,)`` in ``0..9``, returned as int64."""
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"{name} must be a torch tensor, got {type(labels).__name__}")
@@ -124,7 +126,7 @@ def _check_labels(labels, n: int, name: str = "labels") -> torch.Tensor:
     return labels
 
 
-def _check_classifiers(classifiers, num_modalities: int) -> list[nn.Module]:
+def check_classifiers(classifiers, num_modalities: int) -> list[nn.Module]:
     if isinstance(classifiers, nn.ModuleList):
         classifiers = list(classifiers)
     if isinstance(classifiers, nn.Module) or not isinstance(classifiers, Sequence):
@@ -150,7 +152,7 @@ def _module_device(module, default: torch.device) -> torch.device:
 
 
 @torch.no_grad()
-def _predict_digits(classifiers: Sequence[nn.Module], images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict_digits(classifiers: Sequence[nn.Module], images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Argmax predictions ``(N, M)`` int64 of classifier ``k`` on ``images[:, k]`` (checked input),
     in eval mode and batches; each classifier's train/eval mode is restored afterwards."""
     n, m = images.shape[:2]
@@ -184,10 +186,10 @@ def classifier_accuracy(
         images: ``(N, M, 3, 28, 28)`` float in ``[0, 1]`` (or uint8).
         labels: ``(N,)`` integer digits.
     """
-    images = _check_images(images, "images", 5, allow_uint8=True)
-    labels = _check_labels(labels, images.shape[0])
-    classifiers = _check_classifiers(classifiers, images.shape[1])
-    pred = _predict_digits(classifiers, images, batch_size)
+    images = check_images(images, "images", 5, allow_uint8=True)
+    labels = check_labels(labels, images.shape[0])
+    classifiers = check_classifiers(classifiers, images.shape[1])
+    pred = predict_digits(classifiers, images, batch_size)
     return (pred == labels[:, None]).double().mean(0)
 
 
@@ -265,7 +267,7 @@ def load_mopoe_classifiers(
 # training our own: the M classifiers run as one grouped network
 
 
-class _StackedDigitClassifiers(nn.Module):
+class StackedDigitClassifiers(nn.Module):
     """``M`` independent :class:`DigitClassifier` s evaluated in one pass: the convolutions are
     grouped by modality and the linear layers batched, so modality ``k`` only ever sees
     ``images[:, k]`` and only its own weights. Input ``(B, M, 3, 28, 28)`` -> logits ``(B, M, 10)``."""
@@ -315,77 +317,6 @@ class _StackedDigitClassifiers(nn.Module):
             clf.load_state_dict({key: v.detach().cpu().clone() for key, v in state.items()})
             out.append(clf.eval())
         return out
-
-
-def train_digit_classifiers(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    epochs: int = 3,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    seed: int = 0,
-    device="cpu",
-    progress: bool = True,
-    callbacks: Sequence = (),
-) -> list[DigitClassifier]:
-    """Train one :class:`DigitClassifier` per modality (Adam, cross-entropy), all ``M`` at once.
-
-    The ``M`` networks are trained as one grouped network (``_StackedDigitClassifiers``); the
-    loss is the sum of the per-modality mean cross-entropies, so each classifier gets exactly the
-    gradient it would get alone, and Adam (elementwise) updates it exactly as if trained alone.
-    Every classifier sees the same shuffled minibatch indices. The loop is the package's
-    :class:`~pyro_mcvae.infer.SupervisedTrainer`.
-
-    Args:
-        images: ``(N, M, 3, 28, 28)``, uint8 (kept as uint8 in memory, scaled per batch) or float
-            in ``[0, 1]``.
-        labels: ``(N,)`` integer digits.
-        epochs, batch_size, lr: optimisation settings. The defaults reach 96-97% test accuracy
-            on every modality of PolyMNIST regenerated from the shared MNIST and backgrounds
-            (60k training tuples; about 90 s per epoch for all 5 modalities on 2 idle CPU cores).
-        seed: seeds the initial weights, the shuffling and dropout (same seed, same device ->
-            same classifiers); the global random state is left untouched.
-        device: where to train; the returned classifiers live on the CPU, in eval mode.
-        progress: show a tqdm bar over the minibatches.
-        callbacks: more training-loop callbacks (:mod:`pyro_mcvae.infer.callbacks`), e.g.
-            ``CSVLogger`` or ``EarlyStopping``; the epoch rows' ``loss`` is the sum over
-            modalities of the mean cross-entropies, the model the stacked network.
-
-    Returns:
-        ``M`` classifiers, classifier ``k`` for modality ``k``.
-    """
-    if not isinstance(images, torch.Tensor) or images.dim() != 5 or tuple(images.shape[2:]) != IMAGE_SHAPE:
-        raise ValueError(
-            f"images must be a tensor (N, M, 3, 28, 28), got {getattr(images, 'shape', type(images).__name__)}"
-        )
-    _check_images(images, "images", 5, allow_uint8=True)
-    n, m = images.shape[:2]
-    labels = _check_labels(labels, n)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    device = torch.device(device)
-
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(seed)
-        net = _StackedDigitClassifiers([DigitClassifier() for _ in range(m)]).to(device)
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-
-        def loss_fn(net, batch):
-            x, y = batch  # images stay uint8 in memory: scaled batch by batch
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-            logits = net(x)  # (B, M, 10)
-            # sum over modalities of each modality's mean cross-entropy
-            return F.cross_entropy(logits.reshape(-1, NUM_CLASSES), y.repeat_interleave(m)) * m
-
-        bar = ProgressBar(progress, desc="digit classifiers", unit="batch",
-                          postfix=lambda row: {"loss": f"{row['loss'] / m:.3f}"})
-        SupervisedTrainer(net, loss_fn, [images, labels], optimizer, epochs, batch_size, seed=seed, device=device,
-                          callbacks=[bar, *callbacks]).fit()
-        return net.unstack()  # inside the fork: building the modules draws initial weights
 
 
 # --------------------------------------------------------------------------------------------

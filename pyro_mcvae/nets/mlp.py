@@ -7,7 +7,7 @@ computation (weights ``(M, in, out)``), so there is no Python loop over componen
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -260,11 +260,23 @@ class MLPNets:
                                 mask_seed)
 
 
-def as_nets(nets_or_hidden):
-    """A network factory (an object with ``component_nets`` and ``offdiag_net``, such as
-    :class:`MLPNets` or :class:`~pyro_mcvae.nets.resnet.ResNetNets`) from itself or from MLP
-    hidden sizes. Lets every ``hidden=`` argument take either."""
-    if hasattr(nets_or_hidden, "component_nets") and hasattr(nets_or_hidden, "offdiag_net"):
+@runtime_checkable
+class NetworkFactory(Protocol):
+    """What the models ask of a network factory (:class:`MLPNets`,
+    :class:`~pyro_mcvae.nets.resnet.ResNetNets`, or your own)."""
+
+    def component_nets(self, in_dims: Sequence[int], out_dims: Sequence[int], role: str) -> nn.Module:
+        """``M`` networks ``(..., in_k) -> (..., out_k)`` called as ``net(inputs, components)``."""
+
+    def offdiag_net(self, component_dims: Sequence[int], latent_dim: int, keep_fraction: float = 1.0,
+                    mask_seed: int = 0) -> nn.Module:
+        """The global network giving the off-diagonal blocks ``(batch, M, M, d, d)``."""
+
+
+def as_nets(nets_or_hidden) -> NetworkFactory:
+    """A :class:`NetworkFactory` from itself or from MLP hidden sizes. Lets every ``hidden=``
+    argument take either."""
+    if isinstance(nets_or_hidden, NetworkFactory):
         return nets_or_hidden
     try:
         hidden = tuple(int(h) for h in nets_or_hidden)

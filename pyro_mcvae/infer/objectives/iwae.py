@@ -54,8 +54,11 @@ from typing import Protocol, runtime_checkable
 import torch
 import pyro
 from pyro import poutine
+from pyro.infer import ELBO
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.poutine.util import site_is_subsample
+
+from .base import MAX_PLATE_NESTING, MultimodalObjective
 
 __all__ = ["ImportanceWeightedELBO", "MixtureScoredSite", "detach_distribution", "scored_entries"]
 
@@ -131,42 +134,47 @@ def _site_log_prob(site) -> torch.Tensor:
     return torch.where(mask, lp, torch.zeros_like(lp))
 
 
-class ImportanceWeightedELBO:
+class ImportanceWeightedELBO(MultimodalObjective, ELBO):
     """IWAE bound with ``num_samples`` importance samples per datum (and per stratum), optionally
-    with the DReG gradient estimator; a drop-in ``loss`` for :class:`pyro.infer.SVI`.
+    with the DReG gradient estimator; an ELBO for :class:`pyro.infer.SVI`.
 
     Args:
         num_samples: ``K``; ``K = 1`` gives the ordinary ELBO (with DReG: the "sticking the
             landing" gradient).
         dreg: use the doubly reparameterised gradient for the guide (needs reparameterised
             latent sites).
-        max_plate_nesting: plates the model uses at most; the sample plate goes to their left.
 
-    The model and guide take ``(xs, beta=..., mask=...)`` like :class:`~pyro_mcvae.MCVAE`'s: every
-    site the guide samples is a latent and gets the factor ``beta``; strata weights come from the
-    guide's ``stratum_weights(mask, batch, device, dtype)`` when it has one. Site scales set by
-    plates and ``poutine.scale`` are not used (the bound is not a sum of per-site terms).
+    ``beta`` (a keyword of the loss methods) multiplies the latent terms of ``log W``; the strata
+    of a :class:`~pyro_mcvae.infer.objectives.StratifiedGuide` and their weights come from the
+    shared :class:`MultimodalObjective`. Every site the guide samples is a latent. Site scales
+    are not used (the bound is not a sum of per-site terms); site masks are.
     """
 
-    def __init__(self, num_samples: int = 8, dreg: bool = False, max_plate_nesting: int = 2):
+    scales_latents = False  # beta enters log W below
+
+    def __init__(self, num_samples: int = 8, dreg: bool = False):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        self.num_samples, self.dreg, self.max_plate_nesting = num_samples, bool(dreg), max_plate_nesting
+        super().__init__(num_particles=1, max_plate_nesting=MAX_PLATE_NESTING)
+        self.num_samples, self.dreg = num_samples, bool(dreg)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError(f"{type(self).__name__} builds its traces in its loss methods")
 
     def _vectorised(self, fn):
         def wrapped(*args, **kwargs):
-            with pyro.plate("iw_samples", self.num_samples, dim=-(self.max_plate_nesting + 1)):
+            with pyro.plate("iw_samples", self.num_samples, dim=-(MAX_PLATE_NESTING + 1)):
                 return fn(*args, **kwargs)
         return wrapped
 
     def log_weights(self, model, guide, *args, **kwargs):
         """Log importance weights ``(K, S, batch)`` (``S`` strata, 1 without), the strata weights
-        ``(S, batch)`` and the latent values of the guide."""
+        ``(S, batch)``, the guide's latent sites and ``beta``."""
+        model, guide, kwargs, beta, weights = self._programs(model, guide, args, kwargs)
         guide_tr = poutine.trace(self._vectorised(guide)).get_trace(*args, **kwargs)
         model_tr = poutine.trace(
             poutine.replay(self._vectorised(model), trace=guide_tr)
         ).get_trace(*args, **kwargs)
-        beta = float(kwargs.get("beta", 1.0))
         log_w, latents = 0.0, []
         for name, site in model_tr.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
@@ -180,19 +188,16 @@ class ImportanceWeightedELBO:
             log_w = log_w - beta * _site_log_prob(dict(site, fn=fn))
             latents.append((site["value"], len(site["fn"].event_shape),
                             scored_entries(site["fn"], site["mask"]), site["fn"]))
-        if not isinstance(log_w, torch.Tensor) or log_w.dim() > self.max_plate_nesting + 1:
+        if not isinstance(log_w, torch.Tensor) or log_w.dim() > MAX_PLATE_NESTING + 1:
             raise ValueError("the model's log densities do not have the (K, strata, batch) layout "
                              "this objective expects")
         while log_w.dim() < 3:
             log_w = log_w.unsqueeze(1)
         batch = log_w.shape[-1]
-        mask = kwargs.get("mask")
-        if hasattr(guide, "stratum_weights"):
-            weights = guide.stratum_weights(mask, batch, log_w.device, log_w.dtype)
-        else:
+        if weights is None:
             weights = torch.ones(1, batch, device=log_w.device, dtype=log_w.dtype)
         log_w = log_w.expand(self.num_samples, weights.shape[0], batch)
-        return log_w, weights, latents
+        return log_w, weights.to(log_w.dtype), latents, beta
 
     def _bound(self, log_w, weights) -> torch.Tensor:
         per_stratum = torch.logsumexp(log_w, 0) - math.log(self.num_samples)  # (S, batch)
@@ -201,22 +206,21 @@ class ImportanceWeightedELBO:
     def loss(self, model, guide, *args, **kwargs) -> float:
         """Negative IWAE bound (a float), summed over the batch."""
         with torch.no_grad():
-            log_w, weights, _ = self.log_weights(model, guide, *args, **kwargs)
+            log_w, weights, _, _ = self.log_weights(model, guide, *args, **kwargs)
             return -self._bound(log_w, weights).item()
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """Negative IWAE bound as a tensor (its gradient is the plain IWAE gradient)."""
-        log_w, weights, _ = self.log_weights(model, guide, *args, **kwargs)
+        log_w, weights, _, _ = self.log_weights(model, guide, *args, **kwargs)
         return -self._bound(log_w, weights)
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        log_w, weights, latents = self.log_weights(model, guide, *args, **kwargs)
+        log_w, weights, latents, beta = self.log_weights(model, guide, *args, **kwargs)
         loss = -self._bound(log_w, weights)
         if not self.dreg:
             surrogate = loss
         else:
             norm = torch.softmax(log_w.detach(), 0)  # (K, S, batch)
-            beta = float(kwargs.get("beta", 1.0))
             extra = 0.0
             for value, event_dim, scored, fn in latents:
                 if value.requires_grad:

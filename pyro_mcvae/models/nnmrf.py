@@ -1,18 +1,32 @@
-"""NN-MRF prior: neural unary and pairwise potentials, intractable partition function."""
+"""The NN-MRF MCVAE (experimental): the GMRF's posterior under a prior whose unary and pairwise
+potentials are neural networks.
+
+``p(z) = exp(-E_theta(z)) / Z(theta)`` with ``E`` a sum of per-component and per-edge MLP
+potentials and a quadratic confinement; ``Z`` is intractable, so the prior's gradient uses
+``grad log Z = -E_p[grad E]`` estimated from persistent HMC chains (:mod:`pyro_mcvae.mcmc`),
+whose health is reported through ArviZ. Generation and conditioning run HMC with observed
+blocks fixed. ``q(z | x)`` is :class:`~pyro_mcvae.models.gmrf.GMRFGuide`; the KL has no closed
+form, so the default objective is ``"trace"``.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
 import pyro.distributions as dist
 from torch.distributions import constraints
 
-from ..infer.mcmc import PersistentHMC
-from ..nets import StackedMLP
+from ..mcmc import PersistentHMC
+from ..nets import StackedMLP, VectorDecoder
+from .base import CommonConfig
+from .gmrf import GMRFGuide
+from .layouts import BlockLatentVAE
 
-__all__ = ["EnergyMRF", "NeuralMRFEnergy", "NeuralMRFPrior"]
+__all__ = ["EnergyMRF", "NNMRFConfig", "NeuralMRFEnergy", "NeuralMRFPrior", "build_nnmrf"]
 
 
 class NeuralMRFEnergy(nn.Module):
@@ -108,7 +122,7 @@ class NeuralMRFPrior(nn.Module):
     """NN-MRF prior with persistent HMC chains for the ``log Z`` gradient.
 
     Every call of the module in training mode advances the chains by ``transitions`` HMC
-    transitions (:class:`~pyro_mcvae.infer.mcmc.PersistentHMC`: per-chain Metropolis decisions;
+    transitions (:class:`~pyro_mcvae.mcmc.PersistentHMC`: per-chain Metropolis decisions;
     during the first ``warmup`` transitions the step size, a diagonal mass and the trajectory
     length adapt) and returns an :class:`EnergyMRF` scored with the new states. :meth:`sample`
     runs the chains for unconditional generation; :meth:`diagnostics` reports ArviZ R-hat and
@@ -213,3 +227,27 @@ class NeuralMRFPrior(nn.Module):
         hmc.step(warmup + max(4, thin))  # at least 4 recorded transitions for the diagnostics
         self.last_condition_diagnostics = hmc.diagnostics()
         return hmc.samples.detach().reshape(num_samples, batch, len(ib))
+
+
+@dataclass
+class NNMRFConfig(CommonConfig):
+    """The NN-MRF MCVAE. ``block_dim`` per component; ``eps``, ``mode``, ``graph``,
+    ``offdiag_keep``: the GMRF posterior's (``graph`` also limits the prior's pairwise
+    potentials). ``potential_hidden``: the potentials' MLP sizes; ``hmc_warmup``: the chains'
+    warm-up transitions."""
+
+    block_dim: int = 2
+    eps: float = 0.9
+    mode: str = "blockwise"
+    graph: object = None
+    offdiag_keep: float = 1.0
+    potential_hidden: tuple = (32,)
+    hmc_warmup: int = 200
+
+
+def build_nnmrf(component_dims: Sequence[int], config: NNMRFConfig) -> BlockLatentVAE:
+    dims, d, c = [int(x) for x in component_dims], config.block_dim, config
+    prior = NeuralMRFPrior(len(dims), d, hidden=tuple(c.potential_hidden), graph=c.graph, warmup=c.hmc_warmup)
+    guide = GMRFGuide(dims, d, c.hidden, c.hidden, eps=c.eps, mode=c.mode, graph=c.graph,
+                      offdiag_keep=c.offdiag_keep, prior=prior)
+    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, c.hidden), c.likelihoods(dims), c)

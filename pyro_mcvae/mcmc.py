@@ -597,7 +597,7 @@ class PersistentHMC:
 
     def trace_plot(self, path: str | Path, max_coordinates: int = 4) -> Path:
         """Trace plot PNG of the energy and the first coordinates (one line per chain)."""
-        from ..plots import save_figure
+        from .plots import save_figure
         import matplotlib.pyplot as plt
 
         draws = self.draws.numpy()
