@@ -1,74 +1,43 @@
-"""Synthetic data sets."""
+"""Data sets: the Gaussian-copula benchmark and its heavy-tailed variant (NumPy), PolyMNIST and
+the bicycle assemblies (torch; generators, writers, loaders), MNIST. The facade is lazy: importing
+one data module loads only what it needs."""
 
-from .copula import (
-    CopulaDataset,
-    copula_correlation,
-    copula_spearman,
-    make_copula_splits,
-    sample_copula,
-)
+from .._lazy import lazy_exports
 
-from .bikes import (
-    BIKE_TYPES,
-    COMPONENTS,
-    BikeAssemblies,
-    BikeGeometry,
-    ComponentImages,
-    generate_bike_assemblies,
-    load_component_images,
-    make_bike_splits,
-    render_bikes,
-    sample_bike_geometry,
-    verify_bike_assemblies,
-    write_bike_assemblies,
-)
-from .heavy_tails import HeavyTailDataset, make_heavy_tail_splits, sample_skew_t
-from .mnist import DataNotFoundError, find_data_root, load_mnist
-from .polymnist import (
-    POLYMNIST_BACKGROUNDS,
-    PolyMNISTData,
-    composite_polymnist,
-    generate_polymnist,
-    generate_polymnist_arrays,
-    load_backgrounds,
-    load_polymnist,
-    polymnist_to_float,
-    verify_polymnist,
-    write_polymnist,
-)
-
-__all__ = [
-    "BIKE_TYPES",
-    "COMPONENTS",
-    "BikeAssemblies",
-    "BikeGeometry",
-    "ComponentImages",
-    "generate_bike_assemblies",
-    "load_component_images",
-    "make_bike_splits",
-    "render_bikes",
-    "sample_bike_geometry",
-    "verify_bike_assemblies",
-    "write_bike_assemblies",
-    "POLYMNIST_BACKGROUNDS",
-    "CopulaDataset",
-    "DataNotFoundError",
-    "PolyMNISTData",
-    "composite_polymnist",
-    "find_data_root",
-    "generate_polymnist",
-    "generate_polymnist_arrays",
-    "load_backgrounds",
-    "load_mnist",
-    "load_polymnist",
-    "polymnist_to_float",
-    "verify_polymnist",
-    "write_polymnist",
-    "HeavyTailDataset",
-    "copula_correlation",
-    "copula_spearman",
-    "make_copula_splits",
-    "make_heavy_tail_splits",
-    "sample_copula",
-    "sample_skew_t",
-]
+_EXPORTS = {
+    "CopulaDataset": ".copula",
+    "copula_correlation": ".copula",
+    "copula_spearman": ".copula",
+    "make_copula_splits": ".copula",
+    "sample_copula": ".copula",
+    "BIKE_TYPES": ".bikes",
+    "COMPONENTS": ".bikes",
+    "BikeAssemblies": ".bikes",
+    "BikeGeometry": ".bikes",
+    "ComponentImages": ".bikes",
+    "generate_bike_assemblies": ".bikes",
+    "load_component_images": ".bikes",
+    "make_bike_splits": ".bikes",
+    "render_bikes": ".bikes",
+    "sample_bike_geometry": ".bikes",
+    "verify_bike_assemblies": ".bikes",
+    "write_bike_assemblies": ".bikes",
+    "HeavyTailDataset": ".heavy_tails",
+    "make_heavy_tail_splits": ".heavy_tails",
+    "sample_skew_t": ".heavy_tails",
+    "DataNotFoundError": ".mnist",
+    "find_data_root": ".mnist",
+    "load_mnist": ".mnist",
+    "POLYMNIST_BACKGROUNDS": ".polymnist",
+    "PolyMNISTData": ".polymnist",
+    "composite_polymnist": ".polymnist",
+    "generate_polymnist": ".polymnist",
+    "generate_polymnist_arrays": ".polymnist",
+    "load_backgrounds": ".polymnist",
+    "load_polymnist": ".polymnist",
+    "polymnist_to_float": ".polymnist",
+    "verify_polymnist": ".polymnist",
+    "write_polymnist": ".polymnist",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
