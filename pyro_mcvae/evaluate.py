@@ -182,7 +182,7 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
     conditional, pooled over the single sources ``k != j``), averaged over ``j``.
     """
     from .metrics.coherence import coherence_by_subset_size, conditional_coherence, unconditional_coherence
-    from .metrics.fid import _digit_features, frechet_distance, gaussian_statistics
+    from .metrics.fid import digit_features, frechet_distance, gaussian_statistics
     from .metrics.ssim import ssim
 
     n, m = images.shape[:2]
@@ -224,6 +224,6 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
         return {"unconditional": float(np.mean(uncond)), "conditional": float(np.mean(cond)) if cond else None,
                 "per_modality_unconditional": uncond}
 
-    out["digit_fd"] = frechet(lambda x, j: _digit_features(classifiers[j], x, batch_size=1000))
+    out["digit_fd"] = frechet(lambda x, j: digit_features(classifiers[j], x, batch_size=1000))
     out["fid"] = frechet(lambda x, j: inception(x)) if inception is not None else None
     return out

@@ -33,6 +33,7 @@ __all__ = [
     "InceptionWeightsUnavailable",
     "InceptionFeatureExtractor",
     "fid",
+    "digit_features",
     "digit_frechet_distance",
 ]
 
@@ -301,7 +302,7 @@ def fid(images_a: torch.Tensor, images_b: torch.Tensor, extractor) -> float:
 
 
 @torch.no_grad()
-def _digit_features(classifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def digit_features(classifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     param = next(iter(classifier.parameters()), None) if hasattr(classifier, "parameters") else None
     device = param.device if param is not None else images.device
     starts = range(0, images.shape[0], batch_size)
@@ -326,5 +327,5 @@ def digit_frechet_distance(images_a: torch.Tensor, images_b: torch.Tensor, class
     b = check_images(images_b, "images_b", 4)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"image shapes differ: {tuple(a.shape[1:])} and {tuple(b.shape[1:])}")
-    fa, fb = _digit_features(classifier, a, batch_size), _digit_features(classifier, b, batch_size)
+    fa, fb = digit_features(classifier, a, batch_size), digit_features(classifier, b, batch_size)
     return frechet_distance(*gaussian_statistics(fa), *gaussian_statistics(fb))
