@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from ..distributions import MultivariateAsymmetricLaplace
-from ..nets import VectorDecoder, as_nets
+from ..nets import as_nets
 from ..validation import check_components
-from .base import CommonConfig, has_absent
-from .gmrf import GMRFGuide, GMRFPrior
+from .base import has_absent
+from .gmrf import GMRFConfig, GMRFGuide, GMRFPrior, block_model, gmrf_guide
 from .layouts import BlockLatentVAE
 
 __all__ = ["ALMRFConfig", "ALMRFGuide", "ALMRFPrior", "build_almrf"]
@@ -95,26 +95,18 @@ class ALMRFGuide(GMRFGuide):
 
 
 @dataclass
-class ALMRFConfig(CommonConfig):
-    """The ALMRF MCVAE: as :class:`~pyro_mcvae.models.gmrf.GMRFConfig` (``block_dim`` per
-    component), the prior built as ``"precision"`` or ``"covariance"``; ``max_skew`` bounds the
-    posterior's skew relative to its scale."""
+class ALMRFConfig(GMRFConfig):
+    """The ALMRF MCVAE: the fields of :class:`~pyro_mcvae.models.gmrf.GMRFConfig` (the prior
+    built as ``"precision"`` or ``"covariance"``) and ``max_skew``, the bound of the posterior's
+    skew relative to its scale."""
 
-    block_dim: int = 2
-    eps: float = 0.9
-    mode: str = "blockwise"
-    graph: object = None
-    prior: str = "precision"
-    prior_eps: float | None = None
-    offdiag_keep: float = 1.0
     max_skew: float = 3.0
 
 
 def build_almrf(component_dims: Sequence[int], config: ALMRFConfig) -> BlockLatentVAE:
-    dims, d, c = [int(x) for x in component_dims], config.block_dim, config
+    c = config
     if c.prior not in ("precision", "covariance"):
         raise ValueError(f"the ALMRF prior is built as 'precision' or 'covariance', got {c.prior!r}")
-    prior = ALMRFPrior(len(dims), d, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph)
-    guide = ALMRFGuide(dims, d, c.hidden, c.hidden, eps=c.eps, mode=c.mode, graph=c.graph,
-                       max_skew=c.max_skew, offdiag_keep=c.offdiag_keep, prior=prior)
-    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, c.hidden), c.likelihoods(dims), c)
+    prior = ALMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph)
+    guide = gmrf_guide(component_dims, c, prior, ALMRFGuide, max_skew=c.max_skew)
+    return block_model(component_dims, c, prior, guide)

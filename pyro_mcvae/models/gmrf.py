@@ -32,12 +32,15 @@ __all__ = [
     "PRIOR_PARAMETERIZATIONS",
     "DiagonalGaussianGuide",
     "DiagonalGaussianPrior",
+    "BlockPosteriorConfig",
     "GMRFConfig",
     "GMRFGuide",
     "GMRFPrior",
     "IndependentConfig",
     "build_gmrf",
+    "block_model",
     "build_independent",
+    "gmrf_guide",
 ]
 
 PRIOR_PARAMETERIZATIONS = ("precision", "covariance", "standard")
@@ -208,29 +211,47 @@ class DiagonalGaussianGuide(BlockGuide):
 
 
 @dataclass
-class GMRFConfig(CommonConfig):
-    """The GMRF MCVAE. ``block_dim``: latent size ``d`` per component (``M*d`` in all).
-    ``eps``, ``mode``, ``graph``: the posterior's block construction (``graph``: optional bool
-    ``(M, M)`` adjacency, shared with the prior). ``prior``: ``"precision"`` (default),
-    ``"covariance"`` or ``"standard"`` (see :class:`GMRFPrior`), with margin ``prior_eps``.
-    ``offdiag_keep``: the fraction of the posterior's off-diagonal entries the global network
-    produces (a fixed random subset; the paper's PolyMNIST option keeps 25%)."""
+class BlockPosteriorConfig(CommonConfig):
+    """What every method with the GMRF posterior sets. ``block_dim``: latent size ``d`` per
+    component (``M*d`` in all). ``eps``, ``mode``, ``graph``: the posterior's block construction
+    (``graph``: optional bool ``(M, M)`` adjacency, shared with the prior). ``offdiag_keep``: the
+    fraction of the posterior's off-diagonal entries the global network produces (a fixed random
+    subset; the paper's PolyMNIST option keeps 25%)."""
 
     block_dim: int = 2
     eps: float = 0.9
     mode: str = "blockwise"
     graph: object = None
-    prior: str = "precision"
-    prior_eps: float | None = None
     offdiag_keep: float = 1.0
 
 
+@dataclass
+class GMRFConfig(BlockPosteriorConfig):
+    """The GMRF MCVAE: :class:`BlockPosteriorConfig` and the prior, ``"precision"`` (default),
+    ``"covariance"`` or ``"standard"`` (see :class:`GMRFPrior`), with margin ``prior_eps``."""
+
+    prior: str = "precision"
+    prior_eps: float | None = None
+
+
+def block_model(component_dims: Sequence[int], config: CommonConfig, prior: nn.Module, guide: nn.Module) -> BlockLatentVAE:
+    """The block-latent model over ``prior`` and ``guide`` with MLP decoders of ``config.hidden``."""
+    dims, d = [int(x) for x in component_dims], config.block_dim
+    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, config.hidden), config.likelihoods(dims), config)
+
+
+def gmrf_guide(component_dims: Sequence[int], config: BlockPosteriorConfig, prior: nn.Module, cls=None, **extra):
+    """The GMRF posterior (or a subclass ``cls``) set up from ``config``, completing absent
+    components from ``prior``."""
+    c = config
+    return (cls or GMRFGuide)([int(x) for x in component_dims], c.block_dim, c.hidden, c.hidden, eps=c.eps,
+                              mode=c.mode, graph=c.graph, offdiag_keep=c.offdiag_keep, prior=prior, **extra)
+
+
 def build_gmrf(component_dims: Sequence[int], config: GMRFConfig) -> BlockLatentVAE:
-    dims, d, c = [int(x) for x in component_dims], config.block_dim, config
-    prior = GMRFPrior(len(dims), d, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph)
-    guide = GMRFGuide(dims, d, c.hidden, c.hidden, eps=c.eps, mode=c.mode, graph=c.graph,
-                      offdiag_keep=c.offdiag_keep, prior=prior)
-    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, c.hidden), c.likelihoods(dims), c)
+    c = config
+    prior = GMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph)
+    return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior))
 
 
 @dataclass
@@ -241,7 +262,6 @@ class IndependentConfig(CommonConfig):
 
 
 def build_independent(component_dims: Sequence[int], config: IndependentConfig) -> BlockLatentVAE:
-    dims, d, c = [int(x) for x in component_dims], config.block_dim, config
-    prior = DiagonalGaussianPrior(len(dims), d)
-    guide = DiagonalGaussianGuide(dims, d, c.hidden, prior=prior)
-    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, c.hidden), c.likelihoods(dims), c)
+    prior = DiagonalGaussianPrior(len(component_dims), config.block_dim)
+    guide = DiagonalGaussianGuide([int(x) for x in component_dims], config.block_dim, config.hidden, prior=prior)
+    return block_model(component_dims, config, prior, guide)

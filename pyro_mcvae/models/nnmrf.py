@@ -21,9 +21,8 @@ import pyro.distributions as dist
 from torch.distributions import constraints
 
 from ..mcmc import PersistentHMC
-from ..nets import StackedMLP, VectorDecoder
-from .base import CommonConfig
-from .gmrf import GMRFGuide
+from ..nets import StackedMLP
+from .gmrf import BlockPosteriorConfig, block_model, gmrf_guide
 from .layouts import BlockLatentVAE
 
 __all__ = ["EnergyMRF", "NNMRFConfig", "NeuralMRFEnergy", "NeuralMRFPrior", "build_nnmrf"]
@@ -230,24 +229,17 @@ class NeuralMRFPrior(nn.Module):
 
 
 @dataclass
-class NNMRFConfig(CommonConfig):
-    """The NN-MRF MCVAE. ``block_dim`` per component; ``eps``, ``mode``, ``graph``,
-    ``offdiag_keep``: the GMRF posterior's (``graph`` also limits the prior's pairwise
-    potentials). ``potential_hidden``: the potentials' MLP sizes; ``hmc_warmup``: the chains'
-    warm-up transitions."""
+class NNMRFConfig(BlockPosteriorConfig):
+    """The NN-MRF MCVAE: the GMRF posterior's fields (``graph`` also limits the prior's pairwise
+    potentials), ``potential_hidden`` (the potentials' MLP sizes) and ``hmc_warmup`` (the chains'
+    warm-up transitions)."""
 
-    block_dim: int = 2
-    eps: float = 0.9
-    mode: str = "blockwise"
-    graph: object = None
-    offdiag_keep: float = 1.0
     potential_hidden: tuple = (32,)
     hmc_warmup: int = 200
 
 
 def build_nnmrf(component_dims: Sequence[int], config: NNMRFConfig) -> BlockLatentVAE:
-    dims, d, c = [int(x) for x in component_dims], config.block_dim, config
-    prior = NeuralMRFPrior(len(dims), d, hidden=tuple(c.potential_hidden), graph=c.graph, warmup=c.hmc_warmup)
-    guide = GMRFGuide(dims, d, c.hidden, c.hidden, eps=c.eps, mode=c.mode, graph=c.graph,
-                      offdiag_keep=c.offdiag_keep, prior=prior)
-    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, c.hidden), c.likelihoods(dims), c)
+    c = config
+    prior = NeuralMRFPrior(len(component_dims), c.block_dim, hidden=tuple(c.potential_hidden), graph=c.graph,
+                           warmup=c.hmc_warmup)
+    return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior))
