@@ -1,4 +1,6 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +13,11 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-from pyro_mcvae.data import make_copula_splits
+# The test folders mirror the package (tests/models, tests/infer, ...); their shared helpers sit in
+# tests/helpers.py, importable as ``helpers`` from every folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pyro_mcvae.data import make_copula_splits  # noqa: E402
 
 
 @pytest.fixture(scope="session")

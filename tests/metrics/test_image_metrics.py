@@ -42,7 +42,7 @@ from pyro_mcvae.nets.classifier import (
 )
 from pyro_mcvae.metrics.coherence import train_digit_classifiers
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 MOPOE_DIR = DATA / "polymnist" / "mopoe_classifiers"
 
 
