@@ -171,7 +171,7 @@ class Experiment(ABC):
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
-_BUILTIN = ("copula",)
+_BUILTIN = ("copula", "heavy_tails", "nnmrf")
 
 
 def register_experiment(experiment: Experiment, replace: bool = False) -> Experiment:
