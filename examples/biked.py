@@ -26,7 +26,8 @@ import torch
 from pyro_mcvae.data.bikes import COMPONENTS
 from pyro_mcvae.experiments.bikes import (BikeRun, bikes_table, comparison_figure, load_bike_data,
                                           load_trained_bikes, model_dir, run_bikes, save_bike_samples)
-from pyro_mcvae.experiments.polymnist import MODELS, resolve_device
+from pyro_mcvae.experiments.bikes import MODELS
+from pyro_mcvae.experiments.runner import resolve_device
 from pyro_mcvae.plots import save_figure
 
 

@@ -82,7 +82,8 @@ def parse_args(argv=None) -> tuple[list[str], PolyMNISTRun]:
 
 
 def train_classifiers_only(run: PolyMNISTRun) -> int:
-    from pyro_mcvae.experiments.polymnist import load_full_polymnist, load_judges, resolve_device
+    from pyro_mcvae.experiments.polymnist import load_full_polymnist, load_judges
+    from pyro_mcvae.experiments.runner import resolve_device
 
     train, test = load_full_polymnist(run)
     for name, (_, info) in load_judges(run, train, test, resolve_device(run.device)).items():

@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Experiment", "ModelSpec", "RunConfig", "add_config_arguments", "config_from_args",
-           "experiment_names", "get_experiment", "option", "register_experiment", "mean_std"]
+           "experiment_names", "flat_components", "get_experiment", "inception_network", "mean_std", "model_dir",
+           "option", "register_experiment", "to_float"]
+
+#: The methods every image benchmark compares.
+IMAGE_MODELS = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
 
 
 def option(default, help: str = "", **metadata):
@@ -168,6 +172,37 @@ class Experiment(ABC):
 
     def report(self, results: dict, data, config, out: Path) -> None:
         """Anything printed or written after the table (diagnostics)."""
+
+
+# -- shared by the image experiments (PolyMNIST, assemblies) --------------------------------------
+
+def to_float(xs):
+    """``uint8`` image batches to floats in [0, 1] (the trainer's ``batch_transform``)."""
+    return [x.float().div_(255) for x in xs]
+
+
+def flat_components(images):
+    """``(N, M, C, H, W)`` to ``M`` tensors ``(N, C*H*W)`` (views, same dtype)."""
+    return [images[:, k].reshape(images.shape[0], -1) for k in range(images.shape[1])]
+
+
+def model_dir(run) -> Path:
+    """``<out>/<model>`` of an image run: checkpoints, logs, results."""
+    return Path(run.out) / run.model
+
+
+def inception_network(fid: str, weights, device):
+    """The FID network, or ``(None, reason)`` when ``fid="auto"`` and no weights are found."""
+    if fid == "off":
+        return None, "FID off (--fid off)"
+    from ..metrics.fid import InceptionFeatureExtractor, InceptionWeightsUnavailable
+
+    try:
+        return InceptionFeatureExtractor(weights, device=device), None
+    except InceptionWeightsUnavailable as err:
+        if fid == "on":
+            raise
+        return None, f"FID not computed: {err}"
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}

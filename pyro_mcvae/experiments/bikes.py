@@ -28,12 +28,12 @@ from ..metrics.assembly import (
     overlay,
     train_keypoint_regressor,
 )
-from ..models import MCVAE
+from ..models import MCVAE, get_method
 from ..nets import ResNetNets
 from ..plots import image_grid
 from ..provenance import provenance
-from .polymnist import (MODELS, OBJECTIVE, _flat_components, _to_float, model_dir, resolve_device,
-                        restore_trained)
+from .base import IMAGE_MODELS as MODELS, flat_components, inception_network, model_dir, to_float
+from .runner import resolve_device, restore
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
            "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure"]
@@ -106,6 +106,11 @@ def load_bike_data(run: BikeRun) -> dict:
     return {"source": str(run.data_dir), "train": images[perm[n_test:]], "test": images[perm[:n_test]]}
 
 
+def test_images(run: BikeRun) -> torch.Tensor:
+    """The test assemblies of a run (the samples of ``pyro-mcvae sample`` come from them)."""
+    return load_bike_data(run)["test"]
+
+
 def build_bike_model(run: BikeRun) -> MCVAE:
     d = run.latent_dim or BIKE_LATENT[run.model]
     nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"), levels=run.levels)
@@ -161,7 +166,7 @@ def _structure(real: torch.Tensor, generated: torch.Tensor, regs, given: int | N
 
 def train_config(run: BikeRun, device) -> TrainConfig:
     return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
-                       elbo=OBJECTIVE[run.model], seed=run.seed, device=str(device), amp=run.amp)
+                       elbo=get_method(run.model).objective, seed=run.seed, device=str(device), amp=run.amp)
 
 
 def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
@@ -169,8 +174,8 @@ def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
     resumes, a finished one only loads). Returns the model and the training record."""
     model = build_bike_model(run)
     config = train_config(run, device)
-    result = fit(model, _flat_components(data["train"]), config, out_dir=model_dir(run) / "train",
-                 resume=run.resume, progress=run.progress, batch_transform=_to_float)
+    result = fit(model, flat_components(data["train"]), config, out_dir=model_dir(run) / "train",
+                 resume=run.resume, progress=run.progress, batch_transform=to_float)
     rows = result.history
     seconds = rows[-1]["seconds"] if rows else 0.0  # the log's timings cover resumed runs
     return model, {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
@@ -179,7 +184,7 @@ def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
 
 def load_trained_bikes(run: BikeRun, device) -> MCVAE:
     """The model of a finished (or interrupted) training run, from its checkpoint."""
-    return restore_trained(build_bike_model(run), model_dir(run) / "train", device)
+    return restore(build_bike_model(run), model_dir(run) / "train", device)
 
 
 def save_bike_samples(path, model, test: torch.Tensor, num: int, device) -> Path:
@@ -215,9 +220,7 @@ def evaluate_bikes(run: BikeRun, model: MCVAE, data: dict, device) -> dict:
     if regs is not None:
         record["real_validity"] = _validity(real, regs)
     if run.fid != "off":
-        from .polymnist import _inception
-
-        inception, note = _inception(run, device)
+        inception, note = inception_network(run.fid, run.inception_weights, device)
         record["fid_note"] = note
         if inception is not None:
             record["unconditional"]["fid"] = assembly_fid(real, uncond, inception, component_names=list(COMPONENTS))
@@ -240,7 +243,7 @@ def run_bikes(run: BikeRun, data: dict | None = None, stages=("train", "evaluate
     record = provenance(device) | {
         "settings": asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model],
                                    "epochs": run.value("epochs"), "width": run.value("width"),
-                                   "elbo": OBJECTIVE[run.model]},
+                                   "elbo": get_method(run.model).objective},
         "data": {"source": data["source"], "n_train": len(data["train"]), "n_test": len(data["test"])},
     }
     if "train" in stages:

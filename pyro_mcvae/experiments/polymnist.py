@@ -21,7 +21,7 @@ from ..data.mnist import find_data_root
 from ..data.polymnist import PolyMNISTData, generate_polymnist, load_polymnist
 from ..evaluate import evaluate_polymnist, generate_images
 from ..infer import TrainConfig, fit
-from ..models import MCVAE
+from ..models import MCVAE, get_method
 from ..nets import ResNetNets
 from ..nets.classifier import (
     classifier_accuracy,
@@ -32,19 +32,18 @@ from ..nets.classifier import (
 from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
+from .base import IMAGE_MODELS, flat_components, inception_network, model_dir, to_float
+from .runner import resolve_device, restore
 
 __all__ = ["PolyMNISTRun", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
            "load_judges", "load_trained", "prepare_polymnist", "results_table", "run_polymnist",
-           "resolve_device", "restore_trained", "save_samples", "train_polymnist"]
+           "save_samples", "train_polymnist"]
 
-MODELS = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
+MODELS = IMAGE_MODELS
 #: Latent sizes: GMRF 16 per component (the GMRF MCVAE paper); MMVAE+ 32 shared + 32 private
 #: per modality (the MMVAE+ paper's PolyMNIST setting); MVAE, MMVAE and MoPoE-VAE 512 (MoPoE-VAE's
 #: PolyMNIST setting).
 PAPER_LATENT = {"gmrf": 16, "mvae": 512, "mmvae": 512, "mopoe": 512, "mmvaeplus": 32}
-#: Objective per model: the method's own (importance-weighted DReG for the mixture models).
-OBJECTIVE = {"gmrf": "meanfield", "mvae": "meanfield", "mmvae": "dreg", "mopoe": "meanfield",
-             "mmvaeplus": "dreg"}
 IMAGE_SHAPE = (3, 28, 28)
 QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_scale": 0.125,
          "classifier_epochs": 1}
@@ -65,7 +64,7 @@ class PolyMNISTRun:
     width: int | None = None  # ResNet base channels; full: 64
     offdiag_keep: float = 0.25  # GMRF: the paper's option masking 75% of off-diagonal entries
     likelihood_scale: float = 0.75  # Laplace likelihood scale (MMVAE+'s PolyMNIST choice)
-    elbo: str | None = None  # OBJECTIVE[model]
+    elbo: str | None = None  # the method's own objective
     particles: int = 1
     seed: int = 0
     device: str = "auto"
@@ -105,14 +104,6 @@ class PolyMNISTRun:
         if not 2 <= self.num_modalities <= 9:
             raise ValueError(f"num_modalities must lie in 2..9 (nine backgrounds), got {self.num_modalities}")
 
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
-    return device
 
 
 def latent_size(run: PolyMNISTRun) -> int:
@@ -177,14 +168,6 @@ def prepare_polymnist(run: PolyMNISTRun) -> tuple[PolyMNISTData, PolyMNISTData]:
     return _subset(train, run.value("num_train"), run.seed), _subset(test, run.value("num_eval"), run.seed + 1)
 
 
-def _to_float(xs):
-    return [x.float().div_(255) for x in xs]
-
-
-def _flat_components(images: torch.Tensor) -> list[torch.Tensor]:
-    """``(N, M, C, H, W)`` to ``M`` tensors ``(N, C*H*W)`` (views, same dtype)."""
-    return [images[:, k].reshape(images.shape[0], -1) for k in range(images.shape[1])]
-
 
 def load_judges(run: PolyMNISTRun, train: PolyMNISTData, test: PolyMNISTData, device) -> dict:
     """The coherence judges: ``{"ours": (classifiers, info), "mopoe": (classifiers, info)}``.
@@ -224,19 +207,6 @@ def load_judges(run: PolyMNISTRun, train: PolyMNISTData, test: PolyMNISTData, de
     return judges
 
 
-def _inception(run: PolyMNISTRun, device):
-    """The FID network, or ``(None, reason)`` when ``fid="auto"`` and no weights are found."""
-    if run.fid == "off":
-        return None, "FID off (--fid off)"
-    from ..metrics.fid import InceptionFeatureExtractor, InceptionWeightsUnavailable
-
-    try:
-        return InceptionFeatureExtractor(run.inception_weights, device=device), None
-    except InceptionWeightsUnavailable as err:
-        if run.fid == "on":
-            raise
-        return None, f"FID not computed: {err}"
-
 
 def _figures(model_name: str, images: torch.Tensor, generated: dict, out: Path, columns: int = 10) -> list[str]:
     """Like the paper's Figure 3: unconditional samples, and generation from modality m0."""
@@ -267,9 +237,14 @@ def save_samples(path, model, test: PolyMNISTData, num: int, device) -> Path:
     return atomic_torch_save(record, path)
 
 
+def test_tuples(run: PolyMNISTRun) -> PolyMNISTData:
+    """The test tuples a run evaluates (the samples of ``pyro-mcvae sample`` come from them)."""
+    return prepare_polymnist(run)[1]
+
+
 def train_config(run: PolyMNISTRun, device) -> TrainConfig:
     return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
-                       elbo=run.elbo or OBJECTIVE[run.model], num_particles=run.particles,
+                       elbo=run.elbo or get_method(run.model).objective, num_particles=run.particles,
                        beta=run.beta, seed=run.seed, device=str(device), amp=run.amp)
 
 
@@ -279,8 +254,8 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device) -> tuple[MC
     model = build_polymnist_model(run)
     config = train_config(run, device)
     started = time.perf_counter()
-    result = fit(model, _flat_components(train.images), config, out_dir=model_dir(run) / "train",
-                 resume=run.resume, progress=run.progress, batch_transform=_to_float)
+    result = fit(model, flat_components(train.images), config, out_dir=model_dir(run) / "train",
+                 resume=run.resume, progress=run.progress, batch_transform=to_float)
     seconds = time.perf_counter() - started
     rows = result.history
     # Seconds of this process's training; the log's own timings cover resumed runs.
@@ -292,36 +267,18 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device) -> tuple[MC
                    "final_loss": result.losses[-1] if result.losses else None}
 
 
-def model_dir(run) -> Path:
-    """``<out>/<model>`` of a run (PolyMNIST or assemblies): checkpoints, logs, results."""
-    return Path(run.out) / run.model
-
-
-def restore_trained(model: MCVAE, train_dir, device) -> MCVAE:
-    """``model`` (freshly built) with the weights of the training run in ``train_dir``, on
-    ``device`` in eval mode; clear errors when there is no checkpoint or it does not fit."""
-    from ..infer import load_checkpoint
-
-    path = Path(train_dir) / "checkpoint.pt"
-    if not path.is_file():
-        raise ValueError(f"no trained model at {path}; train it first (same config and out)")
-    try:
-        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{path} was written by a different model configuration: {err}") from None
-    return model.to(device).eval()
 
 
 def load_trained(run: PolyMNISTRun, device) -> MCVAE:
     """The model of a finished (or interrupted) training run, from its checkpoint."""
-    return restore_trained(build_polymnist_model(run), model_dir(run) / "train", device)
+    return restore(build_polymnist_model(run), model_dir(run) / "train", device)
 
 
 def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict, device) -> dict:
     """Every metric under every judge, the figures and (optionally) the samples file."""
     model.eval()
     images = test.images.float().div_(255)
-    inception, fid_note = _inception(run, device)
+    inception, fid_note = inception_network(run.fid, run.inception_weights, device)
     generated = generate_images(model, images, device=device, progress=run.progress)
     metrics = {name: evaluate_polymnist(model, images, test.labels, classifiers, generated=generated,
                                         inception=inception if name == "ours" else None, device=device)

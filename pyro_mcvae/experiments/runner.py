@@ -39,12 +39,12 @@ def train_or_resume(model, data, config: TrainConfig, run_dir, progress: bool = 
     return result, record
 
 
-def restore(model, run_dir, device="cpu"):
+def restore(model, run_dir, device="cpu", hint: str = "train it first (same settings and output directory)"):
     """``model`` (freshly built) with the weights of the training run in ``run_dir``, on
     ``device`` in eval mode; clear errors when there is no checkpoint or it does not fit."""
     path = Path(run_dir) / "checkpoint.pt"
     if not path.is_file():
-        raise ValueError(f"no trained model at {path}; train it first (same settings and output directory)")
+        raise ValueError(f"no trained model at {path}; {hint}")
     device = resolve_device(device)
     try:
         model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
