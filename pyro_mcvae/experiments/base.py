@@ -88,6 +88,9 @@ class Experiment(ABC):
     Config: type = RunConfig
     models: dict = {}
     all_models: tuple = ()
+    #: ``run_model(experiment, config, data, model_name, seed) -> record``: a benchmark with a
+    #: training and evaluation pipeline of its own sets it; ``None``: the runner's ``run_one``.
+    run_model = None
 
     def check(self, config) -> None:
         """Normalise and validate ``config`` in place (``ValueError`` on a bad setting)."""
@@ -173,6 +176,74 @@ class Experiment(ABC):
     def report(self, results: dict, data, config, out: Path) -> None:
         """Anything printed or written after the table (diagnostics)."""
 
+    def shortcut(self, config) -> bool:
+        """Run a mode that replaces the training runs (True when it did)."""
+        return False
+
+    def results_file(self, record: dict, results: dict) -> dict:
+        """What ``results.json`` holds (default: the runner's record)."""
+        return record
+
+
+@dataclass
+class ImageConfig:
+    """Settings every image benchmark's command line adds to its run settings."""
+
+    full: bool = option(False, "the full (paper) settings even without a GPU")
+
+    def resolve_quick(self) -> None:
+        """No GPU and neither ``--quick`` nor ``--full``: the quick CPU configuration."""
+        import torch
+
+        if not self.quick and not self.full and not torch.cuda.is_available() and self.device in ("auto", "cpu"):
+            print("no GPU: running the quick CPU configuration (pass --full for the full settings)")
+            self.quick = True
+
+    def check_positive(self, *names) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+
+
+class ImageExperiment(Experiment):
+    """A benchmark run one model at a time by its own pipeline (``pipeline(run, data)``, writing
+    ``<out>/<model>/results.json``); ``results.json`` maps each model to its record."""
+
+    models = dict.fromkeys(IMAGE_MODELS)
+    all_models = IMAGE_MODELS
+
+    def check(self, config) -> None:
+        config.check_settings()
+        if "all" in config.model:
+            config.model = list(self.all_models)
+        config.model = list(dict.fromkeys(config.model))
+        config.resolve_quick()
+
+    def seeds(self, config) -> list[int]:
+        return [config.seed]
+
+    def data(self, config):
+        return None
+
+    def settings_for(self, config, model_name: str):
+        """One model's run settings."""
+        return dataclasses.replace(config, model=model_name)
+
+    @staticmethod
+    def run_model(experiment, config, data, model_name, seed):
+        return experiment.pipeline(experiment.settings_for(config, model_name), data)
+
+    @abstractmethod
+    def pipeline(self, run, data) -> dict:
+        """Train (resumable) and evaluate one model; its record."""
+
+    def evaluate(self, model, data, config, seed) -> dict:
+        raise NotImplementedError(f"{self.name} evaluates inside its pipeline")
+
+    def results_file(self, record: dict, results: dict) -> dict:
+        return {n: {k: v for k, v in runs[0].items() if k != "_samples"} for n, runs in results.items()}
+
 
 # -- shared by the image experiments (PolyMNIST, assemblies) --------------------------------------
 
@@ -206,7 +277,7 @@ def inception_network(fid: str, weights, device):
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
-_BUILTIN = ("copula", "heavy_tails", "nnmrf")
+_BUILTIN = ("copula", "heavy_tails", "nnmrf", "polymnist", "bikes")
 
 
 def register_experiment(experiment: Experiment, replace: bool = False) -> Experiment:

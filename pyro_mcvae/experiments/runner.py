@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -19,9 +21,10 @@ import torch
 from ..infer import TrainConfig, fit, load_checkpoint, resolve_device, seed_everything
 from ..parallel import map_in_processes
 from ..provenance import provenance
-from .base import Experiment
+from .base import Experiment, parse_config
 
-__all__ = ["EVAL_SEED_OFFSET", "restore", "resolve_device", "run_experiment", "run_one", "train_or_resume"]
+__all__ = ["EVAL_SEED_OFFSET", "command_line", "restore", "resolve_device", "run_experiment", "run_one",
+           "train_or_resume"]
 
 #: Generation after training draws from its own stream: seed + this.
 EVAL_SEED_OFFSET = 1_000_000
@@ -84,15 +87,17 @@ def run_all(experiment: Experiment, config, data) -> dict:
     """Every (model, seed) run, in order, or ``config.jobs`` at a time in worker processes."""
     seeds = experiment.seeds(config)
     tasks = [(name, seed) for name in config.model for seed in seeds]
-    if config.jobs == 1:
-        records = [run_one(experiment, config, data, name, seed) for name, seed in tasks]
+    jobs = getattr(config, "jobs", 1)
+    if jobs == 1:
+        one = experiment.run_model or run_one  # a pipeline of its own (the image benchmarks), or ours
+        records = [one(experiment, config, data, name, seed) for name, seed in tasks]
     else:
         # Spawned workers with one thread each: small networks parallelise better across runs
         # than inside one run. The costlier models (listed last) start first, which balances the
         # workers' loads. The workers stop with this process, however it is stopped.
         tasks = tasks[::-1]
         records = map_in_processes(run_one, [(experiment, config, data, name, seed, 1) for name, seed in tasks],
-                                   config.jobs)
+                                   jobs)
     by_run = dict(zip(tasks, records))
     return {name: [by_run[name, seed] for seed in seeds] for name in config.model}
 
@@ -105,9 +110,13 @@ def run_experiment(experiment: Experiment, config) -> dict:
     device = resolve_device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    if experiment.shortcut(config):  # a mode that replaces the runs
+        return {}
     data = experiment.data(config)
     started = time.perf_counter()
     results = run_all(experiment, config, data)
+    if int(os.environ.get("RANK", "0")) != 0:  # data-parallel training (torchrun): rank 0 reports
+        return {"_results": results}
     figures = experiment.figures(results, data, config, out)
     md = experiment.table(results, data)
     print(md)
@@ -119,9 +128,24 @@ def run_experiment(experiment: Experiment, config) -> dict:
                     for n, runs in results.items()},
         "total_seconds": round(time.perf_counter() - started, 2),
     }
-    (out / "results.json").write_text(json.dumps(record, indent=2, default=float))
+    (out / "results.json").write_text(json.dumps(experiment.results_file(record, results), indent=2, default=float))
     (out / "table.md").write_text(md)
     print(f"wrote {out / 'results.json'}, {out / 'table.md'}"
           + (f" and {len(figures)} figures" if figures else "") + f" in {out} ({record['total_seconds']:.0f} s)")
     experiment.report(results, data, config, out)
     return record | {"_results": results}
+
+
+def command_line(experiment: Experiment, argv=None, prog: str | None = None, description: str | None = None) -> int:
+    """Parse the options generated from the experiment's ``Config`` and run it; a bad setting or
+    a missing input ends with exit status 2 and one line naming it (no traceback)."""
+    from ..metrics.fid import InceptionWeightsUnavailable
+
+    prog = prog or os.path.basename(sys.argv[0])
+    config = parse_config(experiment, argv, prog=prog, description=description)
+    try:
+        run_experiment(experiment, config)
+    except (ValueError, FileNotFoundError, InceptionWeightsUnavailable) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
