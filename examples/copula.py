@@ -9,7 +9,7 @@ measures and writes. Running the same command again resumes and reuses finished 
 
 import sys
 
-from pyro_mcvae.experiments import get_experiment, parse_config, run_experiment
+from pyro_mcvae.experiments import command_line, get_experiment, parse_config
 
 EXPERIMENT = get_experiment("copula")
 
@@ -19,8 +19,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    run_experiment(EXPERIMENT, parse_args(argv))
-    return 0
+    return command_line(EXPERIMENT, argv, description=__doc__)
 
 
 if __name__ == "__main__":

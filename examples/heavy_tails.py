@@ -8,15 +8,7 @@ The same as ``pyro-mcvae run heavy_tails``; see ``pyro_mcvae/experiments/heavy_t
 
 import sys
 
-from pyro_mcvae.experiments import get_experiment, parse_config, run_experiment
-
-EXPERIMENT = get_experiment("heavy_tails")
-
-
-def main(argv=None) -> int:
-    run_experiment(EXPERIMENT, parse_config(EXPERIMENT, argv, description=__doc__))
-    return 0
-
+from pyro_mcvae.experiments import command_line, get_experiment
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line(get_experiment("heavy_tails"), description=__doc__))

@@ -10,15 +10,7 @@ figures, plus the HMC diagnostics and a trace plot (``--trace-transitions``); se
 
 import sys
 
-from pyro_mcvae.experiments import get_experiment, parse_config, run_experiment
-
-EXPERIMENT = get_experiment("nnmrf")
-
-
-def main(argv=None) -> int:
-    run_experiment(EXPERIMENT, parse_config(EXPERIMENT, argv, description=__doc__))
-    return 0
-
+from pyro_mcvae.experiments import command_line, get_experiment
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line(get_experiment("nnmrf"), description=__doc__))
