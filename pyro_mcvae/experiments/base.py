@@ -91,6 +91,9 @@ class Experiment(ABC):
     #: ``run_model(experiment, config, data, model_name, seed) -> record``: a benchmark with a
     #: training and evaluation pipeline of its own sets it; ``None``: the runner's ``run_one``.
     run_model = None
+    #: The ``pyro-mcvae train / evaluate / sample --config`` commands of the dataset
+    #: (:mod:`.files`), or ``None``.
+    config_file = None
 
     def check(self, config) -> None:
         """Normalise and validate ``config`` in place (``ValueError`` on a bad setting)."""

@@ -33,6 +33,7 @@ from ..nets import ResNetNets
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
 from .base import IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, flat_components, option, register_experiment, inception_network, model_dir, to_float
+from .files import ImageFiles
 from .runner import resolve_device, restore
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
@@ -323,6 +324,7 @@ class BikeExperiment(ImageExperiment):
     name = "bikes"
     description = "Structural coherence on bicycle assemblies: GMRF MCVAE against the baselines."
     Config = BikeConfig
+    config_file = ImageFiles(BikeRun, "bike-assembly", run_bikes, load_trained_bikes, test_images, save_bike_samples)
 
     def data(self, config):
         return load_bike_data(config)

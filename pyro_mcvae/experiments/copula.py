@@ -22,6 +22,7 @@ from ..evaluate import copula_noise_floor, evaluate_copula
 from ..infer import seed_everything
 from ..plots import copula_pairplot, copula_pairplot_grid, save_figure
 from .base import Experiment, ModelSpec, RunConfig, mean_std, option, register_experiment
+from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
 __all__ = ["CopulaConfig", "CopulaExperiment", "MODELS", "PROTOCOLS", "VectorConfig"]
@@ -94,6 +95,7 @@ class CopulaExperiment(Experiment):
     name = "copula"
     description = __doc__.split("\n\n")[0]
     Config = CopulaConfig
+    config_file = VectorFiles("make_copula_splits", "evaluate_copula")
     models = MODELS
     all_models = ALL
 

@@ -118,66 +118,57 @@ class VectorFiles:
 
 class ImageFiles:
     """Config-file commands of an image experiment: every section sets fields of its run
-    settings dataclass (``module.run_class``)."""
+    settings dataclass ``run_class``; ``run(settings, stages=...)`` trains and/or evaluates,
+    ``load_trained(settings, device)``, ``test_images(settings)`` and
+    ``save_samples(path, model, test, num, device)`` write the samples file."""
 
-    def __init__(self, module: str, run_class: str, label: str, run: str, load_trained: str, test_images: str,
-                 save_samples: str):
-        self.module, self.run_class, self.label = module, run_class, label
-        self.names = dict(run=run, load_trained=load_trained, test_images=test_images, save_samples=save_samples)
-
-    def _fn(self, name):
-        import importlib
-
-        module = importlib.import_module(f"{__package__}.{self.module}")
-        return getattr(module, self.names.get(name, name))
+    def __init__(self, run_class, label: str, run, load_trained, test_images, save_samples):
+        self.run_class, self.label = run_class, label
+        self.run, self.load_trained, self.test_images, self.save_samples = run, load_trained, test_images, save_samples
 
     def settings(self, config: dict):
         """The run settings dataclass from the config (the sections share its flat namespace)."""
-        run_class = self._fn(self.run_class)
         settings = {"seed": config["seed"], "device": config["device"], "out": config["out"]}
-        names = {f.name for f in dataclasses.fields(run_class)}
+        names = {f.name for f in dataclasses.fields(self.run_class)}
         for section in SECTIONS:
             for key, value in config[section].items():
                 if key not in names:
                     raise ConfigError(f"config [{section}]: unknown {self.label} setting {key!r}; "
                                       f"known: {sorted(names)}")
                 settings[key] = value
-        return run_class(**settings)
+        return self.run_class(**settings)
 
-    def _run(self, config: dict, stages) -> dict:
-        record = self._fn("run")(self.settings(config), stages=stages)
+    def _stages(self, config: dict, stages) -> dict:
+        record = self.run(self.settings(config), stages=stages)
         record.pop("_samples", None)
         return record
 
     def train(self, config: dict) -> dict:
-        return self._run(config, ("train",))
+        return self._stages(config, ("train",))
 
     def evaluate(self, config: dict) -> dict:
-        return self._run(config, ("evaluate",))
+        return self._stages(config, ("evaluate",))
 
     def sample(self, config: dict, num: int, output: Path) -> Path:
         device = resolve_device(config["device"])
         pyro.set_rng_seed(config["seed"])
         run = self.settings(config)
-        model = self._fn("load_trained")(run, device)
-        return self._fn("save_samples")(output, model, self._fn("test_images")(run), num, device)
-
-
-_FILES = {
-    "copula": VectorFiles("make_copula_splits", "evaluate_copula"),
-    "heavy_tails": VectorFiles("make_heavy_tail_splits", "evaluate_heavy_tails", uses_reference=True),
-    "polymnist": ImageFiles("polymnist", "PolyMNISTRun", "PolyMNIST", "run_polymnist", "load_trained",
-                            "test_tuples", "save_samples"),
-    "bikes": ImageFiles("bikes", "BikeRun", "bike-assembly", "run_bikes", "load_trained_bikes", "test_images",
-                        "save_bike_samples"),
-}
+        model = self.load_trained(run, device)
+        return self.save_samples(output, model, self.test_images(run), num, device)
 
 
 def dataset_names() -> tuple:
-    return tuple(_FILES)
+    """The experiments a config file can name as its ``dataset``."""
+    from .base import experiment_names, get_experiment
+
+    return tuple(n for n in experiment_names() if get_experiment(n).config_file is not None)
 
 
 def file_commands(dataset: str):
-    if dataset not in _FILES:
+    """The config-file commands of the experiment named ``dataset``."""
+    from .base import experiment_names, get_experiment
+
+    experiment = get_experiment(dataset) if dataset in experiment_names() else None
+    if experiment is None or experiment.config_file is None:
         raise ConfigError(f"config: dataset must be one of {dataset_names()}, got {dataset!r}")
-    return _FILES[dataset]
+    return experiment.config_file

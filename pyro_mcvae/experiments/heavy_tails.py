@@ -21,6 +21,7 @@ from ..infer import seed_everything
 from ..plots import save_figure
 from .base import Experiment, ModelSpec, mean_std, option, register_experiment
 from .copula import VectorConfig
+from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
 __all__ = ["HeavyTailConfig", "HeavyTailExperiment", "MODELS", "qq_figure"]
@@ -47,6 +48,7 @@ class HeavyTailExperiment(Experiment):
     name = "heavy_tails"
     description = __doc__.split("\n\n")[0]
     Config = HeavyTailConfig
+    config_file = VectorFiles("make_heavy_tail_splits", "evaluate_heavy_tails", uses_reference=True)
     models = MODELS
 
     def data(self, config):

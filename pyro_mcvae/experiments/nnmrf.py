@@ -34,6 +34,7 @@ class NNMRFExperiment(CopulaExperiment):
     name = "nnmrf"
     description = __doc__.split("\n\n")[0]
     Config = NNMRFConfig
+    config_file = None
     all_models = ("gmrf", "nnmrf")
 
     def table(self, results, data) -> str:

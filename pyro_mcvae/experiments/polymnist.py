@@ -33,6 +33,7 @@ from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
 from .base import IMAGE_MODELS, ImageConfig, ImageExperiment, flat_components, option, register_experiment, inception_network, model_dir, to_float
+from .files import ImageFiles
 from .runner import resolve_device, restore
 
 __all__ = ["PolyMNISTRun", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
@@ -365,6 +366,7 @@ class PolyMNISTExperiment(ImageExperiment):
     name = "polymnist"
     description = "PolyMNIST: train a multimodal VAE on five image modalities and score its coherence."
     Config = PolyMNISTConfig
+    config_file = ImageFiles(PolyMNISTRun, "PolyMNIST", run_polymnist, load_trained, test_tuples, save_samples)
 
     def shortcut(self, config) -> bool:
         if not config.classifiers_only:
