@@ -18,7 +18,7 @@ import torch
 from .._io import atomic_torch_save
 from ..data.bikes import COMPONENTS, load_component_images, make_bike_splits
 from ..evaluate import generate_images
-from ..infer import TrainConfig, fit
+from ..infer import TrainConfig
 from ..metrics.assembly import (
     KeypointRegressor,
     assembly_fid,
@@ -34,7 +34,7 @@ from ..plots import image_grid, save_figure
 from ..provenance import provenance
 from .base import IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, flat_components, option, register_experiment, inception_network, model_dir, to_float
 from .files import ImageFiles
-from .runner import resolve_device, restore
+from .runner import resolve_device, restore, train_or_resume
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
            "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure"]
@@ -176,12 +176,11 @@ def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
     resumes, a finished one only loads). Returns the model and the training record."""
     model = build_bike_model(run)
     config = train_config(run, device)
-    result = fit(model, flat_components(data["train"]), config, out_dir=model_dir(run) / "train",
-                 resume=run.resume, progress=run.progress, batch_transform=to_float)
-    rows = result.history
-    seconds = rows[-1]["seconds"] if rows else 0.0  # the log's timings cover resumed runs
-    return model, {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
-                   "seconds": round(seconds, 1), "ms_per_step": round(1000 * seconds / max(result.steps, 1), 1)}
+    _, trained = train_or_resume(model, flat_components(data["train"]), config, model_dir(run) / "train",
+                                 progress=run.progress, resume=run.resume, batch_transform=to_float)
+    # the log's timings cover resumed runs
+    return model, {"steps": trained["steps"], "final_loss": trained["final_loss"],
+                   "seconds": round(trained["train_seconds"], 1), "ms_per_step": round(trained["ms_per_step"], 1)}
 
 
 def load_trained_bikes(run: BikeRun, device) -> MCVAE:

@@ -20,7 +20,7 @@ from .._io import atomic_torch_save
 from ..data.mnist import find_data_root
 from ..data.polymnist import PolyMNISTData, generate_polymnist, load_polymnist
 from ..evaluate import evaluate_polymnist, generate_images
-from ..infer import TrainConfig, fit
+from ..infer import TrainConfig
 from ..models import MCVAE, get_method
 from ..nets import ResNetNets
 from ..nets.classifier import (
@@ -34,7 +34,7 @@ from ..plots import image_grid, save_figure
 from ..provenance import provenance
 from .base import IMAGE_MODELS, ImageConfig, ImageExperiment, flat_components, option, register_experiment, inception_network, model_dir, to_float
 from .files import ImageFiles
-from .runner import resolve_device, restore
+from .runner import resolve_device, restore, train_or_resume
 
 __all__ = ["PolyMNISTRun", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
            "load_judges", "load_trained", "prepare_polymnist", "results_table", "run_polymnist",
@@ -256,8 +256,8 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device) -> tuple[MC
     model = build_polymnist_model(run)
     config = train_config(run, device)
     started = time.perf_counter()
-    result = fit(model, flat_components(train.images), config, out_dir=model_dir(run) / "train",
-                 resume=run.resume, progress=run.progress, batch_transform=to_float)
+    result, _ = train_or_resume(model, flat_components(train.images), config, model_dir(run) / "train",
+                                progress=run.progress, resume=run.resume, batch_transform=to_float)
     seconds = time.perf_counter() - started
     rows = result.history
     # Seconds of this process's training; the log's own timings cover resumed runs.
