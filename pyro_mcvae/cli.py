@@ -138,6 +138,14 @@ def main(argv=None) -> int:
         if name == "sample":
             p.add_argument("--num", type=int, default=100)
             p.add_argument("--output", help="default: <out>/samples.pt")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and argv[1:] in ([], ["-h"], ["--help"]):
+        from .experiments import get_experiment
+
+        print("usage: pyro-mcvae run EXPERIMENT [options]   (pyro-mcvae run EXPERIMENT -h: its options)\n")
+        for name in experiment_names():
+            print(f"  {name:12s} {get_experiment(name).description}")
+        return 0 if argv[1:] else 2
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         return cmd_run(args.experiment, rest)
