@@ -128,12 +128,21 @@ def run_experiment(experiment: Experiment, config) -> dict:
                     for n, runs in results.items()},
         "total_seconds": round(time.perf_counter() - started, 2),
     }
-    (out / "results.json").write_text(json.dumps(experiment.results_file(record, results), indent=2, default=float))
+    (out / "results.json").write_text(json.dumps(experiment.results_file(record, results), indent=2,
+                                                 default=_json_value))
     (out / "table.md").write_text(md)
     print(f"wrote {out / 'results.json'}, {out / 'table.md'}"
           + (f" and {len(figures)} figures" if figures else "") + f" in {out} ({record['total_seconds']:.0f} s)")
     experiment.report(results, data, config, out)
     return record | {"_results": results}
+
+
+def _json_value(value):
+    """Numbers (NumPy or torch scalars) as numbers, anything else JSON does not know as text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def command_line(experiment: Experiment, argv=None, prog: str | None = None, description: str | None = None) -> int:
