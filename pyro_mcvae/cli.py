@@ -1,5 +1,7 @@
 """``pyro-mcvae``: train, evaluate and sample any model on any of our datasets from a config file.
 
+    pyro-mcvae run EXPERIMENT [options]     # copula, heavy_tails, nnmrf; `run EXPERIMENT -h` lists
+                                            # the options (generated from the experiment's Config)
     pyro-mcvae train    --config run.toml [--set train.epochs=5 ...]
     pyro-mcvae evaluate --config run.toml
     pyro-mcvae sample   --config run.toml [--num 100] [--output samples.pt]
@@ -34,21 +36,9 @@ import argparse
 import json
 import sys
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 
-import pyro
-import torch
-
-from ._io import atomic_torch_save
-
-DATASETS = ("copula", "heavy_tails", "polymnist", "bikes")
-IMAGE_DATASETS = ("polymnist", "bikes")
-SECTIONS = ("data", "model", "train", "evaluate", "sample")
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be read or names an unknown setting."""
+from .experiments.files import SECTIONS, ConfigError, file_commands
 
 
 def _parse_value(text: str):
@@ -79,8 +69,7 @@ def load_config(path, overrides=()) -> dict:
                 raise ConfigError(f"--set {key}: {part} is not a section")
         node[leaf] = _parse_value(value.strip())
     dataset = config.get("dataset")
-    if dataset not in DATASETS:
-        raise ConfigError(f"config: dataset must be one of {DATASETS}, got {dataset!r}")
+    file_commands(dataset)  # a known dataset
     unknown = set(config) - {"dataset", "out", "seed", "device", *SECTIONS}
     if unknown:
         raise ConfigError(f"config: unknown top-level keys {sorted(unknown)}; expected dataset, out, seed, "
@@ -100,180 +89,45 @@ def _device(name: str) -> torch.device:
     return resolve_device(name)
 
 
-# -- vector datasets (copula, heavy tails) -------------------------------------------------------
-
-def _vector_dataset(config: dict):
-    from .data import make_copula_splits, make_heavy_tail_splits
-
-    make = make_copula_splits if config["dataset"] == "copula" else make_heavy_tail_splits
-    data = dict(config["data"])
-    data.setdefault("seed", config["seed"])
-    try:
-        return make(**data)
-    except TypeError as err:
-        raise ConfigError(f"config [data]: {err}") from None
-
-
-def _vector_model(config: dict, dataset):
-    """``[model] method = NAME`` and that method's config fields (any registered method), or
-    ``MCVAE.build``'s keywords (``guide = NAME``, ``latent_dim``, ...)."""
-    from .models import MCVAE, build_model
-
-    kwargs = dict(config["model"])
-    for key in ("hidden", "potential_hidden"):
-        if isinstance(kwargs.get(key), list):
-            kwargs[key] = tuple(kwargs[key])
-    dims = [dataset.train.shape[-1]] * dataset.train.shape[1]
-    try:
-        if "method" in kwargs:
-            return build_model(kwargs.pop("method"), dims, **kwargs)
-        return MCVAE.build(dims, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"config [model]: {err}") from None
-
-
-def _train_config(config: dict, device):
-    from .infer import TrainConfig
-
-    kwargs = dict(config["train"])
-    kwargs.setdefault("seed", config["seed"])
-    kwargs["device"] = str(device)
-    try:
-        return TrainConfig(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"config [train]: {err}") from None
-
-
-def _checkpoint(out: Path) -> Path:
-    return out / "train" / "checkpoint.pt"
-
-
-def _load_vector_model(config, dataset, device):
-    from .infer import load_checkpoint
-
-    path = _checkpoint(Path(config["out"]))
-    if not path.is_file():
-        raise ConfigError(f"no trained model at {path}: run `pyro-mcvae train` with this config first")
-    model = _vector_model(config, dataset)
-    try:
-        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
-    except RuntimeError as err:
-        raise ConfigError(f"{path} does not match the config's [model]: {err}") from None
-    return model.to(device).eval()
-
-
-def _strip_samples(value):
-    if isinstance(value, dict):
-        return {str(k): _strip_samples(v) for k, v in value.items() if k != "samples"}
-    return value
-
-
-# -- image datasets (PolyMNIST, bicycle assemblies) ----------------------------------------------
-
 def _image_run(config: dict):
-    """The experiment's run settings (:class:`PolyMNISTRun` or :class:`BikeRun`) from the config."""
-    if config["dataset"] == "polymnist":
-        from .experiments.polymnist import PolyMNISTRun as Run
-    else:
-        from .experiments.bikes import BikeRun as Run
+    """The run settings (``PolyMNISTRun`` / ``BikeRun``) an image dataset's config describes."""
+    return file_commands(config["dataset"]).settings(config)
 
-    # The sections share the run's flat namespace (epochs, elbo, particles in [train], ...).
-    settings = {"seed": config["seed"], "device": config["device"], "out": config["out"]}
-    names = {f.name for f in fields(Run)}
-    for section in SECTIONS:
-        for key, value in config[section].items():
-            if key not in names:
-                label = {"polymnist": "PolyMNIST", "bikes": "bike-assembly"}[config["dataset"]]
-                raise ConfigError(f"config [{section}]: unknown {label} setting {key!r}; "
-                                  f"known: {sorted(names)}")
-            settings[key] = value
-    return Run(**settings)
-
-
-def _run_image(config: dict, stages) -> dict:
-    run = _image_run(config)
-    if config["dataset"] == "polymnist":
-        from .experiments.polymnist import run_polymnist
-
-        return run_polymnist(run, stages=stages)
-    from .experiments.bikes import run_bikes
-
-    record = run_bikes(run, stages=stages)
-    record.pop("_samples", None)
-    return record
-
-
-# -- commands ------------------------------------------------------------------------------------
 
 def cmd_train(config: dict) -> dict:
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    if config["dataset"] in IMAGE_DATASETS:
-        return _run_image(config, ("train",))
-    from .infer import fit
-
-    device = _device(config["device"])
-    dataset = _vector_dataset(config)
-    model = _vector_model(config, dataset)
-    result = fit(model, torch.as_tensor(dataset.train), _train_config(config, device), out_dir=out / "train")
-    record = {"steps": result.steps, "final_loss": result.losses[-1], "checkpoint": str(result.checkpoint)}
-    (out / "training.json").write_text(json.dumps(record, indent=2))
-    return record
+    return file_commands(config["dataset"]).train(config)
 
 
 def cmd_evaluate(config: dict) -> dict:
-    from .provenance import provenance
-
-    if config["dataset"] in IMAGE_DATASETS:
-        return _run_image(config, ("evaluate",))
-    from .evaluate import evaluate_copula, evaluate_heavy_tails
-
-    device = _device(config["device"])
-    dataset = _vector_dataset(config)
-    model = _load_vector_model(config, dataset, device)
-    if config["dataset"] == "copula":
-        metrics = evaluate_copula(model, dataset, device, **config["evaluate"])
-    else:
-        metrics = evaluate_heavy_tails(model, dataset, dataset.reference, device, **config["evaluate"])
-    record = provenance(device) | {"config": config, "metrics": _strip_samples(metrics)}
-    path = Path(config["out"]) / "metrics.json"
-    path.write_text(json.dumps(record, indent=2, default=float))
-    return record
+    return file_commands(config["dataset"]).evaluate(config)
 
 
 def cmd_sample(config: dict, num: int, output: str | None) -> Path:
     """Generated samples of the trained model; the same config gives the same file (seeded)."""
-    device = _device(config["device"])
-    pyro.set_rng_seed(config["seed"])
     output = Path(output) if output else Path(config["out"]) / "samples.pt"
-    if config["dataset"] == "polymnist":
-        from .experiments.polymnist import load_trained, prepare_polymnist, save_samples
+    return file_commands(config["dataset"]).sample(config, num, output)
 
-        run = _image_run(config)
-        model = load_trained(run, device)
-        _, test = prepare_polymnist(run)
-        return save_samples(output, model, test, num, device)
-    if config["dataset"] == "bikes":
-        from .experiments.bikes import load_bike_data, load_trained_bikes, save_bike_samples
 
-        run = _image_run(config)
-        model = load_trained_bikes(run, device)
-        return save_bike_samples(output, model, load_bike_data(run)["test"], num, device)
-    dataset = _vector_dataset(config)
-    model = _load_vector_model(config, dataset, device)
-    test = torch.as_tensor(dataset.test[:num], device=device)
-    with torch.no_grad():
-        record = {"unconditional": torch.stack(model.sample(num), 1).cpu(),
-                  "conditional": {k: torch.stack([p[0] for p in model.condition({k: test[:, k]})], 1).cpu()
-                                  for k in range(test.shape[1])},
-                  "test": test.cpu()}
-    return atomic_torch_save(record, output)
+def cmd_run(name: str, argv) -> int:
+    """``pyro-mcvae run EXPERIMENT [options]``: the options come from the experiment's Config."""
+    from .experiments import get_experiment, parse_config, run_experiment
+
+    experiment = get_experiment(name)
+    run_experiment(experiment, parse_config(experiment, argv, prog=f"pyro-mcvae run {name}"))
+    return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyro-mcvae", description="Multi-component VAEs with MRF latents.")
     sub = parser.add_subparsers(dest="command", required=True)
+    from .experiments import experiment_names
+
+    run = sub.add_parser("run", help="run a registered experiment (every model and seed, results and figures)",
+                         add_help=False)
+    run.add_argument("experiment", choices=experiment_names())
     for name, help_text in (("train", "train (resumes an interrupted run)"),
                             ("evaluate", "score a trained model on the test split"),
                             ("sample", "write generated samples to a .pt file")):
@@ -284,7 +138,19 @@ def main(argv=None) -> int:
         if name == "sample":
             p.add_argument("--num", type=int, default=100)
             p.add_argument("--output", help="default: <out>/samples.pt")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and argv[1:] in ([], ["-h"], ["--help"]):
+        from .experiments import get_experiment
+
+        print("usage: pyro-mcvae run EXPERIMENT [options]   (pyro-mcvae run EXPERIMENT -h: its options)\n")
+        for name in experiment_names():
+            print(f"  {name:12s} {get_experiment(name).description}")
+        return 0 if argv[1:] else 2
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "run":
+        return cmd_run(args.experiment, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from .metrics.fid import InceptionWeightsUnavailable
 
     try:

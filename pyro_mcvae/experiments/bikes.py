@@ -18,7 +18,7 @@ import torch
 from .._io import atomic_torch_save
 from ..data.bikes import COMPONENTS, load_component_images, make_bike_splits
 from ..evaluate import generate_images
-from ..infer import TrainConfig, fit
+from ..infer import TrainConfig
 from ..metrics.assembly import (
     KeypointRegressor,
     assembly_fid,
@@ -28,12 +28,13 @@ from ..metrics.assembly import (
     overlay,
     train_keypoint_regressor,
 )
-from ..models import MCVAE
+from ..models import MCVAE, get_method
 from ..nets import ResNetNets
-from ..plots import image_grid
+from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .polymnist import (MODELS, OBJECTIVE, _flat_components, _to_float, model_dir, resolve_device,
-                        restore_trained)
+from .base import IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, flat_components, option, register_experiment, inception_network, model_dir, to_float
+from .files import ImageFiles
+from .runner import resolve_device, restore, train_or_resume
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
            "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure"]
@@ -54,28 +55,29 @@ WHEEL_POINTS = ("rear_wheel_centre", "front_wheel_centre")
 class BikeRun:
     """Settings of one assembly run; ``None`` means the full value, or the quick one."""
 
-    model: str = "gmrf"
-    epochs: int | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    latent_dim: int | None = None
-    width: int | None = None
-    levels: int = 3
-    n_train: int | None = None
-    n_test: int | None = None
-    regressor_epochs: int | None = None
-    condition_on: str = "frame"
-    data_dir: str | None = None  # BIKED-style folders; None: the procedural generator
-    data_seed: int = 0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    fid: str = "auto"
-    inception_weights: str | None = None
-    quick: bool = False
-    out: str = "results/biked"
-    progress: bool = True
-    resume: bool = True
+    model: str = option("gmrf", "the model (a registered method)", choices=list(MODELS))
+    epochs: int | None = option(None, "training epochs (full: 100; quick: 3)")
+    batch_size: int = option(64, "minibatch size")
+    lr: float = option(1e-3, "learning rate")
+    latent_dim: int | None = option(None, "latent size (default: GMRF 4 per component, baselines 20)")
+    width: int | None = option(None, "ResNet base channels (full: 32; quick: 8)")
+    levels: int = option(3, "ResNet levels")
+    n_train: int | None = option(None, "training assemblies (full: 20,000; quick: 2,000)")
+    n_test: int | None = option(None, "test assemblies (full: 2,000; quick: 300)")
+    regressor_epochs: int | None = option(None, "epochs of the key-point regressors (full: 5; quick: 3)")
+    condition_on: str = option("frame", "the component the conditional generations are given", choices=list(COMPONENTS))
+    data_dir: str | None = option(None, "BIKED-style folders, one per component (default: procedural bikes)")
+    data_seed: int = option(0, "seed of the procedural data and the split")
+    seed: int = option(0, "training seed")
+    device: str = option("auto", "'cpu', 'cuda' or 'auto'")
+    amp: bool = option(False, "bf16 mixed precision (CUDA)")
+    fid: str = option("auto", "'auto': FID when the Inception weights are found; 'on': required; 'off'",
+                      choices=["auto", "on", "off"])
+    inception_weights: str | None = option(None, "pt_inception-2015-12-05-6726825d.pth for FID")
+    quick: bool = option(False, "2,000 bikes, narrow networks, 3 epochs")
+    out: str = option("results/biked", "output directory (runs resume there)")
+    progress: bool = option(True, "no progress bars")
+    resume: bool = option(True, "ignore existing checkpoints", flag="--restart")
 
     def value(self, name: str):
         v = getattr(self, name)
@@ -104,6 +106,11 @@ def load_bike_data(run: BikeRun) -> dict:
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(run.data_seed))
     n_test = min(run.value("n_test"), len(images) // 5)
     return {"source": str(run.data_dir), "train": images[perm[n_test:]], "test": images[perm[:n_test]]}
+
+
+def test_images(run: BikeRun) -> torch.Tensor:
+    """The test assemblies of a run (the samples of ``pyro-mcvae sample`` come from them)."""
+    return load_bike_data(run)["test"]
 
 
 def build_bike_model(run: BikeRun) -> MCVAE:
@@ -161,7 +168,7 @@ def _structure(real: torch.Tensor, generated: torch.Tensor, regs, given: int | N
 
 def train_config(run: BikeRun, device) -> TrainConfig:
     return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
-                       elbo=OBJECTIVE[run.model], seed=run.seed, device=str(device), amp=run.amp)
+                       elbo=get_method(run.model).objective, seed=run.seed, device=str(device), amp=run.amp)
 
 
 def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
@@ -169,17 +176,16 @@ def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
     resumes, a finished one only loads). Returns the model and the training record."""
     model = build_bike_model(run)
     config = train_config(run, device)
-    result = fit(model, _flat_components(data["train"]), config, out_dir=model_dir(run) / "train",
-                 resume=run.resume, progress=run.progress, batch_transform=_to_float)
-    rows = result.history
-    seconds = rows[-1]["seconds"] if rows else 0.0  # the log's timings cover resumed runs
-    return model, {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
-                   "seconds": round(seconds, 1), "ms_per_step": round(1000 * seconds / max(result.steps, 1), 1)}
+    _, trained = train_or_resume(model, flat_components(data["train"]), config, model_dir(run) / "train",
+                                 progress=run.progress, resume=run.resume, batch_transform=to_float)
+    # the log's timings cover resumed runs
+    return model, {"steps": trained["steps"], "final_loss": trained["final_loss"],
+                   "seconds": round(trained["train_seconds"], 1), "ms_per_step": round(trained["ms_per_step"], 1)}
 
 
 def load_trained_bikes(run: BikeRun, device) -> MCVAE:
     """The model of a finished (or interrupted) training run, from its checkpoint."""
-    return restore_trained(build_bike_model(run), model_dir(run) / "train", device)
+    return restore(build_bike_model(run), model_dir(run) / "train", device)
 
 
 def save_bike_samples(path, model, test: torch.Tensor, num: int, device) -> Path:
@@ -215,9 +221,7 @@ def evaluate_bikes(run: BikeRun, model: MCVAE, data: dict, device) -> dict:
     if regs is not None:
         record["real_validity"] = _validity(real, regs)
     if run.fid != "off":
-        from .polymnist import _inception
-
-        inception, note = _inception(run, device)
+        inception, note = inception_network(run.fid, run.inception_weights, device)
         record["fid_note"] = note
         if inception is not None:
             record["unconditional"]["fid"] = assembly_fid(real, uncond, inception, component_names=list(COMPONENTS))
@@ -240,7 +244,7 @@ def run_bikes(run: BikeRun, data: dict | None = None, stages=("train", "evaluate
     record = provenance(device) | {
         "settings": asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model],
                                    "epochs": run.value("epochs"), "width": run.value("width"),
-                                   "elbo": OBJECTIVE[run.model]},
+                                   "elbo": get_method(run.model).objective},
         "data": {"source": data["source"], "n_train": len(data["train"]), "n_test": len(data["test"])},
     }
     if "train" in stages:
@@ -297,3 +301,49 @@ def comparison_figure(test_images: torch.Tensor, records: dict, condition_on: st
     grid = torch.stack(cols, 0)[:, :, None]  # (columns, rows, 1, 64, 64)
     fig = image_grid(1 - grid, labels, f"Generated from the {condition_on} (columns: examples)", scale=0.9)
     return fig
+
+
+@dataclass
+class BikeConfig(ImageConfig, BikeRun):
+    """The command line's settings: several models, the run settings of each."""
+
+    model: list[str] = option(list(MODELS), "models to run (or 'all')", choices=[*MODELS, "all"])
+    save_samples: int = option(0, "write N generated assemblies per model to <out>/<model>/samples.pt")
+
+    def check_settings(self) -> None:
+        self.check_positive("epochs", "latent_dim", "width", "n_train", "n_test")
+        if self.save_samples < 0:
+            raise ValueError("--save-samples must be >= 0")
+
+
+class BikeExperiment(ImageExperiment):
+    """Structural coherence on bicycle assemblies (saddle, frame, crank, wheels, handlebars):
+    ``table.md`` like the paper's Table III, ``figure.png`` like its Figure 4."""
+
+    name = "bikes"
+    description = "Structural coherence on bicycle assemblies: GMRF MCVAE against the baselines."
+    Config = BikeConfig
+    config_file = ImageFiles(BikeRun, "bike-assembly", run_bikes, load_trained_bikes, test_images, save_bike_samples)
+
+    def data(self, config):
+        return load_bike_data(config)
+
+    def pipeline(self, run, data) -> dict:
+        record = run_bikes(run, data)
+        if run.save_samples:
+            device = resolve_device(run.device)
+            pyro.set_rng_seed(run.seed)
+            model = load_trained_bikes(run, device)
+            print(f"wrote {save_bike_samples(model_dir(run) / 'samples.pt', model, data['test'], run.save_samples, device)}")
+        return record
+
+    def table(self, results, data) -> str:
+        return bikes_table({name: runs[0] for name, runs in results.items()})
+
+    def figures(self, results, data, config, out) -> list[str]:
+        records = {name: runs[0] for name, runs in results.items()}
+        fig = comparison_figure(data["test"].float().div(255), records, config.condition_on)
+        return [str(save_figure(fig, out / "figure.png"))]
+
+
+register_experiment(BikeExperiment())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -20,8 +20,8 @@ from .._io import atomic_torch_save
 from ..data.mnist import find_data_root
 from ..data.polymnist import PolyMNISTData, generate_polymnist, load_polymnist
 from ..evaluate import evaluate_polymnist, generate_images
-from ..infer import TrainConfig, fit
-from ..models import MCVAE
+from ..infer import TrainConfig
+from ..models import MCVAE, get_method
 from ..nets import ResNetNets
 from ..nets.classifier import (
     classifier_accuracy,
@@ -32,19 +32,19 @@ from ..nets.classifier import (
 from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
+from .base import IMAGE_MODELS, ImageConfig, ImageExperiment, flat_components, option, register_experiment, inception_network, model_dir, to_float
+from .files import ImageFiles
+from .runner import resolve_device, restore, train_or_resume
 
 __all__ = ["PolyMNISTRun", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
            "load_judges", "load_trained", "prepare_polymnist", "results_table", "run_polymnist",
-           "resolve_device", "restore_trained", "save_samples", "train_polymnist"]
+           "save_samples", "train_polymnist"]
 
-MODELS = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
+MODELS = IMAGE_MODELS
 #: Latent sizes: GMRF 16 per component (the GMRF MCVAE paper); MMVAE+ 32 shared + 32 private
 #: per modality (the MMVAE+ paper's PolyMNIST setting); MVAE, MMVAE and MoPoE-VAE 512 (MoPoE-VAE's
 #: PolyMNIST setting).
 PAPER_LATENT = {"gmrf": 16, "mvae": 512, "mmvae": 512, "mopoe": 512, "mmvaeplus": 32}
-#: Objective per model: the method's own (importance-weighted DReG for the mixture models).
-OBJECTIVE = {"gmrf": "meanfield", "mvae": "meanfield", "mmvae": "dreg", "mopoe": "meanfield",
-             "mmvaeplus": "dreg"}
 IMAGE_SHAPE = (3, 28, 28)
 QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_scale": 0.125,
          "classifier_epochs": 1}
@@ -55,39 +55,40 @@ class PolyMNISTRun:
     """Settings of one PolyMNIST run. ``None`` means: the full (paper) value, or the quick one
     with ``quick=True`` (a small CPU run: 3,000 training tuples, narrow networks, 2 epochs)."""
 
-    model: str = "gmrf"
-    epochs: int | None = None  # full: 150
-    batch_size: int = 128
-    lr: float = 1e-3
-    beta: object = 1.0
-    latent_dim: int | None = None  # PAPER_LATENT (quick: scaled down by latent_scale, at least 4)
-    private_dim: int | None = None  # MMVAE+ (default: its latent_dim)
-    width: int | None = None  # ResNet base channels; full: 64
-    offdiag_keep: float = 0.25  # GMRF: the paper's option masking 75% of off-diagonal entries
-    likelihood_scale: float = 0.75  # Laplace likelihood scale (MMVAE+'s PolyMNIST choice)
-    elbo: str | None = None  # OBJECTIVE[model]
-    particles: int = 1
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    num_modalities: int = 5
-    data_dir: str = "data/polymnist"
-    mnist_dir: str | None = None
-    backgrounds_dir: str | None = None
-    classifiers: str | None = None  # our classifiers file (default: <data_dir>/classifiers.pt)
-    mopoe_classifiers: str | None = None  # default: <shared data>/polymnist/mopoe_classifiers; "" none
-    classifier_epochs: int | None = None  # full: 3 (quick: 1); on the whole training split
-    inception_weights: str | None = None
-    fid: str = "auto"  # "auto": FID when the Inception weights are found; "on": required; "off"
-    num_train: int | None = None  # full: all 60,000
-    num_eval: int | None = None  # test tuples evaluated; full: all 10,000
-    quick: bool = False
-    out: str = "results/polymnist"
-    save_samples: str | None = None
-    num_saved: int = 100
-    progress: bool = True
-    resume: bool = True
-    extra: dict = field(default_factory=dict)
+    model: str = option("gmrf", "the model (a registered method)", choices=list(MODELS))
+    epochs: int | None = option(None, "training epochs (full: 150; quick: 2)")
+    batch_size: int = option(128, "minibatch size")
+    lr: float = option(1e-3, "learning rate")
+    beta: object = option(1.0, "number, 'linear:STEPS', or 'cyclical:PERIOD'")
+    latent_dim: int | None = option(None, "latent size (default: the paper's size for the model; quick: "
+                                          "scaled down by 1/8, at least 4)")
+    private_dim: int | None = option(None, "MMVAE+: private latent size per modality (default: its latent size)")
+    width: int | None = option(None, "ResNet base channels (full: 64; quick: 8)")
+    offdiag_keep: float = option(0.25, "GMRF: fraction of off-diagonal posterior entries kept (paper: mask 75%%)")
+    likelihood_scale: float = option(0.75, "Laplace likelihood scale (MMVAE+'s PolyMNIST choice)")
+    elbo: str | None = option(None, "objective (default: the method's own)", choices=["meanfield", "trace", "iwae", "dreg"])
+    particles: int = option(1, "Monte Carlo particles or importance samples")
+    seed: int = option(0, "training seed")
+    device: str = option("auto", "'cpu', 'cuda' or 'auto'")
+    amp: bool = option(False, "bf16 autocast (GPU)")
+    num_modalities: int = option(5, "number of modalities m0.. (up to 9)", flag="--modalities")
+    data_dir: str = option("data/polymnist", "PolyMNIST data (generated there when empty)")
+    mnist_dir: str | None = option(None, "MNIST IDX files (to generate the data)")
+    backgrounds_dir: str | None = option(None, "background images (to generate the data)")
+    classifiers: str | None = option(None, "our classifiers file (trained and saved there if absent)")
+    mopoe_classifiers: str | None = option(None, "directory of MoPoE-VAE's pretrained classifiers ('' for none)")
+    classifier_epochs: int | None = option(None, "epochs of our digit classifiers (full: 3; quick: 1)")
+    inception_weights: str | None = option(None, "pt_inception-2015-12-05-6726825d.pth for FID")
+    fid: str = option("auto", "'auto': FID when the Inception weights are found; 'on': required; 'off'",
+                      choices=["auto", "on", "off"])
+    num_train: int | None = option(None, "training tuples (full: all 60,000; quick: 3,000)")
+    num_eval: int | None = option(None, "test tuples evaluated (full: all 10,000; quick: 300)")
+    quick: bool = option(False, "small CPU run: 3,000 tuples, narrow nets, 2 epochs")
+    out: str = option("results/polymnist", "output directory (runs resume there)")
+    save_samples: str | None = option(None, "write generated samples to this .pt file")
+    num_saved: int = option(100, "tuples in the samples file")
+    progress: bool = option(True, "no progress bars")
+    resume: bool = option(True, "start again instead of resuming from the checkpoint")
 
     def value(self, name: str):
         """A setting with its quick or full default filled in."""
@@ -105,14 +106,6 @@ class PolyMNISTRun:
         if not 2 <= self.num_modalities <= 9:
             raise ValueError(f"num_modalities must lie in 2..9 (nine backgrounds), got {self.num_modalities}")
 
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
-    return device
 
 
 def latent_size(run: PolyMNISTRun) -> int:
@@ -177,14 +170,6 @@ def prepare_polymnist(run: PolyMNISTRun) -> tuple[PolyMNISTData, PolyMNISTData]:
     return _subset(train, run.value("num_train"), run.seed), _subset(test, run.value("num_eval"), run.seed + 1)
 
 
-def _to_float(xs):
-    return [x.float().div_(255) for x in xs]
-
-
-def _flat_components(images: torch.Tensor) -> list[torch.Tensor]:
-    """``(N, M, C, H, W)`` to ``M`` tensors ``(N, C*H*W)`` (views, same dtype)."""
-    return [images[:, k].reshape(images.shape[0], -1) for k in range(images.shape[1])]
-
 
 def load_judges(run: PolyMNISTRun, train: PolyMNISTData, test: PolyMNISTData, device) -> dict:
     """The coherence judges: ``{"ours": (classifiers, info), "mopoe": (classifiers, info)}``.
@@ -224,19 +209,6 @@ def load_judges(run: PolyMNISTRun, train: PolyMNISTData, test: PolyMNISTData, de
     return judges
 
 
-def _inception(run: PolyMNISTRun, device):
-    """The FID network, or ``(None, reason)`` when ``fid="auto"`` and no weights are found."""
-    if run.fid == "off":
-        return None, "FID off (--fid off)"
-    from ..metrics.fid import InceptionFeatureExtractor, InceptionWeightsUnavailable
-
-    try:
-        return InceptionFeatureExtractor(run.inception_weights, device=device), None
-    except InceptionWeightsUnavailable as err:
-        if run.fid == "on":
-            raise
-        return None, f"FID not computed: {err}"
-
 
 def _figures(model_name: str, images: torch.Tensor, generated: dict, out: Path, columns: int = 10) -> list[str]:
     """Like the paper's Figure 3: unconditional samples, and generation from modality m0."""
@@ -267,9 +239,14 @@ def save_samples(path, model, test: PolyMNISTData, num: int, device) -> Path:
     return atomic_torch_save(record, path)
 
 
+def test_tuples(run: PolyMNISTRun) -> PolyMNISTData:
+    """The test tuples a run evaluates (the samples of ``pyro-mcvae sample`` come from them)."""
+    return prepare_polymnist(run)[1]
+
+
 def train_config(run: PolyMNISTRun, device) -> TrainConfig:
     return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
-                       elbo=run.elbo or OBJECTIVE[run.model], num_particles=run.particles,
+                       elbo=run.elbo or get_method(run.model).objective, num_particles=run.particles,
                        beta=run.beta, seed=run.seed, device=str(device), amp=run.amp)
 
 
@@ -279,8 +256,8 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device) -> tuple[MC
     model = build_polymnist_model(run)
     config = train_config(run, device)
     started = time.perf_counter()
-    result = fit(model, _flat_components(train.images), config, out_dir=model_dir(run) / "train",
-                 resume=run.resume, progress=run.progress, batch_transform=_to_float)
+    result, _ = train_or_resume(model, flat_components(train.images), config, model_dir(run) / "train",
+                                progress=run.progress, resume=run.resume, batch_transform=to_float)
     seconds = time.perf_counter() - started
     rows = result.history
     # Seconds of this process's training; the log's own timings cover resumed runs.
@@ -292,36 +269,18 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device) -> tuple[MC
                    "final_loss": result.losses[-1] if result.losses else None}
 
 
-def model_dir(run) -> Path:
-    """``<out>/<model>`` of a run (PolyMNIST or assemblies): checkpoints, logs, results."""
-    return Path(run.out) / run.model
-
-
-def restore_trained(model: MCVAE, train_dir, device) -> MCVAE:
-    """``model`` (freshly built) with the weights of the training run in ``train_dir``, on
-    ``device`` in eval mode; clear errors when there is no checkpoint or it does not fit."""
-    from ..infer import load_checkpoint
-
-    path = Path(train_dir) / "checkpoint.pt"
-    if not path.is_file():
-        raise ValueError(f"no trained model at {path}; train it first (same config and out)")
-    try:
-        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{path} was written by a different model configuration: {err}") from None
-    return model.to(device).eval()
 
 
 def load_trained(run: PolyMNISTRun, device) -> MCVAE:
     """The model of a finished (or interrupted) training run, from its checkpoint."""
-    return restore_trained(build_polymnist_model(run), model_dir(run) / "train", device)
+    return restore(build_polymnist_model(run), model_dir(run) / "train", device)
 
 
 def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict, device) -> dict:
     """Every metric under every judge, the figures and (optionally) the samples file."""
     model.eval()
     images = test.images.float().div_(255)
-    inception, fid_note = _inception(run, device)
+    inception, fid_note = inception_network(run.fid, run.inception_weights, device)
     generated = generate_images(model, images, device=device, progress=run.progress)
     metrics = {name: evaluate_polymnist(model, images, test.labels, classifiers, generated=generated,
                                         inception=inception if name == "ours" else None, device=device)
@@ -383,3 +342,60 @@ def results_table(records: dict) -> str:
                         f"{m['unconditional_coherence']:.3f} | {sizes} | {m['ssim']['mean']:.3f} | "
                         f"{fd['unconditional']:.2f} / {fd['conditional']:.2f} | {fid_txt} |")
     return head + "\n".join(rows) + "\n"
+
+
+@dataclass
+class PolyMNISTConfig(ImageConfig, PolyMNISTRun):
+    """The command line's settings: several models, the run settings of each."""
+
+    model: list[str] = option(["gmrf"], "models to run (or 'all')", choices=[*MODELS, "all"])
+    classifiers_only: bool = option(False, "only train (or load) the digit classifiers and print their test accuracy")
+
+    def check_settings(self) -> None:
+        self.check_positive("epochs")
+        if self.fid not in ("auto", "on", "off"):
+            raise ValueError(f"--fid must be 'auto', 'on' or 'off', got {self.fid!r}")
+        if not 2 <= self.num_modalities <= 9:
+            raise ValueError(f"--modalities must lie in 2..9 (nine backgrounds), got {self.num_modalities}")
+
+
+class PolyMNISTExperiment(ImageExperiment):
+    """PolyMNIST: coherence (our judges and MoPoE-VAE's), SSIM, digit-FD and FID of each model;
+    ``<out>/<model>/`` holds each model's checkpoints, results, table and figures."""
+
+    name = "polymnist"
+    description = "PolyMNIST: train a multimodal VAE on five image modalities and score its coherence."
+    Config = PolyMNISTConfig
+    config_file = ImageFiles(PolyMNISTRun, "PolyMNIST", run_polymnist, load_trained, test_tuples, save_samples)
+
+    def shortcut(self, config) -> bool:
+        if not config.classifiers_only:
+            return False
+        train, test = load_full_polymnist(config)
+        for name, (_, info) in load_judges(config, train, test, resolve_device(config.device)).items():
+            acc = " / ".join(f"{a:.3f}" for a in info["test_accuracy"])
+            print(f"{name} classifiers ({info.get('file') or info.get('directory')}): test accuracy {acc}")
+        return True
+
+    def settings_for(self, config, model_name):
+        run = super().settings_for(config, model_name)
+        if run.save_samples and len(config.model) > 1:
+            base = Path(run.save_samples)
+            run.save_samples = str(base.with_name(f"{base.stem}_{model_name}{base.suffix}"))
+        return run
+
+    def pipeline(self, run, data) -> dict:
+        return run_polymnist(run)
+
+    def table(self, results, data) -> str:
+        return results_table({name: runs[0] for name, runs in results.items()})
+
+    def report(self, results, data, config, out) -> None:
+        for name, (rec,) in results.items():
+            print(f"{name}: {rec['training']['seconds_this_process']} s training ({rec['training']['ms_per_step']} "
+                  f"ms/step), {rec['total_seconds']} s in all; figures {', '.join(rec['figures'])}")
+            if rec["fid_note"]:
+                print(f"  {rec['fid_note'].splitlines()[0]}")
+
+
+register_experiment(PolyMNISTExperiment())

@@ -20,7 +20,7 @@ _EXPORTS = {
     "ConstantBeta": ".schedules", "CyclicalBeta": ".schedules", "LinearWarmup": ".schedules",
     "parse_beta_schedule": ".schedules",
     "default_callbacks": ".train", "fit": ".train",
-    "Trainer": ".trainer",
+    "Trainer": ".trainer", "resolve_device": ".trainer",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -25,7 +25,7 @@ from .config import TrainConfig, amp_dtype, build_objective, seed_everything
 from .loop import TrainingLoop
 from .schedules import parse_beta_schedule
 
-__all__ = ["Trainer", "LOG_FIELDS"]
+__all__ = ["Trainer", "LOG_FIELDS", "resolve_device"]
 
 LOG_FIELDS = ["epoch", "step", "loss", "beta", "seconds", "step_ms", "samples_per_s"]
 # The data stay on a GPU when they take at most this share of its free memory ("auto").
@@ -49,7 +49,11 @@ class _Autocast:
         return getattr(self.fn, name)
 
 
-def _training_device(name: str) -> torch.device:
+def resolve_device(name) -> torch.device:
+    """The device named ``name`` (``"auto"``: CUDA when available, else the CPU); a clear error
+    when CUDA is named but not available. The one place the library resolves a device name."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
@@ -154,7 +158,7 @@ class Trainer(TrainingLoop):
         self.context = distributed.distributed_context(config.distributed, config.device)
         if self.context is not None:
             distributed.check_objective(self.objective)
-        device = self.device = self.context.device if self.context is not None else _training_device(config.device)
+        device = self.device = self.context.device if self.context is not None else resolve_device(config.device)
 
         xs = _components(data, model.component_dims, batch_transform, config.batch_size, device)
         n = xs[0].shape[0]

@@ -1,0 +1,372 @@
+"""The experiment interface, its registry, the settings every run shares, and the command-line
+options generated from a settings dataclass.
+
+An :class:`Experiment` says what is particular to a benchmark: its settings (``Config``, a
+dataclass whose fields carry their help text), its data, its model table (registry method names
+plus the benchmark's settings, :class:`ModelSpec`), how a trained model is scored, and the table
+and figures of a run. Everything else (device, seeds, train-or-resume, restore, provenance, the
+process pool) is the runner's (:mod:`.runner`), written once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Experiment", "ModelSpec", "RunConfig", "add_config_arguments", "config_from_args",
+           "experiment_names", "flat_components", "get_experiment", "inception_network", "mean_std", "model_dir",
+           "option", "register_experiment", "to_float"]
+
+#: The methods every image benchmark compares.
+IMAGE_MODELS = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
+
+
+def option(default, help: str = "", **metadata):
+    """A settings field with its command-line help (and optionally ``choices``, ``flag``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class RunConfig:
+    """Settings every experiment has: which models, how many seeds, where, on what device."""
+
+    model: list = option(["gmrf"], "models to run (a name of the experiment's model table, or 'all')")
+    epochs: int = option(100, "training epochs")
+    seeds: int = option(1, "number of training seeds (0..S-1)")
+    out: str = option("results/run", "output directory (runs resume there)")
+    device: str = option("cpu", "'cpu', 'cuda' or 'auto'")
+    jobs: int | None = option(None, "train this many runs at once in separate processes, one thread each "
+                                    "(default: one per CPU core, at most one per run)")
+    no_progress: bool = option(False, "no progress bars")
+
+    def check(self) -> None:
+        """Normalise and validate (a ``ValueError`` names the bad option)."""
+        if self.epochs < 1 or self.seeds < 1 or (self.jobs is not None and self.jobs < 1):
+            raise ValueError("--epochs, --seeds and --jobs must be >= 1")
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError("--device cuda requested but no CUDA device is available "
+                                 "(torch.cuda.is_available() is False)")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of an experiment's model table: a registered method, its settings in this
+    experiment (``fields``; ``latent``: the method's latent size, default the run's
+    ``latent_dim``) and, where it differs from the method's, the objective's particle count."""
+
+    method: str
+    fields: dict = field(default_factory=dict)
+    latent: int | None = None
+    particles: int = 1
+
+
+def mean_std(values, digits: int = 1) -> str:
+    """``"mean ± std"`` over seeds (just the mean for one seed)."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+class Experiment(ABC):
+    """A benchmark. Subclasses set ``name``, ``Config`` (a :class:`RunConfig` subclass),
+    ``models`` (name -> :class:`ModelSpec`) and ``all_models`` (what ``--model all`` runs)."""
+
+    name: str = ""
+    description: str = ""
+    Config: type = RunConfig
+    models: dict = {}
+    all_models: tuple = ()
+    #: ``run_model(experiment, config, data, model_name, seed) -> record``: a benchmark with a
+    #: training and evaluation pipeline of its own sets it; ``None``: the runner's ``run_one``.
+    run_model = None
+    #: The ``pyro-mcvae train / evaluate / sample --config`` commands of the dataset
+    #: (:mod:`.files`), or ``None``.
+    config_file = None
+
+    def check(self, config) -> None:
+        """Normalise and validate ``config`` in place (``ValueError`` on a bad setting)."""
+        config.check()
+        if "all" in config.model:
+            config.model = list(self.all_models or self.models)
+        config.model = list(dict.fromkeys(config.model))
+        unknown = [m for m in config.model if m not in self.models]
+        if unknown:
+            raise ValueError(f"--model: unknown model(s) {unknown}; choose from {[*self.models, 'all']}")
+        if config.jobs is None:
+            config.jobs = max(1, min(os.cpu_count() or 1, len(config.model) * config.seeds))
+
+    def seeds(self, config) -> list[int]:
+        return list(range(config.seeds))
+
+    def run_dir(self, config, model_name: str, seed: int) -> Path:
+        """Where one run's log and checkpoint live."""
+        return Path(config.out) / model_name / f"seed{seed}"
+
+    @abstractmethod
+    def data(self, config):
+        """Everything the runs need besides the model (splits, references, noise floors);
+        computed once and handed to every run."""
+
+    def component_dims(self, data) -> list[int]:
+        return [data.train.shape[2]] * data.train.shape[1]
+
+    def train_data(self, data):
+        import torch
+
+        return torch.as_tensor(data.train)
+
+    def method_fields(self, config, spec: ModelSpec) -> dict:
+        """The run-wide settings this experiment passes to every method that has them."""
+        return {}
+
+    def build(self, config, data, model_name: str, seed: int):
+        """The model named ``model_name`` through the registry (seeded by the runner)."""
+        from ..models import build_model, get_method
+
+        spec = self.models[model_name]
+        method = get_method(spec.method)
+        known = {f.name for f in dataclasses.fields(method.config)}
+        fields = {k: v for k, v in self.method_fields(config, spec).items() if k in known}
+        fields[method.latent_field] = spec.latent if spec.latent is not None else config.latent_dim
+        return build_model(spec.method, self.component_dims(data), **fields, **spec.fields)
+
+    def objective(self, config, model_name: str) -> tuple[str, int]:
+        """The objective's name and particle count for a model (``--elbo``/``--particles`` where
+        the config has them, else the model table's and the method's own)."""
+        from ..models import get_method
+
+        spec = self.models[model_name]
+        elbo = getattr(config, "elbo", None) or get_method(spec.method).objective
+        return elbo, getattr(config, "particles", None) or spec.particles
+
+    def train_settings(self, config) -> dict:
+        """The :class:`~pyro_mcvae.infer.TrainConfig` fields the config sets (the runner adds
+        the objective, seed and device)."""
+        names = ("epochs", "batch_size", "lr", "lr_final", "beta", "amp")
+        return {n: getattr(config, n) for n in names if hasattr(config, n)}
+
+    @abstractmethod
+    def evaluate(self, model, data, config, seed: int) -> dict:
+        """Scores of a trained model; generated samples for the figures under ``"_samples"``."""
+
+    def summary(self, config, data) -> dict:
+        """What ``results.json`` records of the data and references, next to the results."""
+        return {}
+
+    def headline(self, record: dict) -> str:
+        """One line of a finished run's score (printed)."""
+        return ""
+
+    @abstractmethod
+    def table(self, results: dict, data) -> str:
+        """Markdown table of ``results`` (model -> per-seed records)."""
+
+    def figures(self, results: dict, data, config, out: Path) -> list[str]:
+        return []
+
+    def report(self, results: dict, data, config, out: Path) -> None:
+        """Anything printed or written after the table (diagnostics)."""
+
+    def shortcut(self, config) -> bool:
+        """Run a mode that replaces the training runs (True when it did)."""
+        return False
+
+    def results_file(self, record: dict, results: dict) -> dict:
+        """What ``results.json`` holds (default: the runner's record)."""
+        return record
+
+
+@dataclass
+class ImageConfig:
+    """Settings every image benchmark's command line adds to its run settings."""
+
+    full: bool = option(False, "the full (paper) settings even without a GPU")
+
+    def resolve_quick(self) -> None:
+        """No GPU and neither ``--quick`` nor ``--full``: the quick CPU configuration."""
+        import torch
+
+        if not self.quick and not self.full and not torch.cuda.is_available() and self.device in ("auto", "cpu"):
+            print("no GPU: running the quick CPU configuration (pass --full for the full settings)")
+            self.quick = True
+
+    def check_positive(self, *names) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+
+
+class ImageExperiment(Experiment):
+    """A benchmark run one model at a time by its own pipeline (``pipeline(run, data)``, writing
+    ``<out>/<model>/results.json``); ``results.json`` maps each model to its record."""
+
+    models = dict.fromkeys(IMAGE_MODELS)
+    all_models = IMAGE_MODELS
+
+    def check(self, config) -> None:
+        config.check_settings()
+        if "all" in config.model:
+            config.model = list(self.all_models)
+        config.model = list(dict.fromkeys(config.model))
+        config.resolve_quick()
+
+    def seeds(self, config) -> list[int]:
+        return [config.seed]
+
+    def data(self, config):
+        return None
+
+    def settings_for(self, config, model_name: str):
+        """One model's run settings."""
+        return dataclasses.replace(config, model=model_name)
+
+    @staticmethod
+    def run_model(experiment, config, data, model_name, seed):
+        return experiment.pipeline(experiment.settings_for(config, model_name), data)
+
+    @abstractmethod
+    def pipeline(self, run, data) -> dict:
+        """Train (resumable) and evaluate one model; its record."""
+
+    def evaluate(self, model, data, config, seed) -> dict:
+        raise NotImplementedError(f"{self.name} evaluates inside its pipeline")
+
+    def results_file(self, record: dict, results: dict) -> dict:
+        return {n: {k: v for k, v in runs[0].items() if k != "_samples"} for n, runs in results.items()}
+
+
+# -- shared by the image experiments (PolyMNIST, assemblies) --------------------------------------
+
+def to_float(xs):
+    """``uint8`` image batches to floats in [0, 1] (the trainer's ``batch_transform``)."""
+    return [x.float().div_(255) for x in xs]
+
+
+def flat_components(images):
+    """``(N, M, C, H, W)`` to ``M`` tensors ``(N, C*H*W)`` (views, same dtype)."""
+    return [images[:, k].reshape(images.shape[0], -1) for k in range(images.shape[1])]
+
+
+def model_dir(run) -> Path:
+    """``<out>/<model>`` of an image run: checkpoints, logs, results."""
+    return Path(run.out) / run.model
+
+
+def inception_network(fid: str, weights, device):
+    """The FID network, or ``(None, reason)`` when ``fid="auto"`` and no weights are found."""
+    if fid == "off":
+        return None, "FID off (--fid off)"
+    from ..metrics.fid import InceptionFeatureExtractor, InceptionWeightsUnavailable
+
+    try:
+        return InceptionFeatureExtractor(weights, device=device), None
+    except InceptionWeightsUnavailable as err:
+        if fid == "on":
+            raise
+        return None, f"FID not computed: {err}"
+
+
+_EXPERIMENTS: dict[str, Experiment] = {}
+_BUILTIN = ("copula", "heavy_tails", "nnmrf", "polymnist", "bikes")
+
+
+def register_experiment(experiment: Experiment, replace: bool = False) -> Experiment:
+    if experiment.name in _EXPERIMENTS and not replace:
+        raise ValueError(f"an experiment named {experiment.name!r} is already registered")
+    _EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+def _load_builtin() -> None:
+    import importlib
+
+    for module in _BUILTIN:  # each registers itself
+        importlib.import_module(f"{__package__}.{module}")
+
+
+def get_experiment(name: str) -> Experiment:
+    _load_builtin()
+    if name not in _EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; registered: {', '.join(experiment_names())}")
+    return _EXPERIMENTS[name]
+
+
+def experiment_names() -> list[str]:
+    _load_builtin()
+    return list(_EXPERIMENTS)
+
+
+# -- settings dataclass <-> command line ---------------------------------------------------------
+
+def _unwrap(hint):
+    """``(element type, is_list)`` of a field's annotation (``X | None`` -> ``X``)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else (str, False)
+    if origin in (list, tuple) or hint in (list, tuple):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return (args[0] if args else str), True
+    return (hint if hint in (int, float, str, bool) else str), False
+
+
+def _flag(f) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class, defaults: dict | None = None) -> None:
+    """One option per field of ``config_class``: ``--field-name`` (``flag`` in the field's
+    metadata overrides it), typed by the annotation, lists as ``nargs="+"``, booleans as
+    switches (``--name`` for a default False, ``--no-name`` for a default True)."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING
+                                       else f.default_factory())
+        kind, many = _unwrap(hints[f.name])
+        help_text = f.metadata.get("help", "")
+        if kind is bool and not many:
+            if default:
+                flag = f.metadata.get("flag") or "--no-" + f.name.replace("_", "-")
+                parser.add_argument(flag, dest=f.name, action="store_false", help=help_text)
+            else:
+                parser.add_argument(_flag(f), dest=f.name, action="store_true", help=help_text)
+            continue
+        kwargs = dict(dest=f.name, type=kind, default=default, help=help_text + (
+            f" (default: {default})" if default not in (None, "") else ""))
+        if many:
+            kwargs["nargs"] = "+"
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(_flag(f), **kwargs)
+
+
+def config_from_args(config_class, args: argparse.Namespace):
+    """The settings dataclass from parsed options (lists of the options stay lists)."""
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)})
+
+
+def parse_config(experiment: Experiment, argv=None, prog: str | None = None, description: str | None = None,
+                 defaults: dict | None = None):
+    """Parse ``argv`` into the experiment's checked ``Config`` (exit 2 with the reason)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description or experiment.description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, experiment.Config, defaults)
+    config = config_from_args(experiment.Config, parser.parse_args(argv))
+    try:
+        experiment.check(config)
+    except ValueError as err:
+        parser.error(str(err))
+    return config

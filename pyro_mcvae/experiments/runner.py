@@ -1,0 +1,160 @@
+"""The experiment runner, written once for every benchmark: device, seeds, train-or-resume,
+restore, the per-model/per-seed loop (in worker processes with ``jobs > 1``), ``results.json``
+with provenance, ``table.md`` and figures.
+
+Layout of a run: ``OUT/<model>/seed<S>/`` holds each run's log and checkpoint (running the same
+command again resumes an interrupted run and reuses a finished one), ``OUT/results.json``,
+``OUT/table.md`` and the experiment's figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..infer import TrainConfig, fit, load_checkpoint, resolve_device, seed_everything
+from ..parallel import map_in_processes
+from ..provenance import provenance
+from .base import Experiment, parse_config
+
+__all__ = ["EVAL_SEED_OFFSET", "command_line", "restore", "resolve_device", "run_experiment", "run_one",
+           "train_or_resume"]
+
+#: Generation after training draws from its own stream: seed + this.
+EVAL_SEED_OFFSET = 1_000_000
+
+
+def train_or_resume(model, data, config: TrainConfig, run_dir, progress: bool = True, **fit_options) -> tuple:
+    """Train ``model`` with its log and checkpoint in ``run_dir``: an interrupted run resumes, a
+    finished one only loads. Returns the :class:`TrainResult` and a record of the run (the
+    run's own clock from its log: a reused run reports its original time)."""
+    started = time.perf_counter()
+    result = fit(model, data, config, out_dir=run_dir, progress=progress, **fit_options)
+    seconds = result.history[-1]["seconds"] if result.history else time.perf_counter() - started
+    record = {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
+              "train_seconds": round(seconds, 2), "ms_per_step": round(1000 * seconds / max(result.steps, 1), 2)}
+    return result, record
+
+
+def restore(model, run_dir, device="cpu", hint: str = "train it first (same settings and output directory)"):
+    """``model`` (freshly built) with the weights of the training run in ``run_dir``, on
+    ``device`` in eval mode; clear errors when there is no checkpoint or it does not fit."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise ValueError(f"no trained model at {path}; {hint}")
+    device = resolve_device(device)
+    try:
+        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path} was written by a different model configuration: {err}") from None
+    return model.to(device).eval()
+
+
+def build_seeded(experiment: Experiment, config, data, model_name: str, seed: int):
+    """The model as the run builds it (the same initial weights every time)."""
+    seed_everything(seed)
+    return experiment.build(config, data, model_name, seed)
+
+
+def run_one(experiment: Experiment, config, data, model_name: str, seed: int, threads: int | None = None) -> dict:
+    """Train (or resume, or reuse) one model for one seed and evaluate it."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = str(resolve_device(config.device))
+    model = build_seeded(experiment, config, data, model_name, seed)
+    elbo, particles = experiment.objective(config, model_name)
+    train_config = TrainConfig(**experiment.train_settings(config), elbo=elbo, num_particles=particles,
+                               seed=seed, device=device)
+    _, record = train_or_resume(model, experiment.train_data(data), train_config,
+                                experiment.run_dir(config, model_name, seed),
+                                progress=not config.no_progress and config.jobs == 1)
+    record = {"seed": seed, "elbo": elbo, "particles": particles, "epochs": train_config.epochs} | record
+    if hasattr(model.prior, "diagnostics"):  # MCMC-trained prior: the chains' state at the end
+        record["prior_chain_diagnostics"] = model.prior.diagnostics()
+    record |= experiment.evaluate(model, data, config, seed)
+    print(f"done {model_name} seed {seed}: train {record['train_seconds']:.0f} s "
+          f"({record['ms_per_step']:.1f} ms/step){experiment.headline(record)}", flush=True)
+    return record
+
+
+def run_all(experiment: Experiment, config, data) -> dict:
+    """Every (model, seed) run, in order, or ``config.jobs`` at a time in worker processes."""
+    seeds = experiment.seeds(config)
+    tasks = [(name, seed) for name in config.model for seed in seeds]
+    jobs = getattr(config, "jobs", 1)
+    if jobs == 1:
+        one = experiment.run_model or run_one  # a pipeline of its own (the image benchmarks), or ours
+        records = [one(experiment, config, data, name, seed) for name, seed in tasks]
+    else:
+        # Spawned workers with one thread each: small networks parallelise better across runs
+        # than inside one run. The costlier models (listed last) start first, which balances the
+        # workers' loads. The workers stop with this process, however it is stopped.
+        tasks = tasks[::-1]
+        records = map_in_processes(run_one, [(experiment, config, data, name, seed, 1) for name, seed in tasks],
+                                   jobs)
+    by_run = dict(zip(tasks, records))
+    return {name: [by_run[name, seed] for seed in seeds] for name in config.model}
+
+
+def run_experiment(experiment: Experiment, config) -> dict:
+    """Run every model and seed of ``config``; write ``results.json`` (provenance, settings,
+    the experiment's summary, every number), ``table.md`` and the figures in ``config.out``.
+    Returns the results record (samples included under ``"_samples"`` of each run)."""
+    experiment.check(config)
+    device = resolve_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if experiment.shortcut(config):  # a mode that replaces the runs
+        return {}
+    data = experiment.data(config)
+    started = time.perf_counter()
+    results = run_all(experiment, config, data)
+    if int(os.environ.get("RANK", "0")) != 0:  # data-parallel training (torchrun): rank 0 reports
+        return {"_results": results}
+    figures = experiment.figures(results, data, config, out)
+    md = experiment.table(results, data)
+    print(md)
+    record = provenance(device) | {
+        "settings": dataclasses.asdict(config),
+        "seeds": experiment.seeds(config),
+        **experiment.summary(config, data),
+        "results": {n: [{k: v for k, v in r.items() if k != "_samples"} for r in runs]
+                    for n, runs in results.items()},
+        "total_seconds": round(time.perf_counter() - started, 2),
+    }
+    (out / "results.json").write_text(json.dumps(experiment.results_file(record, results), indent=2,
+                                                 default=_json_value))
+    (out / "table.md").write_text(md)
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}"
+          + (f" and {len(figures)} figures" if figures else "") + f" in {out} ({record['total_seconds']:.0f} s)")
+    experiment.report(results, data, config, out)
+    return record | {"_results": results}
+
+
+def _json_value(value):
+    """Numbers (NumPy or torch scalars) as numbers, anything else JSON does not know as text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def command_line(experiment: Experiment, argv=None, prog: str | None = None, description: str | None = None) -> int:
+    """Parse the options generated from the experiment's ``Config`` and run it; a bad setting or
+    a missing input ends with exit status 2 and one line naming it (no traceback)."""
+    from ..metrics.fid import InceptionWeightsUnavailable
+
+    prog = prog or os.path.basename(sys.argv[0])
+    config = parse_config(experiment, argv, prog=prog, description=description)
+    try:
+        run_experiment(experiment, config)
+    except (ValueError, FileNotFoundError, InceptionWeightsUnavailable) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
