@@ -12,7 +12,7 @@ from scipy import stats
 from pyro_mcvae.data import make_heavy_tail_splits, sample_skew_t
 from pyro_mcvae.metrics import quantile_errors
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_data_are_seeded_and_have_the_stated_law():

@@ -10,7 +10,7 @@ import torch
 
 from pyro_mcvae.data import write_polymnist
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 M = 3
 
 

@@ -97,7 +97,7 @@ def test_polymnist_config_rejects_unknown_setting(tmp_path, capsys):
 def test_shipped_configs_parse():
     from pyro_mcvae.cli import _image_run
 
-    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "configs"
+    root = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples" / "configs"
     copula = load_config(root / "copula_gmrf.toml")
     assert copula["model"]["guide"] == "gmrf" and copula["train"]["epochs"] == 200
     poly = _image_run(load_config(root / "polymnist_gmrf.toml", ["train.epochs=2"]))
