@@ -1,4 +1,5 @@
-"""Files written so that an interruption leaves the old file or the new one, never a torn one.
+"""Files written so that an interruption leaves the old file or the new one, never a torn one,
+and read back with errors that say which file and what is wrong.
 
 (Whole data sets are written the same way by :class:`pyro_mcvae.data._store.DatasetWriter`.)
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_torch_save"]
+__all__ = ["atomic_torch_save", "read_torch_file"]
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -24,3 +25,17 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def read_torch_file(path: str | os.PathLike, missing: Exception, unreadable: str, map_location="cpu",
+                    weights_only: bool = True):
+    """``torch.load`` of ``path``; raises ``missing`` when there is no such file, and
+    ``ValueError(f"{unreadable}: <torch's error>")`` when the file cannot be read (torch raises
+    several exception types for a torn or foreign file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as err:
+        raise ValueError(f"{unreadable}: {err}") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import atomic_torch_save
+from .._io import atomic_torch_save, read_torch_file
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
 
@@ -43,12 +43,9 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Read a checkpoint; a missing or unreadable file raises ``ValueError`` saying which."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises several types for a torn or foreign file
-        raise ValueError(f"checkpoint {path} is corrupt or not a pyro_mcvae checkpoint: {err}") from None
+    state = read_torch_file(path, ValueError(f"no checkpoint at {path}"),
+                            f"checkpoint {path} is corrupt or not a pyro_mcvae checkpoint", map_location,
+                            weights_only=False)
     if not isinstance(state, dict) or "format" not in state or state["format"] != "pyro_mcvae-1":
         raise ValueError(f"checkpoint {path} is not a pyro_mcvae checkpoint")
     return state

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_torch_save
+from .._io import atomic_torch_save, read_torch_file
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -251,12 +251,8 @@ def load_mopoe_classifiers(
     classifiers = []
     for k in modalities:
         path = directory / MOPOE_FILE_PATTERN.format(int(k))
-        if not path.is_file():
-            raise FileNotFoundError(f"MoPoE classifier for modality {k} not found: {path}")
-        try:
-            state = torch.load(path, map_location=device, weights_only=True)
-        except Exception as err:  # torch raises several types for a torn or foreign file
-            raise ValueError(f"cannot read MoPoE classifier {path} as a state dict: {err}") from None
+        state = read_torch_file(path, FileNotFoundError(f"MoPoE classifier for modality {k} not found: {path}"),
+                                f"cannot read MoPoE classifier {path} as a state dict", device)
         clf = DigitClassifier().to(device)
         _load_state_dict_into(clf, state, f"MoPoE classifier file {path}")
         classifiers.append(clf.eval())
@@ -379,12 +375,8 @@ def load_classifiers(path: str | os.PathLike, device="cpu") -> tuple[list[DigitC
             state dict: use :func:`load_mopoe_classifiers` for those).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no classifier file at {path}")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # torch raises several types for a torn or foreign file
-        raise ValueError(f"classifier file {path} is corrupt or not a torch file: {err}") from None
+    payload = read_torch_file(path, FileNotFoundError(f"no classifier file at {path}"),
+                              f"classifier file {path} is corrupt or not a torch file", device)
     if not isinstance(payload, Mapping) or payload.get("format") != CLASSIFIERS_FORMAT:
         found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
         raise ValueError(
