@@ -24,6 +24,7 @@ import torch
 
 from pyro_mcvae.data.copula import make_copula_splits
 from pyro_mcvae.infer.train import seed_everything
+from pyro_mcvae.infer.trainer import resolve_device as library_resolve_device
 
 # The model sizes of the training benchmarks (step_time, pyro_overhead).
 # name: (component size D, latent size d, hidden layers); M = 4 components, batch 256.
@@ -51,10 +52,11 @@ def make_parser(doc: str) -> argparse.ArgumentParser:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda requested, but CUDA is not available here "
-                 "(torch.cuda.is_available() is False)")
-    return torch.device(name)
+    """The library's device resolution, ending the script with its message on a bad name."""
+    try:
+        return library_resolve_device(name)
+    except ValueError as err:
+        sys.exit(f"error: --device {name}: {err}")
 
 
 def setup(args) -> tuple[torch.device, int]:
