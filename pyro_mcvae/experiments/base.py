@@ -51,12 +51,9 @@ class RunConfig:
         """Normalise and validate (a ``ValueError`` names the bad option)."""
         if self.epochs < 1 or self.seeds < 1 or (self.jobs is not None and self.jobs < 1):
             raise ValueError("--epochs, --seeds and --jobs must be >= 1")
-        if str(self.device).startswith("cuda"):
-            import torch
+        from pyro_mcvae.infer.trainer import resolve_device
 
-            if not torch.cuda.is_available():
-                raise ValueError("--device cuda requested but no CUDA device is available "
-                                 "(torch.cuda.is_available() is False)")
+        resolve_device(self.device)  # a clear error for a CUDA request without CUDA
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,10 @@ def _local_rank(rank: int) -> int:
 
 def _rank_device(device: str | torch.device, local_rank: int) -> torch.device:
     """``"cuda"`` without an index means this process's GPU, ``cuda:LOCAL_RANK``."""
-    device = torch.device(device)
+    from pyro_mcvae.infer.trainer import resolve_device
+
+    device = resolve_device(device)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device

@@ -56,7 +56,8 @@ def resolve_device(name) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+        raise ValueError(f"device {str(name)!r} requested but CUDA is not available here "
+                         "(torch.cuda.is_available() is False); use 'cpu' or 'auto'")
     return device
 
 
