@@ -1,5 +1,7 @@
 """``pyro-mcvae``: train, evaluate and sample any model on any of our datasets from a config file.
 
+Usage::
+
     pyro-mcvae run EXPERIMENT [options]     # copula, heavy_tails, nnmrf; `run EXPERIMENT -h` lists
                                             # the options (generated from the experiment's Config)
     pyro-mcvae train    --config run.toml [--set train.epochs=5 ...]

@@ -85,7 +85,7 @@ def sample_copula(
         seed: passed to ``np.random.default_rng``; same seed, same array.
         num_components: M.
         num_coordinates: J.
-        rho: copula correlation magnitude, |rho| < 1.
+        rho: copula correlation magnitude, ``|rho| < 1``.
         mean, std: location / scale of the latent Gaussian (std > 0).  They
             cancel in u but are kept so the construction matches its spec.
 

@@ -1,7 +1,7 @@
 """Multivariate asymmetric Laplace law with block structure (the ALMRF's latent law).
 
 ``Z = mu + W m + sqrt(W) L U`` with ``W ~ Exponential(1)``, ``U ~ N(0, I)`` and ``L L^T = Sigma``
-(Kotz, Kozubowski and Podgorski). Its density over ``k`` coordinates is, with ``y = z - mu``,
+(Kotz, Kozubowski and Podgorski). Its density over ``k`` coordinates is, with ``y = z - mu``::
 
     f(y) = 2 exp(y^T S^-1 m) / ((2 pi)^(k/2) |S|^(1/2)) * (q / c)^(nu/2) * K_nu(sqrt(q c)),
     q = y^T S^-1 y,  c = 2 + m^T S^-1 m,  nu = (2 - k) / 2,

@@ -563,8 +563,9 @@ def assembly_validity(
         threshold: background threshold for the crank's centre of mass.
 
     Returns:
-        dict ``{"crank" | "rear_wheel" | "front_wheel": {"distances": (N,) float64 tensor,
-        "mean", "median", "p90"}}`` plus ``n`` and ``n_empty_cranks``. An empty crank gives a
+        dict ``{part: {"distances": (N,) float64 tensor, "mean", "median", "p90"}}`` for each
+        ``part`` in ``"crank"``, ``"rear_wheel"``, ``"front_wheel"``, plus ``n`` and
+        ``n_empty_cranks``. An empty crank gives a
         NaN distance, left out of the summaries and counted in ``n_empty_cranks``.
     """
     frames = _grey_batch(frames, "frames")

@@ -16,9 +16,10 @@ def quantile_errors(generated, reference, probs=(0.01, 0.99)) -> dict:
         probs: quantile levels.
 
     Returns:
-        ``{"by_level": {p: (M, J) list of |q_gen(p) - q_ref(p)| / IQR_ref}, "mean": {p: float},
-        "signed_mean": {p: float}}`` (signed: positive where the generated quantile lies further
-        out in the tail than the reference's, negative where it is too light).
+        ``{"by_level": {p: errors}, "mean": {p: float}, "signed_mean": {p: float}}``, where
+        ``errors`` is the ``(M, J)`` list of ``|q_gen(p) - q_ref(p)| / IQR_ref`` (signed: positive
+        where the generated quantile lies further out in the tail than the reference's, negative
+        where it is too light).
     """
     gen, ref = np.asarray(generated, dtype=float), np.asarray(reference, dtype=float)
     if gen.ndim != 3 or ref.ndim != 3 or gen.shape[1:] != ref.shape[1:]:

@@ -165,7 +165,7 @@ def copula_metrics(generated, reference) -> dict:
           ``joint_w1``: {j+1: W1 between the M-vectors of coordinate j},
           ``joint_w1_mean``: mean of joint_w1 over coordinates,
           ``marginal_w1``: {j+1: [1-D W1 per component]},
-          ``spearman_max_error``: max |Spearman difference| over the M*J
+          ``spearman_max_error``: max ``|Spearman difference|`` over the M*J
           flattened features (captures cross-coordinate dependence too).
     """
     gen = _as_tuples(generated, "generated")

@@ -1,4 +1,4 @@
-"""Pyro's ELBOs with this library's ``beta`` and strata (see :mod:`.base`).
+"""Pyro's ELBOs with this library's ``beta`` and strata (see :mod:`~pyro_mcvae.infer.objectives.base`).
 
 ``TraceELBO`` estimates the KL by Monte Carlo; ``MeanFieldELBO`` uses the analytic KL where
 ``torch.distributions.kl_divergence`` knows it (the GMRF's two ``MultivariateNormal`` laws) and
