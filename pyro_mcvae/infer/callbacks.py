@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import math
 import numbers
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ __all__ = [
     "ChainDiagnostics",
     "PeriodicEvaluation",
     "EarlyStopping",
+    "TimeBudget",
     "CSVLogger",
     "TensorBoard",
     "ProgressBar",
@@ -209,6 +211,62 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+
+class TimeBudget(Callback):
+    """Stop once the run has trained for ``seconds`` of wall time in all: periodic evaluations
+    included, summed over resumed processes (the time spent is saved with checkpoints, so a
+    resumed run gets only what is left, and one resumed after its budget stops at once). The stop
+    comes at the first step boundary past the budget; ``progress`` shows a bar in seconds with
+    the time left.
+
+    A wall-clock budget depends on the machine: the steps reached are in the log and the result
+    (``TrainResult.steps``), and ``TrainConfig(epochs=...)`` with that many steps reproduces the
+    run exactly.
+    """
+
+    def __init__(self, seconds: float, progress: bool = True, desc: str = "train (time budget)"):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise ValueError(f"seconds must be a positive number, got {seconds!r}")
+        self.seconds, self.progress, self.desc = float(seconds), progress, desc
+        self.spent_before, self.started, self.bar = 0.0, None, None
+
+    def spent(self) -> float:
+        """Seconds trained so far, this process and the resumed ones before it."""
+        if self.started is None:
+            return self.spent_before
+        return self.spent_before + time.perf_counter() - self.started
+
+    def on_train_start(self, trainer) -> None:
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=round(self.seconds), initial=min(round(self.spent_before), round(self.seconds)),
+                        disable=not (self.progress and trainer.is_main), desc=self.desc, unit="s",
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
+                        dynamic_ncols=True)
+        self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        spent = self.spent()
+        if spent >= self.seconds:
+            trainer.request_stop(f"time budget of {self.seconds:g} s reached ({spent:.0f} s, "
+                                 f"{trainer.state['step']} steps)")
+
+    def on_step_end(self, trainer, step: StepInfo) -> None:
+        self._check(trainer)
+        if self.bar is not None and not self.bar.disable:
+            self.bar.n = min(self.spent(), self.seconds)
+            self.bar.set_postfix(step=step.step, loss=f"{step.loss / max(step.size, 1):.4g}", refresh=True)
+
+    def on_train_end(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def state_dict(self) -> dict:
+        return {"spent": self.spent()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.spent_before, self.started = float(state["spent"]), None
 
 
 # -- columns of the epoch's row ---------------------------------------------------------------

@@ -74,6 +74,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     lr_final: float | None = None  # decays the rate geometrically to this value by the last step
+    prior_lr: float | None = None  # the prior's parameters' rate (None: lr); decays with it
     elbo: str | None = None  # the method's default objective, or "meanfield", "trace", "iwae", "dreg"
     num_particles: int = 1  # Monte Carlo particles, or K importance samples for "iwae"/"dreg"
     beta: object = 1.0
@@ -96,6 +97,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.prior_lr is not None and not self.prior_lr > 0:
+            raise ValueError(f"prior_lr must be positive (or None), got {self.prior_lr!r}")
         if self.lr_final is not None and not 0 < self.lr_final <= self.lr:
             raise ValueError(f"lr_final must lie in (0, lr], got {self.lr_final}")
         parse_beta_schedule(self.beta)

@@ -187,7 +187,15 @@ class Trainer(TrainingLoop):
         if config.lr_final is not None:
             # ClippedAdam multiplies the rate by lrd after every step.
             optim_args["lrd"] = (config.lr_final / config.lr) ** (1.0 / (config.epochs * self.batches))
-        self.optim = pyro.optim.ClippedAdam({**optim_args, "clip_norm": config.clip_norm or float("inf")})
+        optim_args["clip_norm"] = config.clip_norm or float("inf")
+        if config.prior_lr is None:
+            self.optim = pyro.optim.ClippedAdam(optim_args)
+        else:
+            # The prior's own rate; Pyro passes (module name, parameter name), the model
+            # registers its prior as the module "prior".
+            prior_args = {**optim_args, "lr": config.prior_lr}
+            self.optim = pyro.optim.ClippedAdam(
+                lambda module, param: prior_args if module == "prior" else optim_args)
         self.model_fn, self.guide_fn = self.model.model, self.model.guide
         if self.amp_dtype is not None:
             self.model_fn, self.guide_fn = (_Autocast(f, self.device.type, self.amp_dtype)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..covariance import assemble_block_covariance
 from ..distributions import GMRF
 from ..nets import MLPNets, NetworkFactory, VectorDecoder
 from .base import CommonConfig, has_absent
@@ -65,6 +66,14 @@ class GMRFPrior(nn.Module):
             ``"standard"``: ``N(0, I)``, no parameters.
         eps, mode, graph, delta: passed to the block assembly.
         learn_loc: learn the mean (else zero).
+        standardized: apply the construction to the standardised matrix (unit diagonal,
+            couplings in units of the diagonal) and scale it by the learned diagonal afterwards,
+            ``D^1/2 A(1, T) D^1/2``. SPD by the same theorem (congruence), and the coupling a
+            coordinate may carry no longer shrinks with the smallest diagonal entry of its
+            block: with a precision, any partial-correlation pattern whose rows sum below
+            ``eps`` is reachable, so correlations near 1 across all ``M`` components are
+            (``docs/results/polymnist.md``, the diagnosis). Default off: the paper's
+            construction.
     """
 
     def __init__(
@@ -78,6 +87,7 @@ class GMRFPrior(nn.Module):
         delta: float = 1e-6,
         learn_loc: bool = True,
         init_offdiag: float = 0.01,
+        standardized: bool = False,
     ):
         super().__init__()
         if parameterization not in PRIOR_PARAMETERIZATIONS:
@@ -89,7 +99,7 @@ class GMRFPrior(nn.Module):
         self.parameterization = parameterization
         # A precision needs a margin close to 1 to express strong correlation among many blocks.
         self.eps = eps if eps is not None else (0.99 if parameterization == "precision" else 0.9)
-        self.mode, self.delta = mode, delta
+        self.mode, self.delta, self.standardized = mode, delta, bool(standardized)
         self.register_buffer("graph", None if graph is None else torch.as_tensor(graph, dtype=torch.bool))
         if parameterization == "standard":
             self.register_buffer("_zero", torch.zeros(m * d))
@@ -101,14 +111,29 @@ class GMRFPrior(nn.Module):
             self.register_buffer("loc", torch.zeros(m, d))
         self.raw_diag = nn.Parameter(torch.full((m, d), inverse_softplus(1.0)))
         self.offdiag = nn.Parameter(init_offdiag * torch.randn(m, m, d, d))
+        if self.standardized:  # the strictly lower triangles of the diagonal blocks' factors
+            self.raw_tril = nn.Parameter(torch.zeros(m, d, d))
+
+    def block_factors(self, diag: torch.Tensor) -> torch.Tensor:
+        """Lower-triangular factors ``L_i (M, d, d)`` of the diagonal blocks, ``L_i L_i^T``:
+        ``sqrt(diag)`` on the diagonal, free entries below it."""
+        return torch.diag_embed(diag.sqrt()) + torch.tril(self.raw_tril, -1)
 
     def forward(self) -> GMRF:
         """The prior GMRF, batch shape ``()``, event shape ``(M*d,)``."""
         m, d = self.num_components, self.component_dim
         if self.parameterization == "standard":
             return GMRF(self._zero, scale_tril=self._eye, num_components=m, component_dim=d)
-        return GMRF.from_blocks(self.loc, *self._blocks(), parameterization=self.parameterization,
-                                **self._assembly())
+        if not self.standardized:
+            return GMRF.from_blocks(self.loc, *self._blocks(), parameterization=self.parameterization,
+                                    **self._assembly())
+        diag, offdiag = self._blocks()
+        unit = assemble_block_covariance(torch.ones_like(diag), offdiag, **self._assembly())
+        factor = torch.block_diag(*self.block_factors(diag))  # (M*d, M*d), lower triangular
+        matrix = factor @ unit @ factor.T
+        matrix = 0.5 * (matrix + matrix.T)  # exactly symmetric in floating point
+        key = "covariance_matrix" if self.parameterization == "covariance" else "precision_matrix"
+        return GMRF(self.loc, **{key: matrix}, num_components=m, component_dim=d, validate_args=False)
 
     def _blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Diagonal variances ``(M, d)`` and off-diagonal blocks ``(M, M, d, d)`` before assembly."""
@@ -232,6 +257,7 @@ class GMRFConfig(BlockPosteriorConfig):
 
     prior: str = "precision"
     prior_eps: float | None = None
+    prior_standardized: bool = False
 
 
 def block_model(component_dims: Sequence[int], config: CommonConfig, prior: nn.Module, guide: nn.Module) -> BlockLatentVAE:
@@ -250,7 +276,8 @@ def gmrf_guide(component_dims: Sequence[int], config: BlockPosteriorConfig, prio
 
 def build_gmrf(component_dims: Sequence[int], config: GMRFConfig) -> BlockLatentVAE:
     c = config
-    prior = GMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph)
+    prior = GMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph,
+                      standardized=c.prior_standardized)
     return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior))
 
 
