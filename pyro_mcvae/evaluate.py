@@ -127,7 +127,7 @@ def _as_images(parts: list[torch.Tensor], shape) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_images(model, images: torch.Tensor, subsets=None, num_unconditional: int | None = None,
-                    batch_size: int = 500, device="cpu", progress: bool = False) -> dict:
+                    batch_size: int = 500, device="cpu", progress: bool = False, keep=None) -> dict:
     """Generation from a trained image model, as the coherence, SSIM and FID protocols need.
 
     Args:
@@ -138,7 +138,9 @@ def generate_images(model, images: torch.Tensor, subsets=None, num_unconditional
     Returns:
         ``{"unconditional": (n, M, C, H, W), "conditional": {subset: (N, M, C, H, W)}}``: in a
         conditional tuple the observed slots hold the given images; the decoders' means, clamped
-        to [0, 1].
+        to [0, 1]. ``keep(subset, generated)``: called with each subset's generations as they
+        are made; those for which it returns False are not kept (streaming evaluation: memory
+        for the kept subsets only).
     """
     from tqdm.auto import tqdm
 
@@ -156,13 +158,15 @@ def generate_images(model, images: torch.Tensor, subsets=None, num_unconditional
             batch = images[i:i + batch_size].to(device)
             observed = {k: batch[:, k].flatten(1) for k in subset}
             chunks.append(_as_images([p[0] for p in model.condition(observed, num_samples=1)], shape))
-        out["conditional"][subset] = torch.cat(chunks)
+        generated = torch.cat(chunks)
+        if keep is None or keep(subset, generated):
+            out["conditional"][subset] = generated
     return out
 
 
 def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classifiers, subsets=None,
                        inception=None, batch_size: int = 500, device="cpu", progress: bool = False,
-                       generated: dict | None = None) -> dict:
+                       generated: dict | None = None, coherence: dict | None = None) -> dict:
     """Coherence, SSIM and Fréchet distances of a trained PolyMNIST model (protocol in
     ``docs/results/polymnist.md`` and :mod:`pyro_mcvae.metrics.coherence`).
 
@@ -174,6 +178,9 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
         inception: an :class:`~pyro_mcvae.metrics.fid.InceptionFeatureExtractor` for FID, or
             ``None`` (FID not computed).
         generated: reuse the output of :func:`generate_images`.
+        coherence: conditional coherence per subset already measured (``{subset: value}``, see
+            :func:`evaluate_polymnist_judges`); ``generated`` then needs only the single-source
+            subsets and the unconditional draws.
 
     Returns a dict: ``conditional_coherence`` (per subset, by subset size and ``mean``),
     ``unconditional_coherence``; ``ssim`` between each modality generated from one other
@@ -190,7 +197,10 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
         generated = generate_images(model, images, subsets, batch_size=batch_size, device=device,
                                     progress=progress)
     conditional = generated["conditional"]
-    per_subset = {s: conditional_coherence(g, labels, classifiers, s) for s, g in conditional.items()}
+    if coherence is None:
+        per_subset = {s: conditional_coherence(g, labels, classifiers, s) for s, g in conditional.items()}
+    else:
+        per_subset = {tuple(sorted(s)): float(v) for s, v in coherence.items()}
     complete = subsets is None and len(per_subset) == 2 ** m - 2
     by_size = coherence_by_subset_size(per_subset, m if complete else None)
     singles = [(k,) for k in range(m) if (k,) in conditional]
@@ -227,3 +237,29 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
     out["digit_fd"] = frechet(lambda x, j: digit_features(classifiers[j], x, batch_size=1000))
     out["fid"] = frechet(lambda x, j: inception(x)) if inception is not None else None
     return out
+
+
+def evaluate_polymnist_judges(model, images: torch.Tensor, labels: torch.Tensor, judges: dict, inception=None,
+                              batch_size: int = 500, device="cpu", progress: bool = False) -> tuple[dict, dict]:
+    """:func:`evaluate_polymnist` under several judges (``{name: classifiers}``) from one
+    generation, streamed: each subset's generations are judged as they are made and only the
+    single-source ones are kept (``M`` of the ``2^M - 2`` subsets: 10,000 test tuples fit in
+    memory). FID (with ``inception``) is computed once, under the first judge's entry.
+
+    Returns ``({name: metrics}, generated)`` (``generated``: the single-source and unconditional
+    images, for figures and sample files)."""
+    from .metrics.coherence import conditional_coherence
+
+    per_subset = {name: {} for name in judges}
+
+    def judge(subset, generated):
+        for name, classifiers in judges.items():
+            per_subset[name][subset] = conditional_coherence(generated, labels, classifiers, subset)
+        return len(subset) == 1
+
+    generated = generate_images(model, images, batch_size=batch_size, device=device, progress=progress, keep=judge)
+    metrics = {name: evaluate_polymnist(model, images, labels, classifiers, generated=generated,
+                                        coherence=per_subset[name], inception=inception if i == 0 else None,
+                                        device=device)
+               for i, (name, classifiers) in enumerate(judges.items())}
+    return metrics, generated

@@ -127,3 +127,30 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def learning_curve_figure(rows: list[dict], columns: dict, title: str = "", chance: float | None = None):
+    """Learning curves from :class:`~pyro_mcvae.infer.callbacks.LearningCurve` rows: each column
+    (``{column: label}``) against steps (left) and wall-clock minutes (right); ``chance``: a
+    dashed reference line. Returns the figure."""
+    if not rows:
+        raise ValueError("no learning-curve rows to plot")
+    missing = [c for c in columns if not any(r.get(c) is not None for r in rows)]
+    if missing:
+        raise ValueError(f"no rows hold the column(s) {missing}; columns: {sorted(rows[0])}")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for column, label in columns.items():
+        points = [(r["step"], r["seconds"] / 60, r[column]) for r in rows if r.get(column) is not None]
+        steps, minutes, values = zip(*points)
+        axes[0].plot(steps, values, marker="o", markersize=3, label=label)
+        axes[1].plot(minutes, values, marker="o", markersize=3, label=label)
+    for ax, xlabel in zip(axes, ("training steps", "wall-clock minutes (evaluation included)")):
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

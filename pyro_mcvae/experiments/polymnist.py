@@ -19,10 +19,10 @@ import torch
 from .._io import atomic_torch_save
 from ..data.mnist import find_data_root
 from ..data.polymnist import PolyMNISTData, generate_polymnist, load_polymnist
-from ..evaluate import evaluate_polymnist, generate_images
+from ..evaluate import evaluate_polymnist_judges, generate_images
 from ..infer import TrainConfig
 from ..models import MCVAE, get_method
-from ..nets import ResNetNets
+from ..nets import MLPNets, ResNetNets
 from ..nets.classifier import (
     classifier_accuracy,
     load_classifiers,
@@ -47,7 +47,27 @@ MODELS = IMAGE_MODELS
 PAPER_LATENT = {"gmrf": 16, "mvae": 512, "mmvae": 512, "mopoe": 512, "mmvaeplus": 32}
 IMAGE_SHAPE = (3, 28, 28)
 QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_scale": 0.125,
-         "classifier_epochs": 1}
+         "classifier_epochs": 1, "arch": "resnet", "hidden": None, "minutes": None, "curve_every": 0,
+         "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0}
+#: The presets (``--preset``). ``cpu``: sized for 2 CPU cores, all 60,000 tuples, a wall-clock
+#: budget per model and a learning curve (the default without a GPU); ``gpu``: the paper's
+#: ResNets sized by a time budget so that GMRF and MMVAE+ train on one H100 within 35 minutes in
+#: all (bf16, data on the device); ``paper``: the paper's full protocol (150 epochs). ``epochs``
+#: is only a ceiling under a time budget. The GMRF's prior in ``cpu``/``gpu``: the standardised
+#: construction, started with 8 of its 16 coordinates per block coupled across the modalities
+#: (the diagnosis in docs/results/polymnist.md).
+PRESETS = {
+    "cpu": {"epochs": 1000, "width": 16, "classifier_epochs": 1, "num_train": None, "num_eval": None,
+            "arch": "mlp", "hidden": [512, 512], "minutes": 22.0, "curve_every": 500,
+            "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8},
+    "gpu": {"epochs": 1000, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None,
+            "arch": "resnet", "hidden": None, "minutes": 15.0, "curve_every": 500,
+            "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8},
+    "paper": {"epochs": 150, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None,
+              "arch": "resnet", "hidden": None, "minutes": None, "curve_every": 0,
+              "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0},
+}
+PRESET_NAMES = ("auto", *PRESETS)
 
 
 @dataclass
@@ -84,6 +104,21 @@ class PolyMNISTRun:
     num_train: int | None = option(None, "training tuples (full: all 60,000; quick: 3,000)")
     num_eval: int | None = option(None, "test tuples evaluated (full: all 10,000; quick: 300)")
     quick: bool = option(False, "small CPU run: 3,000 tuples, narrow nets, 2 epochs")
+    preset: str = option("auto", "'cpu': MLPs, all tuples, a time budget and a coherence curve; 'gpu': the paper's "
+                                 "ResNets in a 15-minute budget per model; 'paper': the full protocol; 'auto': "
+                                 "'gpu' with CUDA, else 'cpu'", choices=list(PRESET_NAMES))
+    arch: str | None = option(None, "'mlp' (flattened images) or 'resnet' (default: the preset's)",
+                              choices=["mlp", "resnet"])
+    hidden: list[int] | None = option(None, "MLP hidden sizes (cpu preset: 512 512)")
+    minutes: float | None = option(None, "training budget per model in wall-clock minutes, learning-curve "
+                                         "evaluations included (cpu: 22; gpu: 15; 0 or paper: none)")
+    curve_every: int | None = option(None, "steps between learning-curve evaluations (cpu/gpu: 500; 0: none)")
+    curve_tuples: int = option(1000, "test tuples of each learning-curve evaluation")
+    prior_form: str | None = option(None, "GMRF prior: 'paper' (the block construction on the precision) or "
+                                          "'standardized' (default: the preset's)", choices=["paper", "standardized"])
+    prior_lr: float | None = option(None, "GMRF: learning rate of the prior (default: --lr)")
+    prior_init_shared: int | None = option(None, "GMRF: coordinates per block the prior starts with coupled across "
+                                                 "all modalities (cpu/gpu: 8; paper: 0)")
     out: str = option("results/polymnist", "output directory (runs resume there)")
     save_samples: str | None = option(None, "write generated samples to this .pt file")
     num_saved: int = option(100, "tuples in the samples file")
@@ -95,8 +130,21 @@ class PolyMNISTRun:
         v = getattr(self, name)
         if v is not None:
             return v
-        full = {"epochs": 150, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None}
-        return QUICK[name] if self.quick else full[name]
+        if self.quick:
+            return QUICK[name]
+        return PRESETS[self.resolved_preset()][name]
+
+    def resolved_preset(self) -> str:
+        """``preset`` with ``auto`` decided: ``gpu`` when the run's device is CUDA, else ``cpu``."""
+        if self.preset != "auto":
+            return self.preset
+        if str(self.device).startswith("cuda"):
+            return "gpu"
+        if self.device == "auto":
+            import torch
+
+            return "gpu" if torch.cuda.is_available() else "cpu"
+        return "cpu"
 
     def check(self) -> None:
         if self.model not in MODELS:
@@ -105,6 +153,14 @@ class PolyMNISTRun:
             raise ValueError(f"fid must be 'auto', 'on' or 'off', got {self.fid!r}")
         if not 2 <= self.num_modalities <= 9:
             raise ValueError(f"num_modalities must lie in 2..9 (nine backgrounds), got {self.num_modalities}")
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"preset must be one of {PRESET_NAMES}, got {self.preset!r}")
+        if self.minutes is not None and self.minutes < 0:
+            raise ValueError(f"minutes must be >= 0 (0: no budget), got {self.minutes}")
+        if self.curve_every is not None and self.curve_every < 0:
+            raise ValueError(f"curve_every must be >= 0 (0: no curve), got {self.curve_every}")
+        if self.curve_tuples < 1:
+            raise ValueError(f"curve_tuples must be >= 1, got {self.curve_tuples}")
 
 
 
@@ -118,11 +174,16 @@ def latent_size(run: PolyMNISTRun) -> int:
 def build_polymnist_model(run: PolyMNISTRun) -> MCVAE:
     """The model named by ``run.model`` on ResNet networks, Laplace likelihoods of fixed scale."""
     d = latent_size(run)
-    nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"))
+    if run.value("arch") == "mlp":
+        nets = MLPNets(tuple(run.value("hidden")))
+    else:
+        nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"))
     dims = [IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]] * run.num_modalities
     kwargs = dict(hidden=nets, likelihood="laplace", scale=run.likelihood_scale, guide=run.model)
     if run.model == "gmrf":
         kwargs["offdiag_keep"] = run.offdiag_keep
+        kwargs["prior_standardized"] = run.value("prior_form") == "standardized"
+        kwargs["prior_init_shared"] = min(run.value("prior_init_shared"), d)
     if run.model == "mmvaeplus":
         kwargs["private_dim"] = run.private_dim or d
     if run.model == "mopoe":
@@ -245,24 +306,85 @@ def test_tuples(run: PolyMNISTRun) -> PolyMNISTData:
 
 
 def train_config(run: PolyMNISTRun, device) -> TrainConfig:
-    return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
+    amp = run.amp or (not run.quick and run.resolved_preset() == "gpu" and torch.device(device).type == "cuda")
+    prior_lr = run.value("prior_lr") if run.model == "gmrf" else None
+    return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr, prior_lr=prior_lr,
                        elbo=run.elbo or get_method(run.model).objective, num_particles=run.particles,
-                       beta=run.beta, seed=run.seed, device=str(device), amp=run.amp)
+                       beta=run.beta, seed=run.seed, device=str(device), amp=amp)
 
 
-def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device) -> tuple[MCVAE, dict]:
+#: Columns of the learning curve (``curve.csv``) and their labels.
+CURVE_COLUMNS = {"eval_coherence_1": "conditional coherence (one given modality)",
+                 "eval_unconditional": "unconditional coherence"}
+
+
+def coherence_curve_fn(test: PolyMNISTData, judges: dict, tuples: int, device):
+    """The learning curve's evaluation: coherence from each single modality (mean over the ``M``
+    sources) and unconditional coherence, on the first ``tuples`` test tuples, judged by
+    MoPoE-VAE's classifiers when present (else ours)."""
+    from ..metrics.coherence import conditional_coherence, unconditional_coherence
+
+    classifiers = (judges.get("mopoe") or judges["ours"])[0]
+    images = test.images[:tuples].float().div_(255)
+    labels = test.labels[:tuples]
+    m = images.shape[1]
+
+    def evaluate(model, epoch):
+        gen = generate_images(model, images, [(k,) for k in range(m)], num_unconditional=len(images),
+                              device=device)
+        single = [conditional_coherence(gen["conditional"][(k,)], labels, classifiers, [k]) for k in range(m)]
+        return {"coherence_1": sum(single) / m,
+                "unconditional": unconditional_coherence(gen["unconditional"], classifiers)}
+
+    return evaluate
+
+
+def write_learning_curve(run: PolyMNISTRun, judge: str) -> str | None:
+    """``<out>/<model>/curve.png`` from ``curve.csv`` (coherence against steps and minutes)."""
+    from ..plots import learning_curve_figure
+
+    path = model_dir(run) / "curve.csv"
+    if not path.is_file():
+        return None
+    import csv
+
+    with path.open(newline="") as handle:
+        rows = [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(handle)]
+    if not rows:
+        return None
+    fig = learning_curve_figure(rows, CURVE_COLUMNS, f"{run.model}: coherence during training "
+                                                     f"({judge} judges, {run.curve_tuples} test tuples)", chance=0.1)
+    return str(save_figure(fig, model_dir(run) / "curve.png"))
+
+
+def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyMNISTData | None = None,
+                    judges: dict | None = None) -> tuple[MCVAE, dict]:
     """Build and train the model (checkpoints in ``<out>/<model>/train``; an existing checkpoint
-    resumes, a finished one only loads). Returns the model and the training record."""
+    resumes, a finished one only loads). With a time budget (``minutes``) training stops when it
+    is spent; with ``curve_every`` (and ``test``, ``judges``) ``curve.csv`` records coherence
+    during training. Returns the model and the training record."""
+    from ..infer.callbacks import LearningCurve, TimeBudget
+
     model = build_polymnist_model(run)
     config = train_config(run, device)
+    callbacks, minutes, every = [], run.value("minutes"), run.value("curve_every")
+    if minutes:
+        callbacks.append(TimeBudget(60.0 * minutes, progress=run.progress,
+                                    desc=f"{run.model} ({minutes:g} min budget)"))
+    if every and test is not None and judges:
+        fn = coherence_curve_fn(test, judges, run.curve_tuples, device)
+        callbacks.append(LearningCurve(fn, model_dir(run) / "curve.csv", every_steps=every))
     started = time.perf_counter()
     result, _ = train_or_resume(model, flat_components(train.images), config, model_dir(run) / "train",
-                                progress=run.progress, resume=run.resume, batch_transform=to_float)
+                                progress=run.progress and not minutes, resume=run.resume, batch_transform=to_float,
+                                callbacks=callbacks)
     seconds = time.perf_counter() - started
     rows = result.history
     # Seconds of this process's training; the log's own timings cover resumed runs.
     epoch_seconds = [b["seconds"] - a["seconds"] for a, b in zip([{"seconds": 0.0}] + rows[:-1], rows)]
     return model, {"steps": result.steps, "epochs": config.epochs, "elbo": config.elbo,
+                   "stop_reason": result.stop_reason, "minutes_budget": minutes,
+                   "trained_seconds_in_all": round(result.history[-1]["seconds"], 1) if result.history else None,
                    "seconds_this_process": round(seconds, 1),
                    "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 2),
                    "ms_per_step": round(1000 * sum(epoch_seconds) / max(result.steps, 1), 1),
@@ -281,10 +403,9 @@ def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict
     model.eval()
     images = test.images.float().div_(255)
     inception, fid_note = inception_network(run.fid, run.inception_weights, device)
-    generated = generate_images(model, images, device=device, progress=run.progress)
-    metrics = {name: evaluate_polymnist(model, images, test.labels, classifiers, generated=generated,
-                                        inception=inception if name == "ours" else None, device=device)
-               for name, (classifiers, _) in judges.items()}
+    ordered = dict(sorted(((name, c) for name, (c, _) in judges.items()), key=lambda item: item[0] != "ours"))
+    metrics, generated = evaluate_polymnist_judges(model, images, test.labels, ordered, inception=inception,
+                                                   device=device, progress=run.progress)
     figures = _figures(run.model, images, generated, model_dir(run))
     if run.save_samples:
         save_samples(run.save_samples, model, test, run.num_saved, device)
@@ -304,20 +425,30 @@ def run_polymnist(run: PolyMNISTRun, stages=("train", "evaluate")) -> dict:
     full_train, full_test = load_full_polymnist(run)
     train = _subset(full_train, run.value("num_train"), run.seed)
     test = _subset(full_test, run.value("num_eval"), run.seed + 1)
+    preset = "quick" if run.quick else run.resolved_preset()
     record = provenance(device) | {
-        "settings": asdict(run) | {"latent_dim": latent_size(run), "epochs": run.value("epochs"),
-                                   "width": run.value("width")},
+        "settings": asdict(run) | {"preset": preset, "latent_dim": latent_size(run),
+                                   **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "minutes",
+                                                                "curve_every", "prior_form", "prior_lr",
+                                                                "prior_init_shared")}},
         "data": {"num_train": len(train), "num_test_evaluated": len(test), "modalities": run.num_modalities},
     }
+    judges = None
     if "train" in stages:
-        model, record["training"] = train_polymnist(run, train, device)
+        if run.value("curve_every") and _rank() == 0:
+            # The judges learn from the whole training split, whatever subset the model saw.
+            judges = load_judges(run, full_train, test, device)
+        model, record["training"] = train_polymnist(run, train, device, test, judges)
+        judge = "MoPoE-VAE" if judges and "mopoe" in judges else "our"
+        curve = write_learning_curve(run, judge) if _rank() == 0 else None
+        if curve:
+            record["learning_curve"] = {"csv": str(model_dir(run) / "curve.csv"), "png": curve}
     else:
         model = load_trained(run, device)
     if _rank() != 0:  # data-parallel training (torchrun): rank 0 evaluates and writes
         return record
     if "evaluate" in stages:
-        # The judges learn from the whole training split, whatever subset the model saw.
-        judges = load_judges(run, full_train, test, device)
+        judges = judges or load_judges(run, full_train, test, device)
         record["judges"] = {name: info for name, (_, info) in judges.items()}
         record |= evaluate_trained(run, model, test, judges, device)
         (out / "table.md").write_text(results_table({run.model: record}))
@@ -350,6 +481,14 @@ class PolyMNISTConfig(ImageConfig, PolyMNISTRun):
 
     model: list[str] = option(["gmrf"], "models to run (or 'all')", choices=[*MODELS, "all"])
     classifiers_only: bool = option(False, "only train (or load) the digit classifiers and print their test accuracy")
+
+    def resolve_quick(self) -> None:
+        """``--full`` means the paper preset; without a GPU the default is the ``cpu`` preset
+        (a run that learns within its time budget), no longer the quick smoke configuration."""
+        if self.full and self.preset == "auto":
+            self.preset = "paper"
+        if not self.quick:
+            print(f"PolyMNIST preset: {self.resolved_preset()}")
 
     def check_settings(self) -> None:
         self.check_positive("epochs")

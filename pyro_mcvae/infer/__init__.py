@@ -8,7 +8,7 @@ _EXPORTS = {
     "Callback": ".callbacks", "ChainDiagnostics": ".callbacks", "Checkpoint": ".callbacks",
     "CSVLogger": ".callbacks", "EarlyStopping": ".callbacks", "PeriodicEvaluation": ".callbacks",
     "ProgressBar": ".callbacks", "StepInfo": ".callbacks", "StopOnNaN": ".callbacks", "TensorBoard": ".callbacks",
-    "TimeBudget": ".callbacks",
+    "TimeBudget": ".callbacks", "LearningCurve": ".callbacks",
     "TrainingDivergedError": ".callbacks",
     "load_checkpoint": ".checkpoint", "save_checkpoint": ".checkpoint",
     "TrainConfig": ".config", "build_objective": ".config", "seed_everything": ".config",

@@ -49,6 +49,7 @@ __all__ = [
     "StopOnNaN",
     "ChainDiagnostics",
     "PeriodicEvaluation",
+    "LearningCurve",
     "EarlyStopping",
     "TimeBudget",
     "CSVLogger",
@@ -360,6 +361,69 @@ class PeriodicEvaluation(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self._latest, self._latest_step = dict(state["latest"]), state["latest_step"]
+
+
+class LearningCurve(PeriodicEvaluation):
+    """A :class:`PeriodicEvaluation` every ``every_steps`` steps (and once before the first step)
+    that also keeps every evaluation as a row of the CSV file ``path``: ``step``, ``seconds``
+    (wall time trained so far, evaluations included, summed over resumed processes) and the
+    columns. A resumed run keeps the rows up to its checkpoint's step, so the file matches an
+    uninterrupted run's steps. :func:`pyro_mcvae.plots.learning_curve_figure` draws it."""
+
+    def __init__(self, fn: Callable, path, every_steps: int, prefix: str = "eval_"):
+        if isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1:
+            raise ValueError(f"every_steps must be a positive integer, got {every_steps!r}")
+        super().__init__(fn, every_epochs=0, every_steps=every_steps, prefix=prefix)
+        self.path = Path(path)
+        self.rows, self.spent_before, self.started = [], 0.0, None
+
+    def seconds(self) -> float:
+        if self.started is None:
+            return self.spent_before
+        return self.spent_before + time.perf_counter() - self.started
+
+    def _read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        with self.path.open(newline="") as handle:
+            rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
+                    for row in csv.DictReader(handle)]
+        return [row | {"step": int(row["step"])} for row in rows]
+
+    def _write(self, trainer) -> None:
+        if not trainer.is_main:
+            return
+        fields = list(dict.fromkeys(k for row in self.rows for k in row))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.path)
+
+    def _record(self, trainer, step: int, columns: dict) -> None:
+        self.rows.append({"step": step, "seconds": round(self.seconds(), 2), **columns})
+        self._write(trainer)
+
+    def on_train_start(self, trainer) -> None:
+        self.started = time.perf_counter()
+        step = trainer.state["step"]
+        self.rows = [row for row in self._read() if row["step"] <= step] if step else []
+        if step == 0:
+            self._record(trainer, 0, self.evaluate(trainer.model, 1))
+
+    def on_step_end(self, trainer, step: StepInfo) -> None:
+        super().on_step_end(trainer, step)
+        if step.step % self.every_steps == 0:
+            self._record(trainer, step.step, self._latest)
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"spent": self.seconds()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.spent_before, self.started = float(state.get("spent", 0.0)), None
 
 
 # -- writers ------------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ class GMRFPrior(nn.Module):
             ``eps`` is reachable, so correlations near 1 across all ``M`` components are
             (``docs/results/polymnist.md``, the diagnosis). Default off: the paper's
             construction.
+        init_shared: start with this many coordinates per block coupled across all components
+            (see :meth:`_init_shared`); 0: nearly independent blocks (small random couplings).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class GMRFPrior(nn.Module):
         learn_loc: bool = True,
         init_offdiag: float = 0.01,
         standardized: bool = False,
+        init_shared: int = 0,
     ):
         super().__init__()
         if parameterization not in PRIOR_PARAMETERIZATIONS:
@@ -113,6 +116,30 @@ class GMRFPrior(nn.Module):
         self.offdiag = nn.Parameter(init_offdiag * torch.randn(m, m, d, d))
         if self.standardized:  # the strictly lower triangles of the diagonal blocks' factors
             self.raw_tril = nn.Parameter(torch.zeros(m, d, d))
+        if init_shared:
+            self._init_shared(int(init_shared))
+
+    @torch.no_grad()
+    def _init_shared(self, k: int) -> None:
+        """Start with the first ``k`` coordinates of every block coupled across all components
+        as strongly as the margin allows (equal negative precision couplings, or positive
+        covariance ones), the others independent, every marginal variance 1: a prior that
+        rewards aligned encoders from the first step. The couplings stay learnable."""
+        m, d = self.num_components, self.component_dim
+        if not 0 < k <= d:
+            raise ValueError(f"init_shared must lie in 1..{d} (the block size), got {k}")
+        if self.parameterization == "precision" and not self.standardized:
+            raise ValueError("init_shared needs standardized=True with the precision parameterisation: the "
+                             "paper's construction bounds the couplings by the smallest diagonal entry, so "
+                             "rescaling the diagonal to unit variances would undo them")
+        sign = -1.0 if self.parameterization == "precision" else 1.0
+        self.offdiag.zero_()
+        self.offdiag[:, :, range(k), range(k)] = sign
+        var = self().covariance_matrix.diagonal().reshape(m, d)
+        if self.parameterization == "precision":  # scale the precision's diagonal by the variances
+            self.raw_diag.copy_(torch.log(torch.expm1((F.softplus(self.raw_diag) + 1e-4) * var - 1e-4)))
+        else:
+            self.raw_diag.copy_(torch.log(torch.expm1((F.softplus(self.raw_diag) + 1e-4) / var - 1e-4)))
 
     def block_factors(self, diag: torch.Tensor) -> torch.Tensor:
         """Lower-triangular factors ``L_i (M, d, d)`` of the diagonal blocks, ``L_i L_i^T``:
@@ -258,6 +285,7 @@ class GMRFConfig(BlockPosteriorConfig):
     prior: str = "precision"
     prior_eps: float | None = None
     prior_standardized: bool = False
+    prior_init_shared: int = 0
 
 
 def block_model(component_dims: Sequence[int], config: CommonConfig, prior: nn.Module, guide: nn.Module) -> BlockLatentVAE:
@@ -277,7 +305,7 @@ def gmrf_guide(component_dims: Sequence[int], config: BlockPosteriorConfig, prio
 def build_gmrf(component_dims: Sequence[int], config: GMRFConfig) -> BlockLatentVAE:
     c = config
     prior = GMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph,
-                      standardized=c.prior_standardized)
+                      standardized=c.prior_standardized, init_shared=c.prior_init_shared)
     return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior))
 
 

@@ -82,3 +82,29 @@ def test_generate_images_keeps_the_observed_slots():
     assert set(gen["conditional"]) == {(1,), (0, 2)}
     for subset, g in gen["conditional"].items():
         assert g.shape == images.shape
+
+
+class HalfBrokenModel(FakeModel):
+    """Right when conditioned on modality 0, digit 0 otherwise: subsets differ."""
+
+    def condition(self, observed, num_samples=1):
+        self.broken = 0 not in observed
+        return super().condition(observed, num_samples)
+
+
+def test_streamed_evaluation_under_several_judges_equals_the_full_one():
+    from pyro_mcvae.evaluate import evaluate_polymnist_judges
+
+    labels = torch.arange(30) % 10
+    images = torch.stack([digit_image(labels, k) for k in range(M)], 1)
+    judges = {"a": [BarJudge(k) for k in range(M)], "b": [BarJudge(k) for k in range(M)]}
+    full = evaluate_polymnist(HalfBrokenModel(), images, labels, judges["a"])
+    streamed, generated = evaluate_polymnist_judges(HalfBrokenModel(), images, labels, judges)
+    assert set(streamed) == {"a", "b"}
+    for name in judges:
+        assert streamed[name]["conditional_coherence"] == full["conditional_coherence"]
+        assert streamed[name]["ssim"] == full["ssim"]
+        assert streamed[name]["digit_fd"] == full["digit_fd"]
+    # Only the single-source generations are kept.
+    assert set(generated["conditional"]) == {(k,) for k in range(M)}
+    assert 0.1 < full["conditional_coherence"]["mean"] < 1.0

@@ -105,3 +105,26 @@ def test_example_classifiers_only(tiny_polymnist, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ours classifiers" in proc.stdout and "test accuracy" in proc.stdout
     assert (tmp_path / "judges.pt").is_file()
+
+
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
+def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
+    """The cpu preset (MLPs, time budget, learning curve) and the gpu preset's code path (ResNets,
+    time budget, curve; on the CPU here, narrow) run end to end and write the curve."""
+    out = tmp_path / preset
+    extra = ["--hidden", "32"] if preset == "cpu" else ["--width", "4"]
+    proc = _run(["--preset", preset, "--device", "cpu", "--modalities", "3", "--data-dir", str(tiny_polymnist),
+                 "--out", str(out), "--minutes", "0.15", "--curve-every", "2", "--curve-tuples", "8",
+                 "--batch-size", "32", "--fid", "off", "--no-progress", "--mopoe-classifiers", "", *extra])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads((out / "gmrf" / "results.json").read_text())
+    settings = record["settings"]
+    assert settings["preset"] == preset
+    assert settings["arch"] == ("mlp" if preset == "cpu" else "resnet")
+    assert settings["prior_form"] == "standardized" and settings["prior_init_shared"] == 8
+    training = record["training"]
+    assert "time budget" in training["stop_reason"] and training["steps"] >= 1
+    curve = (out / "gmrf" / "curve.csv").read_text().strip().splitlines()
+    assert curve[0] == "step,seconds,eval_coherence_1,eval_unconditional"
+    assert curve[1].startswith("0,") and len(curve) >= 2
+    assert Path(record["learning_curve"]["png"]).stat().st_size > 2_000

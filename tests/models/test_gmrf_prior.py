@@ -96,3 +96,17 @@ def test_build_model_passes_prior_standardized():
     model = build_model("gmrf", [3, 3], block_dim=2, prior_standardized=True)
     assert model.prior.standardized and hasattr(model.prior, "raw_tril")
     assert not build_model("gmrf", [3, 3], block_dim=2).prior.standardized
+
+
+def test_init_shared_starts_with_strong_shared_coordinates():
+    prior = GMRFPrior(5, 4, "precision", standardized=True, init_shared=2)
+    cov = prior().covariance_matrix.detach().double()
+    torch.testing.assert_close(cov.diagonal(), torch.ones(20, dtype=torch.float64), atol=1e-3, rtol=0)
+    cc = canonical_correlations(cov, range(4), range(4, 8))
+    # The shared coordinates start correlated above 0.95 across components (margin 0.99), the
+    # others independent.
+    assert cc[0] > 0.95 and cc[1] > 0.95 and cc[2] < 1e-6
+    with pytest.raises(ValueError, match="standardized"):
+        GMRFPrior(5, 4, "precision", init_shared=2)
+    with pytest.raises(ValueError, match="init_shared"):
+        GMRFPrior(5, 4, "precision", standardized=True, init_shared=5)
