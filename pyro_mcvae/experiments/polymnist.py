@@ -426,6 +426,8 @@ def run_polymnist(run: PolyMNISTRun, stages=("train", "evaluate")) -> dict:
     train = _subset(full_train, run.value("num_train"), run.seed)
     test = _subset(full_test, run.value("num_eval"), run.seed + 1)
     preset = "quick" if run.quick else run.resolved_preset()
+    budget = f", {run.value('minutes'):g}-minute training budget" if run.value("minutes") else ""
+    print(f"{run.model}: preset {preset} ({run.value('arch')} networks{budget}) on {device}", flush=True)
     record = provenance(device) | {
         "settings": asdict(run) | {"preset": preset, "latent_dim": latent_size(run),
                                    **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "minutes",
@@ -487,8 +489,6 @@ class PolyMNISTConfig(ImageConfig, PolyMNISTRun):
         (a run that learns within its time budget), no longer the quick smoke configuration."""
         if self.full and self.preset == "auto":
             self.preset = "paper"
-        if not self.quick:
-            print(f"PolyMNIST preset: {self.resolved_preset()}")
 
     def check_settings(self) -> None:
         self.check_positive("epochs")
