@@ -255,10 +255,11 @@ def _present(components: Sequence[int] | None, batch: int, m: int, device) -> to
 
 
 @torch.no_grad()
-def importance_log_weights(model, xs, proposal: Sequence[int] | None = None,
+def importance_log_weights(model, xs, given: Sequence[int] | None = None,
                            scored: Sequence[Sequence[int] | None] = (None,), num_samples: int = 100):
     """Log importance weights of ``model`` on data ``xs``, ``K = num_samples`` draws per datum
-    (and per stratum) from the guide with only the ``proposal`` components present.
+    (and per stratum) from the guide with only the ``given`` components present (``None``: all);
+    the guide's :class:`~pyro_mcvae.models.base.ProposalGuide` program draws them when it has one.
 
     The draws are replayed into the model once per entry of ``scored``, with only those
     components observed (``None``: all), giving one ``log W`` per entry on the same draws.
@@ -269,10 +270,9 @@ def importance_log_weights(model, xs, proposal: Sequence[int] | None = None,
     """
     xs = check_components(xs, model.component_dims)
     batch, m, device = xs[0].shape[0], model.num_components, xs[0].device
-    q_mask = _present(proposal, batch, m, device)
-    proposal = model.guide.proposal if isinstance(model.guide, ProposalGuide) else model.guide
-    model_fn, guide_fn, _, _, weights = _Programs(model.guide)._programs(model.model, proposal, (xs,),
-                                                                         {"mask": q_mask})
+    q_mask = _present(given, batch, m, device)
+    draw = model.guide.proposal if isinstance(model.guide, ProposalGuide) else model.guide
+    model_fn, guide_fn, _, _, weights = _Programs(model.guide)._programs(model.model, draw, (xs,), {"mask": q_mask})
     model_fn, guide_fn = _scoring(model_fn), _scoring(guide_fn)
     particles = pyro.plate("iw_samples", num_samples, dim=-(MAX_PLATE_NESTING + 1))
     with particles:
@@ -308,7 +308,10 @@ def _check(model, xs, num_samples, chunk, batch_size):
     if isinstance(model.prior, (SelfSamplingPrior, MCMCPrior)):
         raise ValueError(f"{type(model.prior).__name__} has no normalised density (an energy sampled by "
                          "MCMC): its likelihood cannot be estimated by importance sampling")
-    return check_components(xs, model.component_dims)
+    xs = check_components(xs, model.component_dims)
+    if xs[0].shape[0] == 0:
+        raise ValueError("xs holds no data (batch size 0)")
+    return xs
 
 
 @contextmanager
@@ -322,7 +325,7 @@ def _seeded(seed, device):
         yield
 
 
-def _sampled(model, xs, proposal, scored, num_samples, chunk, batch_size):
+def _sampled(model, xs, given, scored, num_samples, chunk, batch_size):
     """Log weights ``[(K, S, N)]`` and log strata weights ``(S, N)`` over data batches and K-chunks."""
     n = xs[0].shape[0]
     step_b = batch_size or n
@@ -332,7 +335,7 @@ def _sampled(model, xs, proposal, scored, num_samples, chunk, batch_size):
         part = [x[start:start + step_b] for x in xs]
         chunks, log_a = [], None
         for k0 in range(0, num_samples, step_k):
-            log_ws, log_a = importance_log_weights(model, part, proposal, scored, min(step_k, num_samples - k0))
+            log_ws, log_a = importance_log_weights(model, part, given, scored, min(step_k, num_samples - k0))
             chunks.append(log_ws)
         per_batch.append([torch.cat(ws, 0) for ws in zip(*chunks)])
         log_as.append(log_a)
