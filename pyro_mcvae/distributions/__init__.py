@@ -1,6 +1,7 @@
 """Latent laws with block structure, and the expert combinations of the baseline guides."""
 
 from .asymmetric_laplace import GIGMixtureNormal, MultivariateAsymmetricLaplace, log_bessel_k, sample_gig
+from .completion import PriorCompletion
 from .experts import (
     LATENT_FAMILIES,
     StratifiedMixture,
@@ -18,6 +19,7 @@ __all__ = [
     "GMRF",
     "LATENT_FAMILIES",
     "MultivariateAsymmetricLaplace",
+    "PriorCompletion",
     "StratifiedMixture",
     "as_gmrf",
     "complete_from_prior",

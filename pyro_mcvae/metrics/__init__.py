@@ -25,6 +25,7 @@ from .fid import (
     frechet_distance,
     gaussian_statistics,
 )
+from .likelihood import LikelihoodEstimate, conditional_log_likelihood, log_likelihood, log_mean_exp
 from .quantiles import quantile_errors
 from .ssim import mean_ssim
 from .wasserstein import (
@@ -69,4 +70,8 @@ __all__ = [
     "conditional_copula_metrics",
     "noise_floor",
     "quantile_errors",
+    "LikelihoodEstimate",
+    "log_likelihood",
+    "conditional_log_likelihood",
+    "log_mean_exp",
 ]

@@ -7,6 +7,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "MCVAE": ".base", "CommonConfig": ".base", "EncoderGuide": ".base", "LatentGuide": ".base",
     "MCMCPrior": ".base", "ConditionablePrior": ".base", "SelfSamplingPrior": ".base",
+    "ProposalGuide": ".base",
     "BlockGuide": ".layouts", "BlockLatentVAE": ".layouts", "SharedLatentVAE": ".layouts",
     "StandardPrior": ".layouts",
     "ComponentLikelihood": ".likelihoods", "LIKELIHOODS": ".likelihoods",

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..distributions import MultivariateAsymmetricLaplace
+from ..distributions import MultivariateAsymmetricLaplace, PriorCompletion
 from ..nets import as_nets
 from ..validation import check_components
 from .base import has_absent
@@ -76,13 +76,32 @@ class ALMRFGuide(GMRFGuide):
         raw = torch.stack(self.skew_net(xs, components), dim=-2)
         return self.max_skew * var.sqrt() * torch.tanh(raw / self.max_skew)
 
-    def _posterior(self, xs: list[torch.Tensor], mask=None) -> MultivariateAsymmetricLaplace:
-        if has_absent(mask):
-            raise NotImplementedError("the ALMRF guide does not take absent components yet")
+    def _posterior(self, xs: list[torch.Tensor], mask=None) -> MultivariateAsymmetricLaplace | PriorCompletion:
+        if not has_absent(mask):
+            loc, var = self.encoder(xs)
+            return MultivariateAsymmetricLaplace.from_blocks(
+                loc, self._skew(xs, var), var, self.global_net(xs), eps=self.eps, delta=self.delta,
+                mode=self.mode, graph=self.graph, validate=False)
+        # Absent components: as the GMRF guide, q(z_A) from the present components (zeros feed the
+        # global network, no couplings to absent blocks), the rest from the prior's exact
+        # conditional (a GIG mixture, whose parameter depends on |A|: one A for the whole batch).
+        present = mask[0]
+        if not bool((mask == present).all()):
+            raise NotImplementedError("the ALMRF guide takes absent components only when the same ones are "
+                                      "absent in every row of the batch (the prior's conditional law depends "
+                                      "on how many are present)")
+        if self.prior_ref is None:
+            raise ValueError("ALMRFGuide needs the model's prior for samples with absent components: build it "
+                             "with prior=<the model's prior module>")
+        comps = present.nonzero().flatten().tolist()
+        xs = [torch.where(mask[:, k, None], x, torch.zeros_like(x)) for k, x in enumerate(xs)]
         loc, var = self.encoder(xs)
-        return MultivariateAsymmetricLaplace.from_blocks(
-            loc, self._skew(xs, var), var, self.global_net(xs), eps=self.eps, delta=self.delta,
-            mode=self.mode, graph=self.graph, validate=False)
+        pair = mask[:, :, None] & mask[:, None, :]
+        offdiag = torch.where(pair[..., None, None], self.global_net(xs), 0.0)
+        q = MultivariateAsymmetricLaplace.from_blocks(
+            loc, self._skew(xs, var), var, offdiag, eps=self.eps, delta=self.delta, mode=self.mode,
+            graph=self.graph, validate=False)
+        return PriorCompletion(q.marginal(comps), self.prior_ref(), comps, self.num_components, self.latent_dim)
 
     def _observed_latent(self, data, components, use_mean: bool) -> torch.Tensor:
         loc, var = self.encode(data, components)

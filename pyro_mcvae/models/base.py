@@ -27,6 +27,7 @@ __all__ = [
     "EncoderGuide",
     "LatentGuide",
     "MCVAE",
+    "ProposalGuide",
     "SelfSamplingPrior",
     "check_no_beta",
 ]
@@ -46,6 +47,16 @@ class LatentGuide(Protocol):
 
     def reconstruction_latent(self, xs, use_mean: bool = True) -> torch.Tensor:
         """Latent ``(batch, latent size)`` from all components."""
+
+
+@runtime_checkable
+class ProposalGuide(Protocol):
+    """A guide with its own importance-sampling proposal for likelihood estimates
+    (:mod:`pyro_mcvae.metrics.likelihood`), when its training program is a poor one."""
+
+    def proposal(self, xs, mask=None):
+        """A Pyro program drawing the same latent sites as the guide program (same plates and
+        strata), from a law whose density its sites give in full."""
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..distributions import latent_law
 from ..nets import VectorDecoder
-from ..validation import check_components
+from ..validation import check_components, check_mask
 from .base import CommonConfig, MCVAE, check_no_beta
 from .layouts import StandardPrior
 from .mmvae import MixtureOfExpertsGuide, StrataSite
@@ -83,6 +83,31 @@ class MMVAEPlusGuide(MixtureOfExpertsGuide):
         scored = own_private(self.num_components, xs[0].shape[0], xs[0].device)
         w = pyro.sample("w", self._private_law(w_loc, w_var, scored))
         return torch.cat([z, w.flatten(-2)], -1)
+
+    def proposal(self, xs, mask=None):
+        """The proposal of the likelihood estimates (:class:`~pyro_mcvae.models.base.ProposalGuide`):
+        the shared ``z`` drawn and scored as in the guide program; in every stratum each present
+        component's private latent from its own encoder, ``w_j ~ q(w_j | x_j)``, and each absent
+        one from its prior (the unit-variance law of the family, the model's ``private_prior``).
+
+        The training program draws ``w_j``, ``j != m``, from the auxiliary ``r_j``, which knows
+        nothing of ``x_j``: a valid proposal, but its weights ``p(x_j | z, w_j) p(w_j) / r_j(w_j)``
+        degenerate as soon as ``x_j`` pins its private latent down, and ``p(w_j) / r_j(w_j)`` has
+        infinite variance under ``r_j`` once ``r_j`` is narrower than ``p / sqrt(2)``."""
+        pyro.module("guide", self)
+        xs = check_components(xs, self.component_dims, check_values=False)
+        batch = xs[0].shape[0]
+        mask = check_mask(mask, batch, self.num_components)
+        with pyro.plate("data", batch, dim=-1):
+            (z_loc, z_var), (w_loc, w_var) = self._split(*self.encoder(xs))
+            z = pyro.sample("z", StrataSite(self._mixture(z_loc, z_var, mask),
+                                            own_density=self.density == "stratum"))
+            own = (torch.ones_like(w_loc, dtype=torch.bool) if mask is None
+                   else mask.unsqueeze(-1).expand(w_loc.shape))
+            loc = torch.where(own, w_loc, torch.zeros_like(w_loc)).expand(self.num_strata, *w_loc.shape)
+            std = torch.where(own, w_var.sqrt(), torch.ones_like(w_var)).expand(self.num_strata, *w_loc.shape)
+            w = pyro.sample("w", latent_law(self.family, loc, std).to_event(2))  # (S, batch, M, d_w)
+            return torch.cat([z, w.flatten(-2)], -1)
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> StratifiedMixture:
         """The shared part ``q(z | x)`` (the mixture)."""

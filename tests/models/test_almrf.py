@@ -1,12 +1,14 @@
 """The ALMRF model: asymmetric Laplace prior and guide with the GMRF block structure."""
 
+import math
+
 import pyro
 import pytest
 import torch
 from pyro_mcvae.infer.objectives import TraceELBO
 
 from pyro_mcvae import MCVAE, TrainConfig, fit
-from pyro_mcvae.distributions import MultivariateAsymmetricLaplace
+from pyro_mcvae.distributions import MultivariateAsymmetricLaplace, PriorCompletion
 from pyro_mcvae.infer import seed_everything
 
 
@@ -70,10 +72,43 @@ def test_conditional_latent_follows_the_prior_conditioned_on_the_observed_means(
     torch.testing.assert_close(z[..., 2:].mean(0), want.mean(0), atol=0.15, rtol=0.1)
 
 
-def test_absent_components_are_refused_clearly():
+def test_absent_components_are_completed_from_the_prior_conditional():
+    """With the same components absent in every row, q(z) = q(z_A) p(z_B | z_A): the density is
+    the present blocks' posterior times the prior's conditional, z_A follows q_A and z_B the
+    prior conditioned on z_A, and the ELBO is that of the present components alone."""
     model, xs = almrf()
     mask = torch.tensor([[True, False, True]] * 5)
-    with pytest.raises(NotImplementedError, match="absent components"):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        q = model.guide._posterior(xs, mask)
+        assert isinstance(q, PriorCompletion) and q.batch_shape == (5,) and q.event_shape == (6,)
+        z = q.sample((4000,))  # (4000, 5, 6)
+        q_a, prior, ia = q.observed_law, model.prior(), [0, 1, 4, 5]
+        want = q_a.log_prob(z[..., ia]) + prior.log_prob(z) - prior.marginal([0, 2]).log_prob(z[..., ia])
+        torch.testing.assert_close(q.log_prob(z), want)
+        # q_A is the block construction over the present components alone (no couplings to the
+        # absent block, whose data the global network sees as zeros).
+        g = model.guide
+        seen = [xs[0], torch.zeros_like(xs[1]), xs[2]]
+        loc, var = g.encoder(seen)
+        keep = [0, 2]
+        alone = MultivariateAsymmetricLaplace.from_blocks(
+            loc[:, keep], g._skew(seen, var)[:, keep], var[:, keep], g.global_net(seen)[:, keep][:, :, keep],
+            eps=g.eps, delta=g.delta, mode=g.mode, validate=False)
+        torch.testing.assert_close(q_a.loc, alone.loc)
+        torch.testing.assert_close(q_a.skew, alone.skew)
+        torch.testing.assert_close(q_a.covariance_matrix, alone.covariance_matrix)
+        torch.testing.assert_close(z[..., ia].mean(0), q_a.mean, atol=0.1, rtol=0.05)
+        cond = prior.condition({0: z[:, 0, :2], 2: z[:, 0, 4:]}).sample()  # same z_A, fresh z_B
+        torch.testing.assert_close(z[:, 0, 2:4].mean(0), cond.mean(0), atol=0.1, rtol=0.1)
+    loss = TraceELBO().loss(model.model, model.guide, xs, mask=mask)
+    assert math.isfinite(loss)
+
+
+def test_absent_components_are_refused_clearly():
+    model, xs = almrf()
+    mask = torch.tensor([[True, False, True]] * 4 + [[True, True, False]])
+    with pytest.raises(NotImplementedError, match="the same ones are absent in every row"):
         TraceELBO().loss(model.model, model.guide, xs, mask=mask)
     with pytest.raises(ValueError, match="ALMRF prior"):
         MCVAE.build([2, 2], 2, guide="almrf", prior="standard")

@@ -92,3 +92,36 @@ def test_bad_private_sizes_are_refused():
         MMVAEPlusGuide([2, 2], 2, 0)
     with pytest.raises(ValueError, match="private_dim"):
         MCVAE.build([2, 2], 2, guide="mmvaeplus", private_dim=1.5)
+
+
+def test_the_likelihood_proposal_draws_every_present_private_latent_from_its_encoder():
+    """MMVAEPlusGuide.proposal: the guide's sites and shapes under the strata plate; present
+    components' w_j from q(w_j | x_j) in every stratum, absent ones from the unit prior."""
+    from pyro_mcvae.infer.objectives.base import MultimodalObjective
+    from pyro_mcvae.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mmvaeplus", [2, 3, 2], hidden=(8,), private_dim=2).double()
+    xs = [torch.randn(4, d, dtype=torch.float64) for d in (2, 3, 2)]
+    mask = torch.tensor([[True, False, True]] * 4)
+
+    class Wrap(MultimodalObjective):
+        scales_latents = False
+
+        def strata_weights(self, guide, args, kwargs):
+            return MultimodalObjective.strata_weights(model.guide, args, kwargs)
+
+    _, proposal, _, _, _ = Wrap()._programs(model.model, model.guide.proposal, (xs,), {"mask": mask})
+    _, program, _, _, _ = Wrap()._programs(model.model, model.guide, (xs,), {"mask": mask})
+    tr = poutine.trace(proposal).get_trace(xs, mask=mask)
+    ref = poutine.trace(program).get_trace(xs, mask=mask)
+    for name in ("z", "w"):
+        assert tr.nodes[name]["value"].shape == ref.nodes[name]["value"].shape
+    w_law = tr.nodes["w"]["fn"]
+    loc, std = w_law.base_dist.loc, w_law.base_dist.scale  # (S, batch, M, d_w)
+    (_, _), (w_loc, w_var) = model.guide._split(*model.guide.encoder(xs))
+    for k, present in enumerate((True, False, True)):
+        want_loc = w_loc[:, k] if present else torch.zeros_like(w_loc[:, k])
+        want_std = w_var[:, k].sqrt() if present else torch.ones_like(w_var[:, k])
+        torch.testing.assert_close(loc[:, :, k], want_loc.expand_as(loc[:, :, k]))
+        torch.testing.assert_close(std[:, :, k], want_std.expand_as(std[:, :, k]))
