@@ -177,6 +177,12 @@ class NeuralMRFPrior(nn.Module):
     def diagnostics(self) -> dict:
         return self._sampler().diagnostics()
 
+    def inference_data(self):
+        """The persistent chains' kept draws as ArviZ ``InferenceData`` (``posterior``: ``z``,
+        ``energy``, ``sqnorm``; ``sample_stats``: ``lp``, ``acceptance_rate``, ``diverging``);
+        save it with ``.to_netcdf(path)``, read it back with ``arviz.from_netcdf(path)``."""
+        return self._sampler().inference_data()
+
     def condition(self, observed, num_samples: int = 1, warmup: int = 300, thin: int = 5,
                   step_size: float = 0.05, num_steps: int | None = None) -> torch.Tensor:
         """Draws of the unobserved blocks given ``{component: value (batch, d)}`` by HMC on the
