@@ -44,8 +44,16 @@ IMAGE_SHAPE = (1, 64, 64)
 #: shared; MMVAE+ 16 shared + 4 private per component.
 BIKE_LATENT = {"gmrf": 4, "mvae": 20, "mmvae": 20, "mopoe": 20, "mmvaeplus": 16}
 BIKE_PRIVATE = 4
-QUICK = {"epochs": 3, "n_train": 2000, "n_test": 300, "width": 8, "regressor_epochs": 3}
-FULL = {"epochs": 100, "n_train": 20000, "n_test": 2000, "width": 32, "regressor_epochs": 5}
+QUICK = {"epochs": 3, "n_train": 2000, "n_test": 300, "width": 8, "regressor_epochs": 3, "minutes": None,
+         "curve_every": 0, "beta": 1.0}
+FULL = {"epochs": 100, "n_train": 20000, "n_test": 2000, "width": 32, "regressor_epochs": 5, "minutes": None,
+        "curve_every": 0, "beta": 1.0}
+#: ``--preset cpu`` (the default without a GPU): all 20,000 designs, narrow ResNets, a 25-minute
+#: wall-clock budget per model with a structure curve (centre-of-mass W1 and conditional SSIM
+#: every ``curve_every`` steps); ``epochs`` is only a ceiling.
+CPU = {"epochs": 1000, "n_train": 20000, "n_test": 2000, "width": 8, "regressor_epochs": 3, "minutes": 25.0,
+       "curve_every": 300, "beta": 1.0}
+PRESETS = {"quick": QUICK, "full": FULL, "cpu": CPU}
 #: Frame key points (bottom bracket, rear dropout, front fork end) and wheel centres.
 FRAME_POINTS = ("bottom_bracket", "rear_wheel_centre", "front_wheel_centre")
 WHEEL_POINTS = ("rear_wheel_centre", "front_wheel_centre")
@@ -59,6 +67,7 @@ class BikeRun:
     epochs: int | None = option(None, "training epochs (full: 100; quick: 3)")
     batch_size: int = option(64, "minibatch size")
     lr: float = option(1e-3, "learning rate")
+    beta: object = option(None, "KL weight: a number, 'linear:STEPS' or 'cyclical:PERIOD' (default 1)")
     latent_dim: int | None = option(None, "latent size (default: GMRF 4 per component, baselines 20)")
     width: int | None = option(None, "ResNet base channels (full: 32; quick: 8)")
     levels: int = option(3, "ResNet levels")
@@ -75,13 +84,31 @@ class BikeRun:
                       choices=["auto", "on", "off"])
     inception_weights: str | None = option(None, "pt_inception-2015-12-05-6726825d.pth for FID")
     quick: bool = option(False, "2,000 bikes, narrow networks, 3 epochs")
+    preset: str = option("auto", "'cpu': 20,000 designs, width 8, a 25-minute budget and a structure curve; "
+                                 "'full': the full settings; 'auto': 'full' with CUDA, else 'cpu'",
+                         choices=["auto", "cpu", "full"])
+    minutes: float | None = option(None, "training budget per model in wall-clock minutes (cpu: 25; 0: none)")
+    curve_every: int | None = option(None, "steps between structure-curve evaluations (cpu: 300; 0: none)")
+    curve_tuples: int = option(500, "test designs of each structure-curve evaluation")
     out: str = option("results/biked", "output directory (runs resume there)")
     progress: bool = option(True, "no progress bars")
     resume: bool = option(True, "ignore existing checkpoints", flag="--restart")
 
     def value(self, name: str):
         v = getattr(self, name)
-        return v if v is not None else (QUICK if self.quick else FULL)[name]
+        return v if v is not None else PRESETS[self.resolved_preset()][name]
+
+    def resolved_preset(self) -> str:
+        """``quick`` with ``--quick``; ``auto`` is ``full`` on CUDA, else ``cpu``."""
+        if self.quick:
+            return "quick"
+        if self.preset != "auto":
+            return self.preset
+        if str(self.device).startswith("cuda"):
+            return "full"
+        if self.device == "auto":
+            return "full" if torch.cuda.is_available() else "cpu"
+        return "cpu"
 
     def check(self) -> None:
         if self.model not in MODELS:
@@ -167,19 +194,73 @@ def _structure(real: torch.Tensor, generated: torch.Tensor, regs, given: int | N
 
 
 def train_config(run: BikeRun, device) -> TrainConfig:
-    return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr,
+    return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr, beta=run.value("beta"),
                        elbo=get_method(run.model).objective, seed=run.seed, device=str(device), amp=run.amp)
+
+
+#: Columns of the structure curve (``curve.csv``) and their labels.
+CURVE_COLUMNS = {"eval_com_w1_unconditional": "centre-of-mass W1, unconditional",
+                 "eval_com_w1_conditional": "centre-of-mass W1, given the frame",
+                 "eval_ssim_bike": "SSIM of the bike, given the frame"}
+
+
+def structure_curve_fn(run: BikeRun, test: torch.Tensor, device):
+    """The structure curve's evaluation on the first ``curve_tuples`` test designs: centre-of-mass
+    W1 of unconditional and conditional generations, and the conditional bike's SSIM."""
+    images = test[:run.curve_tuples].float().div(255)[:, :, None]
+    real = images[:, :, 0]
+    given = COMPONENTS.index(run.condition_on)
+
+    def evaluate(model, epoch):
+        gen = generate_images(model, images, subsets=[(given,)], device=device)
+        cond, uncond = gen["conditional"][(given,)][:, :, 0], gen["unconditional"][:, :, 0]
+        return {"com_w1_unconditional": com_wasserstein_report(real, uncond, threshold=0.05)["value"],
+                "com_w1_conditional": com_wasserstein_report(real, cond, threshold=0.05)["value"],
+                "ssim_bike": assembly_ssim(real, cond, component_names=list(COMPONENTS))["assembly"]}
+
+    return evaluate
+
+
+def write_structure_curve(run: BikeRun) -> str | None:
+    """``<out>/<model>/curve.png`` from ``curve.csv``."""
+    import csv
+
+    from ..plots import learning_curve_figure
+
+    path = model_dir(run) / "curve.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        rows = [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(handle)]
+    if not rows:
+        return None
+    fig = learning_curve_figure(rows, CURVE_COLUMNS, f"{run.model}: structure during training "
+                                                     f"({run.curve_tuples} test designs)")
+    return str(save_figure(fig, model_dir(run) / "curve.png"))
 
 
 def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
     """Build and train the model (checkpoints in ``<out>/<model>/train``; an existing checkpoint
-    resumes, a finished one only loads). Returns the model and the training record."""
+    resumes, a finished one only loads); with ``minutes`` a wall-clock budget, with
+    ``curve_every`` the structure curve (``curve.csv``, ``curve.png``). Returns the model and the
+    training record."""
+    from ..infer.callbacks import LearningCurve, TimeBudget
+
     model = build_bike_model(run)
     config = train_config(run, device)
+    callbacks, minutes, every = [], run.value("minutes"), run.value("curve_every")
+    if minutes:
+        callbacks.append(TimeBudget(60.0 * minutes, progress=run.progress, desc=f"{run.model} ({minutes:g} min budget)"))
+    if every:
+        callbacks.append(LearningCurve(structure_curve_fn(run, data["test"], device), model_dir(run) / "curve.csv",
+                                       every_steps=every))
     _, trained = train_or_resume(model, flat_components(data["train"]), config, model_dir(run) / "train",
-                                 progress=run.progress, resume=run.resume, batch_transform=to_float)
+                                 progress=run.progress and not minutes, resume=run.resume, batch_transform=to_float,
+                                 callbacks=callbacks)
+    curve = write_structure_curve(run) if every else None
     # the log's timings cover resumed runs
-    return model, {"steps": trained["steps"], "final_loss": trained["final_loss"],
+    return model, {"steps": trained["steps"], "final_loss": trained["final_loss"], "curve": curve,
+                   "minutes_budget": minutes,
                    "seconds": round(trained["train_seconds"], 1), "ms_per_step": round(trained["ms_per_step"], 1)}
 
 
@@ -243,7 +324,9 @@ def run_bikes(run: BikeRun, data: dict | None = None, stages=("train", "evaluate
     data = data or load_bike_data(run)
     record = provenance(device) | {
         "settings": asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model],
-                                   "epochs": run.value("epochs"), "width": run.value("width"),
+                                   "preset": run.resolved_preset(),
+                                   **{k: run.value(k) for k in ("epochs", "width", "n_train", "n_test", "minutes",
+                                                                "curve_every", "beta")},
                                    "elbo": get_method(run.model).objective},
         "data": {"source": data["source"], "n_train": len(data["train"]), "n_test": len(data["test"])},
     }
@@ -310,8 +393,17 @@ class BikeConfig(ImageConfig, BikeRun):
     model: list[str] = option(list(MODELS), "models to run (or 'all')", choices=[*MODELS, "all"])
     save_samples: int = option(0, "write N generated assemblies per model to <out>/<model>/samples.pt")
 
+    def resolve_quick(self) -> None:
+        """``--full`` is the full preset; without a GPU the default is the ``cpu`` preset."""
+        if self.full and self.preset == "auto":
+            self.preset = "full"
+
     def check_settings(self) -> None:
         self.check_positive("epochs", "latent_dim", "width", "n_train", "n_test")
+        if self.minutes is not None and self.minutes < 0:
+            raise ValueError("--minutes must be >= 0 (0: no budget)")
+        if self.curve_every is not None and self.curve_every < 0:
+            raise ValueError("--curve-every must be >= 0 (0: no curve)")
         if self.save_samples < 0:
             raise ValueError("--save-samples must be >= 0")
 
