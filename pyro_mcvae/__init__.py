@@ -20,6 +20,7 @@ _EXPORTS = {
     "MCVAE": ".models", "ComponentLikelihood": ".models", "DiagonalGaussianGuide": ".models",
     "DiagonalGaussianPrior": ".models", "GMRFGuide": ".models", "GMRFPrior": ".models",
     "build_model": ".models", "register": ".models",
+    "GaussianMixture": ".samplers", "fit_latent_sampler": ".samplers",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

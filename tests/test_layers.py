@@ -18,7 +18,7 @@ LAYERS = [
     {"data", "nets", "distributions"},
     {"models"},
     {"infer"},
-    {"metrics"},
+    {"metrics", "samplers"},  # metrics; post-hoc latent samplers (consumers of the models)
     {"evaluate"},
     {"experiments"},
     {"cli"},

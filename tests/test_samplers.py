@@ -1,0 +1,153 @@
+"""Post-hoc latent samplers: the EM of the Gaussian mixture, and fitting / generating for every model."""
+
+import pytest
+import torch
+import torch.distributions as D
+
+from pyro_mcvae.models import build_model, get_method
+from pyro_mcvae.samplers import GaussianMixture, LatentSampler, fit_latent_sampler
+
+MODELS = ["gmrf", "almrf", "diagonal", "mvae", "mmvae", "mopoe", "mmvaeplus"]
+
+WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+MEANS = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=torch.float64)
+COVS = torch.stack([
+    torch.tensor([[1.0, 0.5], [0.5, 1.0]]),
+    torch.tensor([[0.5, 0.0], [0.0, 2.0]]),
+    torch.tensor([[1.5, -0.6], [-0.6, 0.8]]),
+]).to(torch.float64)
+
+
+def three_blobs(n=3000, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.multinomial(WEIGHTS, n, replacement=True, generator=g)
+    eps = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    chol = torch.linalg.cholesky(COVS)
+    return MEANS[labels] + (chol[labels] @ eps.unsqueeze(-1)).squeeze(-1)
+
+
+def matched(gm):
+    """The fitted components reordered to the true ones (nearest mean)."""
+    order = torch.cdist(MEANS, gm.means).argmin(-1)
+    assert sorted(order.tolist()) == [0, 1, 2]
+    return gm.weights[order], gm.means[order], gm.covariances[order]
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_em_recovers_three_separated_gaussians(covariance):
+    x = three_blobs()
+    gm = GaussianMixture(3, covariance=covariance, seed=0, tol=1e-8, max_iter=200).fit(x)
+    assert gm.converged and 1 <= gm.n_iter <= 200
+    weights, means, covs = matched(gm)
+    assert torch.allclose(weights, WEIGHTS, atol=0.03)
+    assert torch.allclose(means, MEANS, atol=0.15)
+    if covariance == "full":
+        assert torch.allclose(covs, COVS, rtol=0.12, atol=0.05)
+        mix = D.MixtureSameFamily(D.Categorical(gm.weights), D.MultivariateNormal(gm.means, gm.covariances))
+    else:
+        assert torch.allclose(covs, COVS.diagonal(dim1=-2, dim2=-1), rtol=0.12, atol=0.05)
+        mix = D.MixtureSameFamily(D.Categorical(gm.weights), D.Independent(D.Normal(gm.means, gm.covariances.sqrt()), 1))
+    probe = torch.cat([x[:50], torch.randn(20, 2, dtype=torch.float64) * 8])
+    assert torch.allclose(gm.log_prob(probe), mix.log_prob(probe), rtol=1e-10, atol=1e-10)
+    assert gm.lower_bound == pytest.approx(float(mix.log_prob(x).mean()), rel=1e-10)
+    # seeded: the same fit and the same draws; another draw stream differs
+    again = GaussianMixture(3, covariance=covariance, seed=0, tol=1e-8, max_iter=200).fit(x)
+    assert torch.equal(again.means, gm.means) and torch.equal(again.covariances, gm.covariances)
+    assert torch.equal(again.sample(100), gm.sample(100))
+    assert not torch.equal(gm.sample(100), gm.sample(100))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(gm.sample(7, generator=g1), gm.sample(7, generator=g2))
+
+
+def test_samples_follow_the_fitted_mixture():
+    gm = GaussianMixture(3, seed=0, tol=1e-8).fit(three_blobs())
+    draws = gm.sample(20000)
+    assert draws.dtype == torch.float64 and draws.shape == (20000, 2)
+    mix_mean = (gm.weights[:, None] * gm.means).sum(0)
+    assert torch.allclose(draws.mean(0), mix_mean, atol=0.15)
+
+
+def test_one_component_is_the_sample_mean_and_biased_covariance():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 4, generator=g, dtype=torch.float64) @ torch.randn(4, 4, generator=g, dtype=torch.float64)
+    reg = 1e-3
+    gm = GaussianMixture(1, covariance="full", reg=reg, seed=3).fit(x)
+    centred = x - x.mean(0)
+    assert torch.allclose(gm.weights, torch.ones(1, dtype=torch.float64), rtol=0, atol=1e-15)
+    assert torch.allclose(gm.means[0], x.mean(0), rtol=0, atol=1e-12)
+    expected = centred.T @ centred / x.shape[0] + reg * torch.eye(4, dtype=torch.float64)
+    assert torch.allclose(gm.covariances[0], expected, rtol=0, atol=1e-12)
+    assert gm.converged
+    exact = D.MultivariateNormal(x.mean(0), expected).log_prob(x)
+    assert torch.allclose(gm.log_prob(x), exact, rtol=0, atol=1e-10)
+
+
+def test_float32_data_keeps_its_dtype():
+    x = three_blobs(300).float()
+    gm = GaussianMixture(2, seed=0).fit(x)
+    assert gm.sample(5).dtype == torch.float32 and gm.log_prob(x[:5]).dtype == torch.float32
+
+
+def tiny_data(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 3, generator=g) for _ in range(3)]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fit_and_generate_for_every_model(name):
+    torch.manual_seed(0)
+    model = build_model(name, [3, 3, 3], **{get_method(name).latent_field: 2})
+    data = tiny_data()
+    expected_latent = model.guide.reconstruction_latent(data).shape[-1]
+    sampler = fit_latent_sampler(model, data, num_components=3, batch_size=16, seed=0)
+    assert isinstance(sampler, LatentSampler)
+    assert sampler.mixture.means.shape == (3, expected_latent)
+    z = sampler.sample(11)
+    assert z.shape == (11, expected_latent) and z.dtype == torch.float32
+    out = sampler.generate(11)
+    assert len(out) == 3 and all(x.shape == (11, 3) for x in out)
+    prior_out = model.sample(11)
+    assert [x.shape for x in out] == [x.shape for x in prior_out]
+    # the same seed gives identical latents and decodings (fresh samplers: each keeps its stream)
+    def fresh():
+        return fit_latent_sampler(model, data, num_components=3, batch_size=16, seed=0)
+    assert torch.equal(fresh().sample(11), fresh().sample(11))
+    assert all(torch.equal(a, b) for a, b in zip(fresh().generate(5), fresh().generate(5)))
+    assert torch.equal(fit_latent_sampler(model, data, num_components=3, batch_size=7, seed=0).sample(4),
+                       fresh().sample(4))  # the batching does not change the encodings
+    # posterior draws instead of means: seeded too, and the global RNG stream untouched
+    state = torch.get_rng_state()
+    drawn = fit_latent_sampler(model, data, num_components=2, use_mean=False, seed=4)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(drawn.sample(6), fit_latent_sampler(model, data, num_components=2, use_mean=False,
+                                                           seed=4).sample(6))
+    assert model.training  # eval mode only while encoding
+
+
+def test_bad_input_is_refused():
+    x = three_blobs(20)
+    with pytest.raises(ValueError, match="num_components"):
+        GaussianMixture(0)
+    with pytest.raises(ValueError, match="covariance"):
+        GaussianMixture(2, covariance="tied")
+    with pytest.raises(ValueError, match="exceeds the number of data points"):
+        GaussianMixture(21).fit(x)
+    bad = x.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        GaussianMixture(2).fit(bad)
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        GaussianMixture(2).fit(x[:, 0])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        GaussianMixture(2).sample(3)
+    with pytest.raises(ValueError, match="positive integer"):
+        GaussianMixture(2).fit(x).sample(0)
+    model = build_model("gmrf", [3, 3, 3], block_dim=2)
+    with pytest.raises(ValueError, match="exceeds the number of data points"):
+        fit_latent_sampler(model, tiny_data(5), num_components=6)
+    nan_data = tiny_data(10)
+    nan_data[1][2, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fit_latent_sampler(model, nan_data, num_components=2)
+    with pytest.raises(ValueError, match="num_components"):
+        fit_latent_sampler(model, tiny_data(10), num_components=0)
