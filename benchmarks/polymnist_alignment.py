@@ -16,6 +16,9 @@ modalities, measured during training and for the prior alone.
     python benchmarks/polymnist_alignment.py fit-prior --run results/align/std --prior-form paper --prior-lr 1e-3
     python benchmarks/polymnist_alignment.py fit-prior --run results/align/std --prior-form standardized --prior-lr 1e-2
 
+    # the same measurements on a model trained by the example (its <out>/<model> folder)
+    python benchmarks/polymnist_alignment.py measure --run results/polymnist-cpu/gmrf
+
 Needs the PolyMNIST data (``python -m pyro_mcvae.data.polymnist data/polymnist``) and MoPoE-VAE's
 classifiers (../shared/data/polymnist/mopoe_classifiers, or --judges).
 """
@@ -175,6 +178,27 @@ def fit_prior(args):
     print(json.dumps({"aggregate_cc": [round(v, 3) for v in cc[:4].tolist()]}))
 
 
+def measure(args):
+    """The diagnosis's measurements on a model trained by ``examples/polymnist.py``."""
+    import dataclasses
+
+    from pyro_mcvae.experiments.polymnist import PolyMNISTRun, build_polymnist_model
+    from pyro_mcvae.experiments.runner import restore
+
+    folder = Path(args.run)
+    settings = json.loads((folder / "results.json").read_text())["settings"]
+    fields = {f.name for f in dataclasses.fields(PolyMNISTRun)}
+    run = PolyMNISTRun(**{k: v for k, v in settings.items() if k in fields})
+    model = restore(build_polymnist_model(run), folder / "train", "cpu")
+    train_data, test = load_data(args)
+    judges = load_mopoe_classifiers(judges_dir(args))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        res = alignment(model, flat(train_data.images[:5000]), train_data.labels[:5000], flat(test.images[:1000]),
+                        test.labels[:1000], judges, settings["latent_dim"])
+    print(json.dumps({k: round(v, 3) for k, v in res.items()}))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,12 +223,14 @@ def main(argv=None):
     f.add_argument("--steps", type=int, default=1500)
     f.add_argument("--every", type=int, default=300)
     f.add_argument("--start-from-run", action="store_true", help="start from the run's trained prior")
-    for p in (t, f):
+    g = sub.add_parser("measure", help="the measurements on a model trained by examples/polymnist.py")
+    g.add_argument("--run", required=True, help="<out>/<model> of the example's run")
+    for p in (t, f, g):
         p.add_argument("--data-dir", default=str(ROOT / "data" / "polymnist"))
         p.add_argument("--judges", default=None)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    (train if args.command == "train" else fit_prior)(args)
+    {"train": train, "fit-prior": fit_prior, "measure": measure}[args.command](args)
     print(f"{time.perf_counter() - started:.0f} s")
 
 
