@@ -46,7 +46,8 @@ def _slice(x: np.ndarray, k: int, j: int, bounds, cap: int | None, rng, name: st
 
 
 def conditional_slice_w1(generated, reference, given_component: int, coordinate: int, window=DEFAULT_WINDOW, *,
-                         max_points: int | None = 3000, min_points: int = 50, seed: int = 0) -> float:
+                         quantiles_of: str = "reference", max_points: int | None = 3000, min_points: int = 50,
+                         seed: int = 0) -> float:
     """W1 between the laws of the other components' coordinate given that component
     ``given_component``'s coordinate lies in a window.
 
@@ -57,9 +58,13 @@ def conditional_slice_w1(generated, reference, given_component: int, coordinate:
         given_component: 0-based component ``k`` conditioned on.
         coordinate: 0-based coordinate ``j`` (coordinates are independent in the benchmarks, so
             the slice only informs coordinate ``j`` of the others).
-        window: ``(lo, hi)`` quantile levels of the reference's ``(k, j)`` marginal; the same data
-            bounds slice both samples (a model with wrong marginals gets a different count there,
-            the distance compares the conditional laws).
+        window: ``(lo, hi)`` quantile levels of the ``(k, j)`` marginal.
+        quantiles_of: ``"reference"``: the reference's quantiles bound both slices (the law given
+            ``x_k^j`` in a fixed data interval; a model with wrong marginals may put few tuples
+            there, fewer than ``min_points`` is an error); ``"each"``: each sample is sliced at its
+            own quantiles (the law given the rank of ``x_k^j``: always about ``(hi - lo) n``
+            tuples, and the given component's own marginal does not count, the joint W1 sees
+            it). The two agree for a model with the true marginals.
         max_points: cap on each slice (seeded subsample) so the exact solver stays quick; ``None``
             for no cap.
         min_points: fewer tuples than this in either slice is a ``ValueError``.
@@ -80,16 +85,21 @@ def conditional_slice_w1(generated, reference, given_component: int, coordinate:
         raise ValueError(f"coordinate must be an int in 0..{num_j - 1}, got {coordinate!r}")
     if max_points is not None and max_points < 1:
         raise ValueError(f"max_points must be >= 1 or None, got {max_points!r}")
+    if quantiles_of not in ("reference", "each"):
+        raise ValueError(f"quantiles_of must be 'reference' or 'each', got {quantiles_of!r}")
     bounds = _window_bounds(ref[:, given_component, coordinate], window)
+    own = bounds if quantiles_of == "reference" else _window_bounds(gen[:, given_component, coordinate], window)
     rng = np.random.default_rng(seed)
-    a = _slice(gen, given_component, coordinate, bounds, max_points, rng, "generated", min_points)
+    a = _slice(gen, given_component, coordinate, own, max_points, rng, "generated", min_points)
     b = _slice(ref, given_component, coordinate, bounds, max_points, rng, "reference", min_points)
     return wasserstein_joint(a, b)
 
 
-def slice_metrics(generated, reference, window=DEFAULT_WINDOW, *, components=None, max_points: int | None = 3000,
-                  min_points: int = 50, seed: int = 0) -> dict:
-    """:func:`conditional_slice_w1` for every given component (or ``components``) and coordinate.
+def slice_metrics(generated, reference, window=DEFAULT_WINDOW, *, components=None, quantiles_of: str = "each",
+                  max_points: int | None = 3000, min_points: int = 50, seed: int = 0) -> dict:
+    """:func:`conditional_slice_w1` for every given component (or ``components``) and coordinate;
+    by default each sample is sliced at its own quantiles, so a poorly trained model still gets a
+    number.
 
     Returns:
         ``{"window": [lo, hi], "w1": {k: {j + 1: float}}, "w1_mean": float}`` (``k`` 0-based,
@@ -97,8 +107,9 @@ def slice_metrics(generated, reference, window=DEFAULT_WINDOW, *, components=Non
     """
     ref = _as_tuples(reference, "reference")
     ks = range(ref.shape[1]) if components is None else components
-    w1 = {int(k): {j + 1: conditional_slice_w1(generated, ref, int(k), j, window, max_points=max_points,
-                                               min_points=min_points, seed=seed)
+    w1 = {int(k): {j + 1: conditional_slice_w1(generated, ref, int(k), j, window, quantiles_of=quantiles_of,
+                                               max_points=max_points, min_points=min_points, seed=seed)
                    for j in range(ref.shape[2])} for k in ks}
     values = [v for by_j in w1.values() for v in by_j.values()]
-    return {"window": [float(w) for w in window], "w1": w1, "w1_mean": float(np.mean(values))}
+    return {"window": [float(w) for w in window], "quantiles_of": quantiles_of, "w1": w1,
+            "w1_mean": float(np.mean(values))}

@@ -46,6 +46,16 @@ def test_slice_metrics_layout(samples):
     assert out["w1_mean"] == pytest.approx(np.mean(values))
     again = slice_metrics(samples["x1"][:3000], samples["x2"][:3000], components=[0, 2], max_points=300)
     assert again == out  # the subsample is seeded
+    assert out["quantiles_of"] == "each"
+
+
+def test_slicing_at_each_samples_own_quantiles(samples):
+    ref = samples["x1"]
+    squeezed = ref.copy()
+    squeezed[:, 0, 0] = 0.5 + 0.1 * (ref[:, 0, 0] - 0.5)  # component 0's marginal wrong, its ranks kept
+    with pytest.raises(ValueError, match="generated: 0 tuples"):
+        conditional_slice_w1(squeezed, ref, 0, 0)
+    assert conditional_slice_w1(squeezed, ref, 0, 0, quantiles_of="each", max_points=None) == pytest.approx(0.0)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -55,6 +65,7 @@ def test_slice_metrics_layout(samples):
     (dict(window=(0.0, 1.5)), "window"),
     (dict(window=(0.5, 0.501)), "at least 50"),
     (dict(max_points=0), "max_points"),
+    (dict(quantiles_of="mine"), "quantiles_of"),
 ])
 def test_bad_input(samples, kwargs, match):
     args = dict(given_component=0, coordinate=0) | kwargs
