@@ -2,7 +2,7 @@
 
 Usage::
 
-    pyro-mcvae run EXPERIMENT [options]     # copula, heavy_tails, nnmrf; `run EXPERIMENT -h` lists
+    pyro-mcvae run EXPERIMENT [options]     # copula, heavy_tails, nnmrf, nongaussian; `run EXPERIMENT -h` lists
                                             # the options (generated from the experiment's Config)
     pyro-mcvae train    --config run.toml [--set train.epochs=5 ...]
     pyro-mcvae evaluate --config run.toml

@@ -1,4 +1,4 @@
-"""Data sets: the Gaussian-copula benchmark and its heavy-tailed variant (NumPy), PolyMNIST and
+"""Data sets: the Gaussian-copula benchmark, its heavy-tailed and non-Gaussian-copula variants (NumPy), PolyMNIST and
 the bicycle assemblies (torch; generators, writers, loaders), MNIST. The facade is lazy: importing
 one data module loads only what it needs."""
 
@@ -25,6 +25,10 @@ _EXPORTS = {
     "HeavyTailDataset": ".heavy_tails",
     "make_heavy_tail_splits": ".heavy_tails",
     "sample_skew_t": ".heavy_tails",
+    "NonGaussianDataset": ".nongaussian",
+    "make_nongaussian_splits": ".nongaussian",
+    "nongaussian_population": ".nongaussian",
+    "sample_nongaussian": ".nongaussian",
     "DataNotFoundError": ".mnist",
     "find_data_root": ".mnist",
     "load_mnist": ".mnist",

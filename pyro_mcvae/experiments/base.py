@@ -277,7 +277,7 @@ def inception_network(fid: str, weights, device):
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
-_BUILTIN = ("copula", "heavy_tails", "nnmrf", "polymnist", "bikes")
+_BUILTIN = ("copula", "heavy_tails", "nnmrf", "nongaussian", "polymnist", "bikes")
 
 
 def register_experiment(experiment: Experiment, replace: bool = False) -> Experiment:

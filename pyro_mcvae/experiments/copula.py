@@ -117,10 +117,14 @@ class CopulaExperiment(Experiment):
         for protocol, sample_likelihood in PROTOCOLS.items():
             seed_everything(seed + EVAL_SEED_OFFSET)  # generation draws from its own stream
             t0 = time.perf_counter()
-            scores = evaluate_copula(model, data.dataset, device, config.population_n, sample_likelihood)
+            scores = self.score(model, data, config, device, sample_likelihood)
             samples[protocol] = scores.pop("samples")
             record[protocol] = scores | {"eval_seconds": round(time.perf_counter() - t0, 2)}
         return record | {"_samples": samples}
+
+    def score(self, model, data, config, device: str, sample_likelihood: bool) -> dict:
+        """One protocol's scores (``"samples"``: the generated tuples of the figures)."""
+        return evaluate_copula(model, data.dataset, device, config.population_n, sample_likelihood)
 
     def headline(self, record) -> str:
         return f", unconditional W1 x 1000 {1000 * record['sample']['unconditional']['joint_w1_mean']:.1f} (samples)"

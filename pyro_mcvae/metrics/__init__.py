@@ -18,6 +18,7 @@ from .assembly import (
     train_keypoint_regressor,
 )
 from .coherence import coherence_by_subset_size, conditional_coherence, predict_digits, unconditional_coherence
+from .dependence import conditional_slice_w1, slice_metrics
 from .fid import (
     InceptionFeatureExtractor,
     InceptionWeightsUnavailable,
@@ -69,6 +70,8 @@ __all__ = [
     "copula_metrics",
     "conditional_copula_metrics",
     "noise_floor",
+    "conditional_slice_w1",
+    "slice_metrics",
     "quantile_errors",
     "LikelihoodEstimate",
     "log_likelihood",
