@@ -1,6 +1,6 @@
 """Synthetic multi-component data whose dependence is not Gaussian.
 
-The copula benchmark (:mod:`.copula`) with the Gaussian copula swapped for another copula; the
+The copula benchmark (:mod:`pyro_mcvae.data.copula`) with the Gaussian copula swapped for another copula; the
 marginals stay exactly its ``U(0, 1)`` marginals and the correlation pattern ``R^j`` stays its
 :func:`~.copula.copula_correlation`, so the dependence is the only change. Each observation is an
 ``(M, J)`` array; coordinates are independent of each other.
