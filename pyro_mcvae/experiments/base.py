@@ -124,6 +124,11 @@ class Experiment(ABC):
 
         return torch.as_tensor(data.train)
 
+    def train_mask(self, data):
+        """The presence mask of the training data (bool ``(N, M)``, False where a component is
+        absent; the trainer's ``mask``), or ``None`` when the data are complete."""
+        return None
+
     def method_fields(self, config, spec: ModelSpec) -> dict:
         """The run-wide settings this experiment passes to every method that has them."""
         return {}

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..data import make_copula_splits
+from ..data import apply_mask, expected_absent_fraction, make_copula_splits, missing_mask
 from ..evaluate import copula_noise_floor, evaluate_copula
 from ..infer import seed_everything
 from ..plots import copula_pairplot, copula_pairplot_grid, save_figure
@@ -25,7 +25,8 @@ from .base import Experiment, ModelSpec, RunConfig, mean_std, option, register_e
 from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
-__all__ = ["CopulaConfig", "CopulaExperiment", "MODELS", "PROTOCOLS", "VectorConfig"]
+__all__ = ["CopulaConfig", "CopulaExperiment", "MASK_SEED_OFFSET", "MODELS", "NO_PER_SAMPLE_MASKS", "PROTOCOLS",
+           "VectorConfig", "VectorExperiment", "incomplete_training_set"]
 
 #: The model table: registry methods with this benchmark's settings. The baselines use the
 #: paper's shared latent of size 3; each trains with its own method's objective.
@@ -44,6 +45,17 @@ ALL = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
 PROTOCOLS = {"sample": True, "mean": False}  # name: generate x ~ p(x | z) (else decoder mean)
 OBJECTIVES = ["meanfield", "trace", "iwae", "dreg"]
 
+#: The training mask of ``--missing-ratio`` is drawn with seed ``data_seed + MASK_SEED_OFFSET``.
+MASK_SEED_OFFSET = 7_919
+#: Registry methods that cannot train when different samples of a batch miss different
+#: components, and why (``--missing-ratio > 0`` rejects them before any training).
+NO_PER_SAMPLE_MASKS = {
+    "nnmrf": "its guide completes absent blocks from the prior's conditional law, which an energy-based "
+             "(NN-MRF) prior does not have in closed form",
+    "almrf": "the asymmetric Laplace prior's conditional law depends on how many components are present, so "
+             "its guide takes absent components only when every sample of a batch misses the same ones",
+}
+
 
 @dataclass
 class VectorConfig(RunConfig):
@@ -58,11 +70,66 @@ class VectorConfig(RunConfig):
     lr: float = option(2e-3, "learning rate")
     lr_final: float = option(2e-4, "decay the learning rate geometrically to this value by the last step")
     population_n: int = option(20000, "generated tuples for the population metrics")
+    missing_ratio: float = option(0.0, "incomplete training data: each component of each training tuple is "
+                                       "absent with this probability, given that at least one is present "
+                                       "(seeded from --data-seed); test data stay complete")
 
     def check(self) -> None:
         super().check()
         if self.n_train < 2 or self.n_test < 2:
             raise ValueError("--epochs, --seeds and --jobs must be >= 1, --n-train and --n-test >= 2")
+        if not 0.0 <= self.missing_ratio < 1.0:
+            raise ValueError(f"--missing-ratio must be in [0, 1), got {self.missing_ratio}")
+
+
+def incomplete_training_set(train: np.ndarray, missing_ratio: float, data_seed: int):
+    """``(train, mask, record)``: the training tuples ``(N, M, J)`` with absent components zeroed,
+    the presence mask (bool ``(N, M)``; ``None`` at ratio 0, the data then unchanged) and what
+    ``results.json`` records of it (ratio, seed, expected and realised absent fractions)."""
+    n, m = train.shape[:2]
+    record = {"missing_ratio": missing_ratio}
+    if missing_ratio == 0:
+        return train, None, record | {"absent_fraction": 0.0}
+    seed = data_seed + MASK_SEED_OFFSET
+    mask = missing_mask(n, m, missing_ratio, seed=seed)
+    absent = ~mask
+    record |= {"mask_seed": seed, "min_present": 1,
+               "expected_absent_fraction": round(expected_absent_fraction(m, missing_ratio), 6),
+               "absent_fraction": round(float(absent.double().mean()), 6),
+               "absent_fraction_by_component": [round(float(a), 6) for a in absent.double().mean(0)],
+               "complete_tuples": int(mask.all(-1).sum()), "n_train": n}
+    return apply_mask(train, mask), mask, record
+
+
+class VectorExperiment(Experiment):
+    """What the vector benchmarks (copula, heavy tails) share: optional incomplete training data.
+    ``data(config)`` returns a namespace with ``train`` (absent entries zeroed), ``train_mask``
+    and ``missing`` (the record), e.g. from :func:`incomplete_training_set`."""
+
+    def check(self, config) -> None:
+        super().check(config)
+        if config.missing_ratio > 0:
+            for name in config.model:
+                method = self.models[name].method
+                if method in NO_PER_SAMPLE_MASKS:
+                    raise ValueError(f"--missing-ratio {config.missing_ratio:g}: model {name!r} cannot train on "
+                                     f"incomplete data: {NO_PER_SAMPLE_MASKS[method]}")
+
+    def run_dir(self, config, model_name: str, seed: int) -> Path:
+        # Runs on incomplete data never resume or reuse a run trained on other data.
+        path = super().run_dir(config, model_name, seed)
+        return path.with_name(f"{path.name}-missing{config.missing_ratio:g}") if config.missing_ratio > 0 else path
+
+    def train_mask(self, data):
+        return data.train_mask
+
+    @staticmethod
+    def missing_note(missing: dict) -> str:
+        if not missing["missing_ratio"]:
+            return ""
+        return (f"\nTrained on incomplete data: missing ratio {missing['missing_ratio']:g}, "
+                f"{100 * missing['absent_fraction']:.1f}% of the training components absent "
+                f"({missing['complete_tuples']} of {missing['n_train']} tuples complete); test data complete.\n")
 
 
 @dataclass
@@ -91,7 +158,7 @@ class CopulaConfig(VectorConfig):
             raise ValueError("--particles must be >= 1")
 
 
-class CopulaExperiment(Experiment):
+class CopulaExperiment(VectorExperiment):
     name = "copula"
     description = __doc__.split("\n\n")[0]
     Config = CopulaConfig
@@ -101,7 +168,8 @@ class CopulaExperiment(Experiment):
 
     def data(self, config):
         dataset = make_copula_splits(config.n_train, config.n_test, seed=config.data_seed)
-        return SimpleNamespace(train=dataset.train, test=dataset.test, dataset=dataset,
+        train, mask, missing = incomplete_training_set(dataset.train, config.missing_ratio, config.data_seed)
+        return SimpleNamespace(train=train, train_mask=mask, missing=missing, test=dataset.test, dataset=dataset,
                                floor=copula_noise_floor(dataset, config.population_n))
 
     def method_fields(self, config, spec) -> dict:
@@ -128,12 +196,13 @@ class CopulaExperiment(Experiment):
     def summary(self, config, data) -> dict:
         return {"data": {"n_train": config.n_train, "n_test": config.n_test, "seed": config.data_seed,
                          "rho": data.dataset.rho, "components": data.dataset.num_components},
-                "noise_floor": data.floor,
+                "noise_floor": data.floor, "missing": data.missing,
                 "protocols": {"sample": "x ~ p(x | z)", "mean": "decoder mean"},
                 "units": "W1 in data units (multiply by 1000 for the paper's tables)"}
 
     def table(self, results, data) -> str:
-        return "\n".join(protocol_table(results, data.floor, protocol) for protocol in PROTOCOLS)
+        tables = "\n".join(protocol_table(results, data.floor, protocol) for protocol in PROTOCOLS)
+        return tables + self.missing_note(data.missing)
 
     def figures(self, results, data, config, out: Path) -> list[str]:
         paths = []
