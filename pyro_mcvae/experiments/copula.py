@@ -17,16 +17,16 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..data import apply_mask, expected_absent_fraction, make_copula_splits, missing_mask
+from ..data import make_copula_splits
 from ..evaluate import copula_noise_floor, evaluate_copula
 from ..infer import seed_everything
 from ..plots import copula_pairplot, copula_pairplot_grid, save_figure
-from .base import Experiment, ModelSpec, RunConfig, mean_std, option, register_experiment
+from .base import Experiment, ModelSpec, RunConfig, incomplete_training_set, mean_std, option, register_experiment
 from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
-__all__ = ["CopulaConfig", "CopulaExperiment", "MASK_SEED_OFFSET", "MODELS", "NO_PER_SAMPLE_MASKS", "PROTOCOLS",
-           "VectorConfig", "VectorExperiment", "incomplete_training_set"]
+__all__ = ["CopulaConfig", "CopulaExperiment", "MODELS", "NO_PER_SAMPLE_MASKS", "PROTOCOLS", "VectorConfig",
+           "VectorExperiment"]
 
 #: The model table: registry methods with this benchmark's settings. The baselines use the
 #: paper's shared latent of size 3; each trains with its own method's objective.
@@ -45,8 +45,6 @@ ALL = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
 PROTOCOLS = {"sample": True, "mean": False}  # name: generate x ~ p(x | z) (else decoder mean)
 OBJECTIVES = ["meanfield", "trace", "iwae", "dreg"]
 
-#: The training mask of ``--missing-ratio`` is drawn with seed ``data_seed + MASK_SEED_OFFSET``.
-MASK_SEED_OFFSET = 7_919
 #: Registry methods that cannot train when different samples of a batch miss different
 #: components, and why (``--missing-ratio > 0`` rejects them before any training).
 NO_PER_SAMPLE_MASKS = {
@@ -80,25 +78,6 @@ class VectorConfig(RunConfig):
             raise ValueError("--epochs, --seeds and --jobs must be >= 1, --n-train and --n-test >= 2")
         if not 0.0 <= self.missing_ratio < 1.0:
             raise ValueError(f"--missing-ratio must be in [0, 1), got {self.missing_ratio}")
-
-
-def incomplete_training_set(train: np.ndarray, missing_ratio: float, data_seed: int):
-    """``(train, mask, record)``: the training tuples ``(N, M, J)`` with absent components zeroed,
-    the presence mask (bool ``(N, M)``; ``None`` at ratio 0, the data then unchanged) and what
-    ``results.json`` records of it (ratio, seed, expected and realised absent fractions)."""
-    n, m = train.shape[:2]
-    record = {"missing_ratio": missing_ratio}
-    if missing_ratio == 0:
-        return train, None, record | {"absent_fraction": 0.0}
-    seed = data_seed + MASK_SEED_OFFSET
-    mask = missing_mask(n, m, missing_ratio, seed=seed)
-    absent = ~mask
-    record |= {"mask_seed": seed, "min_present": 1,
-               "expected_absent_fraction": round(expected_absent_fraction(m, missing_ratio), 6),
-               "absent_fraction": round(float(absent.double().mean()), 6),
-               "absent_fraction_by_component": [round(float(a), 6) for a in absent.double().mean(0)],
-               "complete_tuples": int(mask.all(-1).sum()), "n_train": n}
-    return apply_mask(train, mask), mask, record
 
 
 class VectorExperiment(Experiment):

@@ -19,8 +19,8 @@ from ..data import make_heavy_tail_splits
 from ..evaluate import TAIL_LEVELS, evaluate_heavy_tails, heavy_tail_noise_floor, heavy_tail_population
 from ..infer import seed_everything
 from ..plots import save_figure
-from .base import ModelSpec, mean_std, option, register_experiment
-from .copula import VectorConfig, VectorExperiment, incomplete_training_set
+from .base import ModelSpec, incomplete_training_set, mean_std, option, register_experiment
+from .copula import VectorConfig, VectorExperiment
 from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 

@@ -12,8 +12,7 @@ import torch
 
 from pyro_mcvae.data import expected_absent_fraction, make_copula_splits, missing_mask
 from pyro_mcvae.experiments import runner
-from pyro_mcvae.experiments.base import get_experiment, parse_config
-from pyro_mcvae.experiments.copula import MASK_SEED_OFFSET
+from pyro_mcvae.experiments.base import MASK_SEED_OFFSET, get_experiment, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--epochs", "1", "--n-train", "256", "--n-test", "100", "--population-n", "1000", "--no-progress"]
