@@ -1,5 +1,6 @@
 """Data sets: the Gaussian-copula benchmark, its heavy-tailed and non-Gaussian-copula variants (NumPy), PolyMNIST and
-the bicycle assemblies (torch; generators, writers, loaders), MNIST. The facade is lazy: importing
+the bicycle assemblies (torch; generators, writers, loaders), MNIST; seeded missing-at-random
+presence masks for incomplete data (:mod:`.missing`). The facade is lazy: importing
 one data module loads only what it needs."""
 
 from .._lazy import lazy_exports
@@ -29,6 +30,10 @@ _EXPORTS = {
     "make_nongaussian_splits": ".nongaussian",
     "nongaussian_population": ".nongaussian",
     "sample_nongaussian": ".nongaussian",
+    "absent_count_law": ".missing",
+    "apply_mask": ".missing",
+    "expected_absent_fraction": ".missing",
+    "missing_mask": ".missing",
     "DataNotFoundError": ".mnist",
     "find_data_root": ".mnist",
     "load_mnist": ".mnist",

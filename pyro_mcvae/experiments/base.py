@@ -19,9 +19,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Experiment", "ModelSpec", "RunConfig", "add_config_arguments", "config_from_args",
+__all__ = ["MASK_SEED_OFFSET", "Experiment", "ModelSpec", "RunConfig", "add_config_arguments", "config_from_args",
            "experiment_names", "flat_components", "get_experiment", "inception_network", "mean_std", "model_dir",
-           "option", "register_experiment", "to_float"]
+           "incomplete_training_set", "option", "register_experiment", "to_float"]
+
+#: The training mask of ``--missing-ratio`` is drawn with seed ``<data or run seed> + MASK_SEED_OFFSET``.
+MASK_SEED_OFFSET = 7_919
 
 #: The methods every image benchmark compares.
 IMAGE_MODELS = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
@@ -123,6 +126,11 @@ class Experiment(ABC):
         import torch
 
         return torch.as_tensor(data.train)
+
+    def train_mask(self, data):
+        """The presence mask of the training data (bool ``(N, M)``, False where a component is
+        absent; the trainer's ``mask``), or ``None`` when the data are complete."""
+        return None
 
     def method_fields(self, config, spec: ModelSpec) -> dict:
         """The run-wide settings this experiment passes to every method that has them."""
@@ -243,6 +251,32 @@ class ImageExperiment(Experiment):
 
     def results_file(self, record: dict, results: dict) -> dict:
         return {n: {k: v for k, v in runs[0].items() if k != "_samples"} for n, runs in results.items()}
+
+
+# -- incomplete training data (--missing-ratio) -------------------------------------------------
+
+def incomplete_training_set(train, missing_ratio: float, seed: int):
+    """``(train, mask, record)``: the training tuples ``(N, M, ...)`` (array or tensor) with absent
+    components zeroed (:func:`~pyro_mcvae.data.apply_mask`),
+    the presence mask (bool ``(N, M)``; ``None`` at ratio 0, the data then unchanged) and what
+    ``results.json`` records of it (ratio, seed, expected and realised absent fractions). The
+    mask (:func:`~pyro_mcvae.data.missing_mask`, at least one component present per tuple) is
+    drawn with seed ``seed + MASK_SEED_OFFSET``."""
+    from ..data.missing import apply_mask, expected_absent_fraction, missing_mask
+
+    n, m = train.shape[:2]
+    record = {"missing_ratio": missing_ratio}
+    if missing_ratio == 0:
+        return train, None, record | {"absent_fraction": 0.0}
+    seed = seed + MASK_SEED_OFFSET
+    mask = missing_mask(n, m, missing_ratio, seed=seed)
+    absent = ~mask
+    record |= {"mask_seed": seed, "min_present": 1,
+               "expected_absent_fraction": round(expected_absent_fraction(m, missing_ratio), 6),
+               "absent_fraction": round(float(absent.double().mean()), 6),
+               "absent_fraction_by_component": [round(float(a), 6) for a in absent.double().mean(0)],
+               "complete_tuples": int(mask.all(-1).sum()), "n_train": n}
+    return apply_mask(train, mask), mask, record
 
 
 # -- shared by the image experiments (PolyMNIST, assemblies) --------------------------------------

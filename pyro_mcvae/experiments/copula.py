@@ -21,11 +21,12 @@ from ..data import make_copula_splits
 from ..evaluate import copula_noise_floor, evaluate_copula
 from ..infer import seed_everything
 from ..plots import copula_pairplot, copula_pairplot_grid, save_figure
-from .base import Experiment, ModelSpec, RunConfig, mean_std, option, register_experiment
+from .base import Experiment, ModelSpec, RunConfig, incomplete_training_set, mean_std, option, register_experiment
 from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
-__all__ = ["CopulaConfig", "CopulaExperiment", "MODELS", "PROTOCOLS", "VectorConfig"]
+__all__ = ["CopulaConfig", "CopulaExperiment", "MODELS", "NO_PER_SAMPLE_MASKS", "PROTOCOLS", "VectorConfig",
+           "VectorExperiment"]
 
 #: The model table: registry methods with this benchmark's settings. The baselines use the
 #: paper's shared latent of size 3; each trains with its own method's objective.
@@ -44,6 +45,15 @@ ALL = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
 PROTOCOLS = {"sample": True, "mean": False}  # name: generate x ~ p(x | z) (else decoder mean)
 OBJECTIVES = ["meanfield", "trace", "iwae", "dreg"]
 
+#: Registry methods that cannot train when different samples of a batch miss different
+#: components, and why (``--missing-ratio > 0`` rejects them before any training).
+NO_PER_SAMPLE_MASKS = {
+    "nnmrf": "its guide completes absent blocks from the prior's conditional law, which an energy-based "
+             "(NN-MRF) prior does not have in closed form",
+    "almrf": "the asymmetric Laplace prior's conditional law depends on how many components are present, so "
+             "its guide takes absent components only when every sample of a batch misses the same ones",
+}
+
 
 @dataclass
 class VectorConfig(RunConfig):
@@ -58,11 +68,47 @@ class VectorConfig(RunConfig):
     lr: float = option(2e-3, "learning rate")
     lr_final: float = option(2e-4, "decay the learning rate geometrically to this value by the last step")
     population_n: int = option(20000, "generated tuples for the population metrics")
+    missing_ratio: float = option(0.0, "incomplete training data: each component of each training tuple is "
+                                       "absent with this probability, given that at least one is present "
+                                       "(seeded from --data-seed); test data stay complete")
 
     def check(self) -> None:
         super().check()
         if self.n_train < 2 or self.n_test < 2:
             raise ValueError("--epochs, --seeds and --jobs must be >= 1, --n-train and --n-test >= 2")
+        if not 0.0 <= self.missing_ratio < 1.0:
+            raise ValueError(f"--missing-ratio must be in [0, 1), got {self.missing_ratio}")
+
+
+class VectorExperiment(Experiment):
+    """What the vector benchmarks (copula, heavy tails) share: optional incomplete training data.
+    ``data(config)`` returns a namespace with ``train`` (absent entries zeroed), ``train_mask``
+    and ``missing`` (the record), e.g. from :func:`incomplete_training_set`."""
+
+    def check(self, config) -> None:
+        super().check(config)
+        if config.missing_ratio > 0:
+            for name in config.model:
+                method = self.models[name].method
+                if method in NO_PER_SAMPLE_MASKS:
+                    raise ValueError(f"--missing-ratio {config.missing_ratio:g}: model {name!r} cannot train on "
+                                     f"incomplete data: {NO_PER_SAMPLE_MASKS[method]}")
+
+    def run_dir(self, config, model_name: str, seed: int) -> Path:
+        # Runs on incomplete data never resume or reuse a run trained on other data.
+        path = super().run_dir(config, model_name, seed)
+        return path.with_name(f"{path.name}-missing{config.missing_ratio:g}") if config.missing_ratio > 0 else path
+
+    def train_mask(self, data):
+        return data.train_mask
+
+    @staticmethod
+    def missing_note(missing: dict) -> str:
+        if not missing["missing_ratio"]:
+            return ""
+        return (f"\nTrained on incomplete data: missing ratio {missing['missing_ratio']:g}, "
+                f"{100 * missing['absent_fraction']:.1f}% of the training components absent "
+                f"({missing['complete_tuples']} of {missing['n_train']} tuples complete); test data complete.\n")
 
 
 @dataclass
@@ -91,7 +137,7 @@ class CopulaConfig(VectorConfig):
             raise ValueError("--particles must be >= 1")
 
 
-class CopulaExperiment(Experiment):
+class CopulaExperiment(VectorExperiment):
     name = "copula"
     description = __doc__.split("\n\n")[0]
     Config = CopulaConfig
@@ -101,7 +147,8 @@ class CopulaExperiment(Experiment):
 
     def data(self, config):
         dataset = make_copula_splits(config.n_train, config.n_test, seed=config.data_seed)
-        return SimpleNamespace(train=dataset.train, test=dataset.test, dataset=dataset,
+        train, mask, missing = incomplete_training_set(dataset.train, config.missing_ratio, config.data_seed)
+        return SimpleNamespace(train=train, train_mask=mask, missing=missing, test=dataset.test, dataset=dataset,
                                floor=copula_noise_floor(dataset, config.population_n))
 
     def method_fields(self, config, spec) -> dict:
@@ -132,12 +179,13 @@ class CopulaExperiment(Experiment):
     def summary(self, config, data) -> dict:
         return {"data": {"n_train": config.n_train, "n_test": config.n_test, "seed": config.data_seed,
                          "rho": data.dataset.rho, "components": data.dataset.num_components},
-                "noise_floor": data.floor,
+                "noise_floor": data.floor, "missing": data.missing,
                 "protocols": {"sample": "x ~ p(x | z)", "mean": "decoder mean"},
                 "units": "W1 in data units (multiply by 1000 for the paper's tables)"}
 
     def table(self, results, data) -> str:
-        return "\n".join(protocol_table(results, data.floor, protocol) for protocol in PROTOCOLS)
+        tables = "\n".join(protocol_table(results, data.floor, protocol) for protocol in PROTOCOLS)
+        return tables + self.missing_note(data.missing)
 
     def figures(self, results, data, config, out: Path) -> list[str]:
         paths = []

@@ -19,8 +19,8 @@ from ..data import make_heavy_tail_splits
 from ..evaluate import TAIL_LEVELS, evaluate_heavy_tails, heavy_tail_noise_floor, heavy_tail_population
 from ..infer import seed_everything
 from ..plots import save_figure
-from .base import Experiment, ModelSpec, mean_std, option, register_experiment
-from .copula import VectorConfig
+from .base import ModelSpec, incomplete_training_set, mean_std, option, register_experiment
+from .copula import VectorConfig, VectorExperiment
 from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
@@ -44,7 +44,7 @@ class HeavyTailConfig(VectorConfig):
             raise ValueError("--df must be > 2")
 
 
-class HeavyTailExperiment(Experiment):
+class HeavyTailExperiment(VectorExperiment):
     name = "heavy_tails"
     description = __doc__.split("\n\n")[0]
     Config = HeavyTailConfig
@@ -55,7 +55,9 @@ class HeavyTailExperiment(Experiment):
         dataset = make_heavy_tail_splits(config.n_train, config.n_test, seed=config.data_seed, df=config.df,
                                          skew=config.skew)
         reference = heavy_tail_population(dataset, config.reference_n, 20_000)
-        return SimpleNamespace(train=dataset.train, test=dataset.test, dataset=dataset, reference=reference,
+        train, mask, missing = incomplete_training_set(dataset.train, config.missing_ratio, config.data_seed)
+        return SimpleNamespace(train=train, train_mask=mask, missing=missing, test=dataset.test, dataset=dataset,
+                               reference=reference,
                                floor=heavy_tail_noise_floor(dataset, reference, config.population_n))
 
     def method_fields(self, config, spec) -> dict:
@@ -73,7 +75,7 @@ class HeavyTailExperiment(Experiment):
     def summary(self, config, data) -> dict:
         return {"data": {"n_train": config.n_train, "n_test": config.n_test, "seed": config.data_seed, "df": config.df,
                          "skew": config.skew, "rho": data.dataset.rho, "reference_n": config.reference_n},
-                "noise_floor": data.floor}
+                "noise_floor": data.floor, "missing": data.missing}
 
     def table(self, results, data) -> str:
         floor, (lo, hi) = data.floor, TAIL_LEVELS
@@ -95,7 +97,7 @@ class HeavyTailExperiment(Experiment):
                 "generated tuples against a large true sample, in units of its interquartile range per "
                 "coordinate, averaged over the 8 coordinates; "
                 "'outward' is signed: positive where the generated tail reaches further than the data's. "
-                "Mean ± std over seeds.\n")
+                "Mean ± std over seeds.\n" + self.missing_note(data.missing))
 
     def figures(self, results, data, config, out: Path) -> list[str]:
         fig = qq_figure(data.reference, {n: runs[0]["_samples"]["population"] for n, runs in results.items()},

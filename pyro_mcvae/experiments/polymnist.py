@@ -32,7 +32,8 @@ from ..nets.classifier import (
 from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import IMAGE_MODELS, ImageConfig, ImageExperiment, flat_components, option, register_experiment, inception_network, model_dir, to_float
+from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, flat_components, incomplete_training_set, option,
+                   register_experiment, inception_network, model_dir, to_float)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 
@@ -104,6 +105,9 @@ class PolyMNISTRun:
     num_train: int | None = option(None, "training tuples (full: all 60,000; quick: 3,000)")
     num_eval: int | None = option(None, "test tuples evaluated (full: all 10,000; quick: 300)")
     quick: bool = option(False, "small CPU run: 3,000 tuples, narrow nets, 2 epochs")
+    missing_ratio: float = option(0.0, "incomplete training data: each modality of each training tuple is absent "
+                                       "with this probability, given that at least one is present (seeded from "
+                                       "--seed); the model trains with the mask, the test tuples stay complete")
     preset: str = option("auto", "'cpu': MLPs, all tuples, a time budget and a coherence curve; 'gpu': the paper's "
                                  "ResNets in a 15-minute budget per model; 'paper': the full protocol; 'auto': "
                                  "'gpu' with CUDA, else 'cpu'", choices=list(PRESET_NAMES))
@@ -161,6 +165,8 @@ class PolyMNISTRun:
             raise ValueError(f"curve_every must be >= 0 (0: no curve), got {self.curve_every}")
         if self.curve_tuples < 1:
             raise ValueError(f"curve_tuples must be >= 1, got {self.curve_tuples}")
+        if not 0.0 <= self.missing_ratio < 1.0:
+            raise ValueError(f"missing_ratio must be in [0, 1), got {self.missing_ratio}")
 
 
 
@@ -357,6 +363,12 @@ def write_learning_curve(run: PolyMNISTRun, judge: str) -> str | None:
     return str(save_figure(fig, model_dir(run) / "curve.png"))
 
 
+def train_dir(run: PolyMNISTRun) -> Path:
+    """Checkpoint and log of the training run: ``<out>/<model>/train`` (``train-missing<R>`` on
+    incomplete data, so that a run never resumes one trained on other data)."""
+    return model_dir(run) / ("train" if not run.missing_ratio else f"train-missing{run.missing_ratio:g}")
+
+
 def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyMNISTData | None = None,
                     judges: dict | None = None) -> tuple[MCVAE, dict]:
     """Build and train the model (checkpoints in ``<out>/<model>/train``; an existing checkpoint
@@ -374,10 +386,12 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyM
     if every and test is not None and judges:
         fn = coherence_curve_fn(test, judges, run.curve_tuples, device)
         callbacks.append(LearningCurve(fn, model_dir(run) / "curve.csv", every_steps=every))
+    # Incomplete data: absent images zeroed, the mask handed to the trainer (labels are never used).
+    images, mask, missing = incomplete_training_set(train.images, run.missing_ratio, run.seed)
     started = time.perf_counter()
-    result, _ = train_or_resume(model, flat_components(train.images), config, model_dir(run) / "train",
+    result, _ = train_or_resume(model, flat_components(images), config, train_dir(run),
                                 progress=run.progress and not minutes, resume=run.resume, batch_transform=to_float,
-                                callbacks=callbacks)
+                                callbacks=callbacks, mask=mask)
     seconds = time.perf_counter() - started
     rows = result.history
     # Seconds of this process's training; the log's own timings cover resumed runs.
@@ -388,14 +402,14 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyM
                    "seconds_this_process": round(seconds, 1),
                    "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 2),
                    "ms_per_step": round(1000 * sum(epoch_seconds) / max(result.steps, 1), 1),
-                   "final_loss": result.losses[-1] if result.losses else None}
+                   "final_loss": result.losses[-1] if result.losses else None, "missing": missing}
 
 
 
 
 def load_trained(run: PolyMNISTRun, device) -> MCVAE:
     """The model of a finished (or interrupted) training run, from its checkpoint."""
-    return restore(build_polymnist_model(run), model_dir(run) / "train", device)
+    return restore(build_polymnist_model(run), train_dir(run), device)
 
 
 def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict, device) -> dict:
@@ -496,6 +510,8 @@ class PolyMNISTConfig(ImageConfig, PolyMNISTRun):
             raise ValueError(f"--fid must be 'auto', 'on' or 'off', got {self.fid!r}")
         if not 2 <= self.num_modalities <= 9:
             raise ValueError(f"--modalities must lie in 2..9 (nine backgrounds), got {self.num_modalities}")
+        if not 0.0 <= self.missing_ratio < 1.0:
+            raise ValueError(f"--missing-ratio must be in [0, 1), got {self.missing_ratio}")
 
 
 class PolyMNISTExperiment(ImageExperiment):

@@ -73,7 +73,8 @@ def run_one(experiment: Experiment, config, data, model_name: str, seed: int, th
                                seed=seed, device=device)
     _, record = train_or_resume(model, experiment.train_data(data), train_config,
                                 experiment.run_dir(config, model_name, seed),
-                                progress=not config.no_progress and config.jobs == 1)
+                                progress=not config.no_progress and config.jobs == 1,
+                                mask=experiment.train_mask(data))
     record = {"seed": seed, "elbo": elbo, "particles": particles, "epochs": train_config.epochs} | record
     if hasattr(model.prior, "diagnostics"):  # MCMC-trained prior: the chains' state at the end
         record["prior_chain_diagnostics"] = model.prior.diagnostics()

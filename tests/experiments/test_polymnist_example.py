@@ -128,3 +128,25 @@ def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
     assert curve[0] == "step,seconds,eval_coherence_1,eval_unconditional"
     assert curve[1].startswith("0,") and len(curve) >= 2
     assert Path(record["learning_curve"]["png"]).stat().st_size > 2_000
+
+
+def test_example_trains_and_evaluates_on_incomplete_unlabelled_tuples(tiny_polymnist, tmp_path):
+    """Half the modalities missing at random; the model sees images and the mask, never labels
+    (the labels only judge coherence afterwards)."""
+    out = tmp_path / "out"
+    args = ["--quick", "--modalities", "3", "--data-dir", str(tiny_polymnist), "--out", str(out), "--epochs", "1",
+            "--width", "4", "--batch-size", "32", "--fid", "off", "--no-progress", "--mopoe-classifiers", "",
+            "--missing-ratio", "0.5"]
+    proc = _run([*args, "--model", "gmrf", "mmvae"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for model in ("gmrf", "mmvae"):
+        record = json.loads((out / model / "results.json").read_text())
+        assert record["settings"]["missing_ratio"] == 0.5
+        missing = record["training"]["missing"]
+        assert missing["n_train"] == 96 and missing["min_present"] == 1 and missing["complete_tuples"] < 96
+        assert 0.2 < missing["absent_fraction"] < 0.65  # expected 0.4286 for M = 3
+        assert record["training"]["steps"] == 3 and record["training"]["final_loss"] is not None
+        assert 0 <= record["metrics"]["ours"]["conditional_coherence"]["mean"] <= 1
+        assert (out / model / "train-missing0.5" / "checkpoint.pt").is_file()
+    proc = _run([*args[:-1], "1.5"], timeout=120)
+    assert proc.returncode == 2 and "--missing-ratio" in proc.stderr
