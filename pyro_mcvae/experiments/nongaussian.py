@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import make_nongaussian_splits, nongaussian_population
 from ..evaluate import evaluate_nongaussian, nongaussian_noise_floor
-from .base import ModelSpec, mean_std, option, register_experiment
+from .base import ModelSpec, incomplete_training_set, mean_std, option, register_experiment
 from .copula import PROTOCOLS, CopulaConfig, CopulaExperiment
 
 __all__ = ["NonGaussianConfig", "NonGaussianExperiment", "MODELS", "nongaussian_table"]
@@ -65,7 +65,9 @@ class NonGaussianExperiment(CopulaExperiment):
         dataset = make_nongaussian_splits(config.kind, config.n_train, config.n_test, seed=config.data_seed,
                                           rho=config.rho, df=config.df)
         reference = nongaussian_population(dataset, config.reference_n)
-        return SimpleNamespace(train=dataset.train, test=dataset.test, dataset=dataset, reference=reference,
+        train, mask, missing = incomplete_training_set(dataset.train, config.missing_ratio, config.data_seed)
+        return SimpleNamespace(train=train, train_mask=mask, missing=missing, test=dataset.test, dataset=dataset,
+                               reference=reference,
                                floor=nongaussian_noise_floor(dataset, reference, config.population_n,
                                                              tuple(config.window)))
 
