@@ -102,15 +102,20 @@ def evaluate_heavy_tails(model, dataset, reference: np.ndarray, device="cpu", po
     as for the copula) and the 1% / 99% quantile errors of ``population_n`` generated tuples
     against ``reference``, a large true sample (the test set's own extreme quantiles are too
     noisy for heavy tails)."""
+    gen, big, scores = _joint_scores(model, dataset, device, population_n, sample_likelihood)
+    return scores | {"quantile_errors": quantile_errors(big, reference, TAIL_LEVELS),
+                     "samples": gen | {"population": big}}
+
+
+def _joint_scores(model, dataset, device, population_n: int, sample_likelihood: bool):
+    """``(generated, population, scores)``: the copula protocol's generations from the test
+    tuples, ``population_n`` unconditional draws, and joint W1 unconditional and conditional on
+    each single component against the test tuples."""
     model.eval()
     gen = generate_copula(model, dataset, device, sample_likelihood)
     big = _stack(model.sample(population_n, sample_likelihood))
-    return {
-        "unconditional": copula_metrics(gen["unconditional"], dataset.test),
-        "conditional": conditional_copula_metrics(gen["conditional"], dataset.test),
-        "quantile_errors": quantile_errors(big, reference, TAIL_LEVELS),
-        "samples": gen | {"population": big},
-    }
+    return gen, big, {"unconditional": copula_metrics(gen["unconditional"], dataset.test),
+                      "conditional": conditional_copula_metrics(gen["conditional"], dataset.test)}
 
 
 # -- non-Gaussian copulas (X, Student-t) ---------------------------------------------------------
@@ -136,15 +141,9 @@ def evaluate_nongaussian(model, dataset, reference: np.ndarray, device="cpu", po
     as for the copula) and the slice W1 of ``population_n`` generated tuples against
     ``reference``, a large true sample: the law of the other components where one component lies
     in ``window`` (quantile levels; default the metric's, off the X's crossing)."""
-    model.eval()
-    gen = generate_copula(model, dataset, device, sample_likelihood)
-    big = _stack(model.sample(population_n, sample_likelihood))
-    return {
-        "unconditional": copula_metrics(gen["unconditional"], dataset.test),
-        "conditional": conditional_copula_metrics(gen["conditional"], dataset.test),
-        "slice": slice_metrics(big, reference, *(() if window is None else (window,))),
-        "samples": gen,
-    }
+    gen, big, scores = _joint_scores(model, dataset, device, population_n, sample_likelihood)
+    return scores | {"slice": slice_metrics(big, reference, *(() if window is None else (window,))),
+                     "samples": gen}
 
 
 # -- images (PolyMNIST) -----------------------------------------------------------------------

@@ -223,20 +223,11 @@ def structure_curve_fn(run: BikeRun, test: torch.Tensor, device):
 
 def write_structure_curve(run: BikeRun) -> str | None:
     """``<out>/<model>/curve.png`` from ``curve.csv``."""
-    import csv
+    from ..plots import learning_curve_png
 
-    from ..plots import learning_curve_figure
-
-    path = model_dir(run) / "curve.csv"
-    if not path.is_file():
-        return None
-    with path.open(newline="") as handle:
-        rows = [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(handle)]
-    if not rows:
-        return None
-    fig = learning_curve_figure(rows, CURVE_COLUMNS, f"{run.model}: structure during training "
-                                                     f"({run.curve_tuples} test designs)")
-    return str(save_figure(fig, model_dir(run) / "curve.png"))
+    path = learning_curve_png(model_dir(run) / "curve.csv", model_dir(run) / "curve.png", CURVE_COLUMNS,
+                              f"{run.model}: structure during training ({run.curve_tuples} test designs)")
+    return None if path is None else str(path)
 
 
 def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:

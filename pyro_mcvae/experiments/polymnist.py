@@ -347,20 +347,12 @@ def coherence_curve_fn(test: PolyMNISTData, judges: dict, tuples: int, device):
 
 def write_learning_curve(run: PolyMNISTRun, judge: str) -> str | None:
     """``<out>/<model>/curve.png`` from ``curve.csv`` (coherence against steps and minutes)."""
-    from ..plots import learning_curve_figure
+    from ..plots import learning_curve_png
 
-    path = model_dir(run) / "curve.csv"
-    if not path.is_file():
-        return None
-    import csv
-
-    with path.open(newline="") as handle:
-        rows = [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(handle)]
-    if not rows:
-        return None
-    fig = learning_curve_figure(rows, CURVE_COLUMNS, f"{run.model}: coherence during training "
-                                                     f"({judge} judges, {run.curve_tuples} test tuples)", chance=0.1)
-    return str(save_figure(fig, model_dir(run) / "curve.png"))
+    path = learning_curve_png(model_dir(run) / "curve.csv", model_dir(run) / "curve.png", CURVE_COLUMNS,
+                              f"{run.model}: coherence during training ({judge} judges, {run.curve_tuples} "
+                              "test tuples)", chance=0.1)
+    return None if path is None else str(path)
 
 
 def train_dir(run: PolyMNISTRun) -> Path:

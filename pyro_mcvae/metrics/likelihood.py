@@ -235,14 +235,10 @@ class _Programs(MultimodalObjective):
 
 
 def _log_density(site) -> torch.Tensor:
-    """A sample site's log density, masked as Pyro masks it, unscaled."""
-    lp = site["fn"].log_prob(site["value"])
-    mask = site["mask"]
-    if mask is None or mask is True:
-        return lp
-    if mask is False:
-        return torch.zeros_like(lp)
-    return torch.where(mask, lp, torch.zeros_like(lp))
+    """A sample site's log density, masked as Pyro masks it, unscaled (the objectives' own)."""
+    from ..infer.objectives.iwae import _site_log_prob
+
+    return _site_log_prob(site)
 
 
 def _present(components: Sequence[int] | None, batch: int, m: int, device) -> torch.Tensor | None:
