@@ -22,6 +22,12 @@ def linear_gaussian(n=4000, loc=0.2, log_scale=-0.5):
     x = torch.full((n,), X, dtype=torch.float64)
     a = torch.tensor(loc, dtype=torch.float64, requires_grad=True)
     b = torch.tensor(log_scale, dtype=torch.float64, requires_grad=True)
+    return (x, a, b, *linear_gaussian_programs(a, b))
+
+
+def linear_gaussian_programs(a, b):
+    """The model ``z ~ N(0, 1), x | z ~ N(z, 1)`` and the guide ``z ~ N(a, exp(b))`` (``a``, ``b``
+    scalars, or one entry per datum)."""
 
     def model(x, beta=1.0, mask=None):
         with pyro.plate("data", x.shape[0]):
@@ -32,7 +38,7 @@ def linear_gaussian(n=4000, loc=0.2, log_scale=-0.5):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(a, b.exp()))
 
-    return x, a, b, model, guide
+    return model, guide
 
 
 def analytic_elbo(loc, scale):
@@ -187,16 +193,7 @@ def per_datum_gradients(elbo, beta, n=20000, loc=0.2, scale=0.6, seed=0):
     x = torch.full((n,), X, dtype=torch.float64)
     a = torch.full((n,), loc, dtype=torch.float64, requires_grad=True)
     b = torch.full((n,), math.log(scale), dtype=torch.float64, requires_grad=True)
-
-    def model(x, beta=1.0, mask=None):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros((), dtype=x.dtype), 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
-    def guide(x, beta=1.0, mask=None):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(a, b.exp()))
-
+    model, guide = linear_gaussian_programs(a, b)
     seed_everything(seed)
     elbo.loss_and_grads(model, guide, x, beta=beta)
     return -torch.stack([a.grad, b.grad], -1)
