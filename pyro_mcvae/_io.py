@@ -6,12 +6,13 @@ and read back with errors that say which file and what is wrong.
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_torch_save", "read_torch_file"]
+__all__ = ["atomic_torch_save", "atomic_write_csv", "read_number_csv", "read_torch_file"]
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -39,3 +40,29 @@ def read_torch_file(path: str | os.PathLike, missing: Exception, unreadable: str
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as err:
         raise ValueError(f"{unreadable}: {err}") from None
+
+
+def atomic_write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
+    """``rows`` as a CSV file (columns: every key, in order of first appearance), written into a
+    temporary file beside ``path`` and renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def read_number_csv(path: str | os.PathLike) -> list[dict]:
+    """The rows of a CSV file of numbers as dicts of floats (empty cells: ``None``); ``[]`` when
+    the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
+                for row in csv.DictReader(handle)]

@@ -155,17 +155,3 @@ def learning_curve_figure(rows: list[dict], columns: dict, title: str = "", chan
     fig.tight_layout()
     return fig
 
-
-def learning_curve_png(csv_path, png_path, columns: dict, title: str = "", chance: float | None = None):
-    """:func:`learning_curve_figure` of the rows of a ``LearningCurve`` CSV file, saved to
-    ``png_path``; ``None`` when the file is absent or empty."""
-    import csv
-
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        return None
-    with csv_path.open(newline="") as handle:
-        rows = [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(handle)]
-    if not rows:
-        return None
-    return save_figure(learning_curve_figure(rows, columns, title, chance), png_path)

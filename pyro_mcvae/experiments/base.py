@@ -401,3 +401,27 @@ def parse_config(experiment: Experiment, argv=None, prog: str | None = None, des
     except ValueError as err:
         parser.error(str(err))
     return config
+
+
+def write_curve_png(folder, columns: dict, title: str, chance: float | None = None) -> str | None:
+    """``folder/curve.png`` drawn from the ``LearningCurve`` file ``folder/curve.csv``
+    (:func:`~pyro_mcvae.plots.learning_curve_figure`); ``None`` when it is absent or empty."""
+    from .._io import read_number_csv
+    from ..plots import learning_curve_figure, save_figure
+
+    rows = read_number_csv(Path(folder) / "curve.csv")
+    if not rows:
+        return None
+    return str(save_figure(learning_curve_figure(rows, columns, title, chance), Path(folder) / "curve.png"))
+
+
+def cuda_wanted(device) -> bool:
+    """Whether a run on ``device`` trains on CUDA: a CUDA device named, or ``"auto"`` with CUDA
+    available (how the image benchmarks' ``auto`` presets decide)."""
+    if str(device).startswith("cuda"):
+        return True
+    if str(device) == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return False

@@ -32,7 +32,8 @@ from ..models import MCVAE, get_method
 from ..nets import ResNetNets
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, flat_components, option, register_experiment, inception_network, model_dir, to_float
+from .base import (IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat_components, option,
+                   register_experiment, inception_network, model_dir, to_float, write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 
@@ -104,11 +105,7 @@ class BikeRun:
             return "quick"
         if self.preset != "auto":
             return self.preset
-        if str(self.device).startswith("cuda"):
-            return "full"
-        if self.device == "auto":
-            return "full" if torch.cuda.is_available() else "cpu"
-        return "cpu"
+        return "full" if cuda_wanted(self.device) else "cpu"
 
     def check(self) -> None:
         if self.model not in MODELS:
@@ -223,11 +220,8 @@ def structure_curve_fn(run: BikeRun, test: torch.Tensor, device):
 
 def write_structure_curve(run: BikeRun) -> str | None:
     """``<out>/<model>/curve.png`` from ``curve.csv``."""
-    from ..plots import learning_curve_png
-
-    path = learning_curve_png(model_dir(run) / "curve.csv", model_dir(run) / "curve.png", CURVE_COLUMNS,
-                              f"{run.model}: structure during training ({run.curve_tuples} test designs)")
-    return None if path is None else str(path)
+    return write_curve_png(model_dir(run), CURVE_COLUMNS,
+                           f"{run.model}: structure during training ({run.curve_tuples} test designs)")
 
 
 def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:

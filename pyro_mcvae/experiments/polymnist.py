@@ -32,8 +32,8 @@ from ..nets.classifier import (
 from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, flat_components, incomplete_training_set, option,
-                   register_experiment, inception_network, model_dir, to_float)
+from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat_components, incomplete_training_set, option,
+                   register_experiment, inception_network, model_dir, to_float, write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 
@@ -142,13 +142,7 @@ class PolyMNISTRun:
         """``preset`` with ``auto`` decided: ``gpu`` when the run's device is CUDA, else ``cpu``."""
         if self.preset != "auto":
             return self.preset
-        if str(self.device).startswith("cuda"):
-            return "gpu"
-        if self.device == "auto":
-            import torch
-
-            return "gpu" if torch.cuda.is_available() else "cpu"
-        return "cpu"
+        return "gpu" if cuda_wanted(self.device) else "cpu"
 
     def check(self) -> None:
         if self.model not in MODELS:
@@ -347,12 +341,8 @@ def coherence_curve_fn(test: PolyMNISTData, judges: dict, tuples: int, device):
 
 def write_learning_curve(run: PolyMNISTRun, judge: str) -> str | None:
     """``<out>/<model>/curve.png`` from ``curve.csv`` (coherence against steps and minutes)."""
-    from ..plots import learning_curve_png
-
-    path = learning_curve_png(model_dir(run) / "curve.csv", model_dir(run) / "curve.png", CURVE_COLUMNS,
-                              f"{run.model}: coherence during training ({judge} judges, {run.curve_tuples} "
-                              "test tuples)", chance=0.1)
-    return None if path is None else str(path)
+    return write_curve_png(model_dir(run), CURVE_COLUMNS, f"{run.model}: coherence during training ({judge} "
+                           f"judges, {run.curve_tuples} test tuples)", chance=0.1)
 
 
 def train_dir(run: PolyMNISTRun) -> Path:
@@ -390,7 +380,6 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyM
     epoch_seconds = [b["seconds"] - a["seconds"] for a, b in zip([{"seconds": 0.0}] + rows[:-1], rows)]
     return model, {"steps": result.steps, "epochs": config.epochs, "elbo": config.elbo,
                    "stop_reason": result.stop_reason, "minutes_budget": minutes,
-
                    "seconds_this_process": round(seconds, 1),
                    "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 2),
                    "ms_per_step": round(1000 * sum(epoch_seconds) / max(result.steps, 1), 1),

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._io import atomic_write_csv, read_number_csv
 from ..models.base import MCMCPrior
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 
@@ -214,6 +215,25 @@ class EarlyStopping(Callback):
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
 
 
+class _Stopwatch:
+    """Wall time of a run summed over its processes: ``spent_before`` (restored from a
+    checkpoint) plus the time since :meth:`start` in this process."""
+
+    def __init__(self):
+        self.spent_before, self.started = 0.0, None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        if self.started is None:
+            return self.spent_before
+        return self.spent_before + time.perf_counter() - self.started
+
+    def restore(self, spent: float) -> None:
+        self.spent_before, self.started = float(spent), None
+
+
 class TimeBudget(Callback):
     """Stop once the run has trained for ``seconds`` of wall time in all: periodic evaluations
     included, summed over resumed processes (the time spent is saved with checkpoints, so a
@@ -230,17 +250,15 @@ class TimeBudget(Callback):
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
             raise ValueError(f"seconds must be a positive number, got {seconds!r}")
         self.seconds, self.progress, self.desc = float(seconds), progress, desc
-        self.spent_before, self.started, self.bar = 0.0, None, None
+        self.clock, self.bar = _Stopwatch(), None
 
     def spent(self) -> float:
         """Seconds trained so far, this process and the resumed ones before it."""
-        if self.started is None:
-            return self.spent_before
-        return self.spent_before + time.perf_counter() - self.started
+        return self.clock.seconds()
 
     def on_train_start(self, trainer) -> None:
-        self.started = time.perf_counter()
-        self.bar = tqdm(total=round(self.seconds), initial=min(round(self.spent_before), round(self.seconds)),
+        self.clock.start()
+        self.bar = tqdm(total=round(self.seconds), initial=min(round(self.clock.spent_before), round(self.seconds)),
                         disable=not (self.progress and trainer.is_main), desc=self.desc, unit="s",
                         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
                         dynamic_ncols=True)
@@ -267,7 +285,7 @@ class TimeBudget(Callback):
         return {"spent": self.spent()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.spent_before, self.started = float(state["spent"]), None
+        self.clock.restore(state["spent"])
 
 
 # -- columns of the epoch's row ---------------------------------------------------------------
@@ -375,41 +393,22 @@ class LearningCurve(PeriodicEvaluation):
             raise ValueError(f"every_steps must be a positive integer, got {every_steps!r}")
         super().__init__(fn, every_epochs=0, every_steps=every_steps, prefix=prefix)
         self.path = Path(path)
-        self.rows, self.spent_before, self.started = [], 0.0, None
+        self.rows, self.clock = [], _Stopwatch()
 
     def seconds(self) -> float:
-        if self.started is None:
-            return self.spent_before
-        return self.spent_before + time.perf_counter() - self.started
-
-    def _read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        with self.path.open(newline="") as handle:
-            rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
-                    for row in csv.DictReader(handle)]
-        return [row | {"step": int(row["step"])} for row in rows]
-
-    def _write(self, trainer) -> None:
-        if not trainer.is_main:
-            return
-        fields = list(dict.fromkeys(k for row in self.rows for k in row))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(self.path)
+        """Wall time trained so far, evaluations included, summed over resumed processes."""
+        return self.clock.seconds()
 
     def _record(self, trainer, step: int, columns: dict) -> None:
         self.rows.append({"step": step, "seconds": round(self.seconds(), 2), **columns})
-        self._write(trainer)
+        if trainer.is_main:
+            atomic_write_csv(self.rows, self.path)
 
     def on_train_start(self, trainer) -> None:
-        self.started = time.perf_counter()
+        self.clock.start()
         step = trainer.state["step"]
-        self.rows = [row for row in self._read() if row["step"] <= step] if step else []
+        earlier = [row | {"step": int(row["step"])} for row in read_number_csv(self.path)] if step else []
+        self.rows = [row for row in earlier if row["step"] <= step]
         if step == 0:
             self._record(trainer, 0, self.evaluate(trainer.model, 1))
 
@@ -423,7 +422,7 @@ class LearningCurve(PeriodicEvaluation):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.spent_before, self.started = float(state.get("spent", 0.0)), None
+        self.clock.restore(state.get("spent", 0.0))
 
 
 # -- writers ------------------------------------------------------------------------------------

@@ -66,9 +66,10 @@ class GMRFPrior(nn.Module):
             ``"standard"``: ``N(0, I)``, no parameters.
         eps, mode, graph, delta: passed to the block assembly.
         learn_loc: learn the mean (else zero).
-        standardized: apply the construction to the standardised matrix (unit diagonal,
-            couplings in units of the diagonal) and scale it by the learned diagonal afterwards,
-            ``D^1/2 A(1, T) D^1/2``. SPD by the same theorem (congruence), and the coupling a
+        standardized: apply the construction to the standardised matrix (identity diagonal
+            blocks, couplings in units of the diagonal) and scale it by lower-triangular factors
+            ``L_i`` of the diagonal blocks (learned, see :meth:`block_factors`),
+            ``L A(I, T) L^T``. SPD by the same theorem (congruence), and the coupling a
             coordinate may carry no longer shrinks with the smallest diagonal entry of its
             block: with a precision, any partial-correlation pattern whose rows sum below
             ``eps`` is reachable, so correlations near 1 across all ``M`` components are

@@ -18,7 +18,7 @@ class FakeClock(Callback):
         self.budget, self.tick = budget, tick
 
     def on_step_end(self, trainer, step) -> None:
-        self.budget.started -= self.tick  # as if each step had taken ``tick`` seconds more
+        self.budget.clock.started -= self.tick  # as if each step had taken ``tick`` seconds more
 
 
 def _data():
