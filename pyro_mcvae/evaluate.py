@@ -11,7 +11,7 @@ from .metrics import (conditional_copula_metrics, copula_metrics, noise_floor, q
 
 __all__ = ["evaluate_copula", "evaluate_heavy_tails", "evaluate_nongaussian", "evaluate_polymnist", "copula_noise_floor",
            "generate_copula", "generate_images", "heavy_tail_noise_floor", "heavy_tail_population",
-           "nongaussian_noise_floor"]
+           "latent_sampler_scores", "likelihood_scores", "nongaussian_noise_floor"]
 
 
 def _stack(parts: list[torch.Tensor]) -> np.ndarray:
@@ -116,6 +116,67 @@ def _joint_scores(model, dataset, device, population_n: int, sample_likelihood: 
     big = _stack(model.sample(population_n, sample_likelihood))
     return gen, big, {"unconditional": copula_metrics(gen["unconditional"], dataset.test),
                       "conditional": conditional_copula_metrics(gen["conditional"], dataset.test)}
+
+
+# -- likelihoods and post-hoc latent samplers (every model, any tuples) -------------------------------
+
+def likelihood_scores(model, xs, num_samples: int = 1000, seed: int = 0, batch_size: int = 256,
+                      chunk: int = 100) -> dict:
+    """Importance-sampled log-likelihoods of ``xs`` (``(N, M, D)`` or ``M`` tensors ``(N, D_k)``),
+    each model's own estimator (:mod:`pyro_mcvae.metrics.likelihood`): the joint
+    ``log p(x_1..x_M)``, and for each single given component ``k`` the conditional
+    ``log p(x_rest | x_k)`` (ratio estimator: the subset posterior of ``k``, for the GMRF its
+    encoder and the prior's closed-form conditional). Nats per tuple; ``K = num_samples``.
+
+    Returns ``{"joint": summary, "conditional": {k: summary}, "conditional_mean": summary}`` (a
+    summary: mean over the tuples, its standard error over data, the Monte Carlo error, the
+    smallest effective sample size), or ``{"skipped": reason}`` for a prior without a normalised
+    density (the NN-MRF).
+    """
+    from .metrics.likelihood import LikelihoodEstimate, conditional_log_likelihood, log_likelihood
+    from .models.base import MCMCPrior, SelfSamplingPrior
+
+    if isinstance(model.prior, (SelfSamplingPrior, MCMCPrior)):
+        return {"skipped": f"{type(model.prior).__name__} is an unnormalised energy: no importance-sampled "
+                           "likelihood"}
+    m = model.num_components
+    with torch.no_grad():
+        joint = log_likelihood(model, xs, num_samples, batch_size=batch_size, chunk=chunk, seed=seed)
+        given = {k: conditional_log_likelihood(model, xs, [k], [j for j in range(m) if j != k], num_samples,
+                                               batch_size=batch_size, chunk=chunk, seed=seed + 1 + k)
+                 for k in range(m)}
+    per_datum = torch.stack([g.per_datum for g in given.values()]).mean(0)
+    std_error = torch.stack([g.std_error for g in given.values()]).pow(2).mean(0).sqrt() / m ** 0.5
+    ess = torch.stack([g.ess for g in given.values()]).amin(0)
+    average = LikelihoodEstimate(per_datum, std_error, ess, num_samples)
+    return {"joint": joint.summary(), "conditional": {k: g.summary() for k, g in given.items()},
+            "conditional_mean": average.summary()}
+
+
+def latent_sampler_scores(model, train, test, num_components=(1, 10), protocols=None, seed: int = 0) -> dict:
+    """Joint generation from a Gaussian mixture fitted to the posterior means of the ``train``
+    tuples (:func:`~pyro_mcvae.samplers.fit_latent_sampler`) instead of the prior, scored as the
+    copula's unconditional generation: joint W1 and marginal W1 against ``test`` (``(n, M, J)``),
+    with ``n`` generated tuples.
+
+    ``num_components``: the mixture sizes to fit (one component: a single Gaussian fitted to the
+    encodings, the GMRF prior's own family). ``protocols``: name -> draw ``x ~ p(x | z)`` (else
+    the decoder mean); default ``{"sample": True, "mean": False}``. Returns
+    ``{c: {protocol: metrics}}``.
+    """
+    from .samplers import fit_latent_sampler
+
+    protocols = {"sample": True, "mean": False} if protocols is None else protocols
+    test = np.asarray(test)
+    out = {}
+    for c in num_components:
+        sampler = fit_latent_sampler(model, train, num_components=c, seed=seed)
+        out[c] = {}
+        for i, (protocol, sample_likelihood) in enumerate(protocols.items()):
+            generator = torch.Generator().manual_seed(seed + i)
+            out[c][protocol] = copula_metrics(_stack(sampler.generate(test.shape[0], sample_likelihood, generator)),
+                                              test)
+    return out
 
 
 # -- non-Gaussian copulas (X, Student-t) ---------------------------------------------------------

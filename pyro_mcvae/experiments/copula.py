@@ -16,9 +16,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 from ..data import make_copula_splits
-from ..evaluate import copula_noise_floor, evaluate_copula
+from ..evaluate import copula_noise_floor, evaluate_copula, latent_sampler_scores, likelihood_scores
 from ..infer import seed_everything
 from ..plots import copula_pairplot, copula_pairplot_grid, save_figure
 from .base import Experiment, ModelSpec, RunConfig, incomplete_training_set, mean_std, option, register_experiment
@@ -26,7 +27,7 @@ from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
 __all__ = ["CopulaConfig", "CopulaExperiment", "MODELS", "NO_PER_SAMPLE_MASKS", "PROTOCOLS", "VectorConfig",
-           "VectorExperiment"]
+           "VectorExperiment", "likelihood_table", "sampler_table"]
 
 #: The model table: registry methods with this benchmark's settings. The baselines use the
 #: paper's shared latent of size 3; each trains with its own method's objective.
@@ -71,6 +72,12 @@ class VectorConfig(RunConfig):
     missing_ratio: float = option(0.0, "incomplete training data: each component of each training tuple is "
                                        "absent with this probability, given that at least one is present "
                                        "(seeded from --data-seed); test data stay complete")
+    likelihood_samples: int = option(1000, "importance samples K per tuple for the joint and conditional "
+                                           "log-likelihoods of the test tuples (0: skip them)")
+    likelihood_tuples: int = option(200, "test tuples whose log-likelihoods are estimated (the first ones)")
+    sampler_components: list[int] = option([1, 10], "sizes of the Gaussian mixtures fitted to the training "
+                                                    "encodings for joint generation (post-hoc latent samplers); "
+                                                    "0: none")
 
     def check(self) -> None:
         super().check()
@@ -78,6 +85,13 @@ class VectorConfig(RunConfig):
             raise ValueError("--epochs, --seeds and --jobs must be >= 1, --n-train and --n-test >= 2")
         if not 0.0 <= self.missing_ratio < 1.0:
             raise ValueError(f"--missing-ratio must be in [0, 1), got {self.missing_ratio}")
+        if self.likelihood_samples < 0 or self.likelihood_tuples < 1:
+            raise ValueError(f"--likelihood-samples must be >= 0 and --likelihood-tuples >= 1, got "
+                             f"{self.likelihood_samples} and {self.likelihood_tuples}")
+        if any(c < 0 for c in self.sampler_components) or (0 in self.sampler_components
+                                                           and len(self.sampler_components) > 1):
+            raise ValueError(f"--sampler-components takes mixture sizes >= 1, or 0 alone (none), got "
+                             f"{self.sampler_components}")
 
 
 class VectorExperiment(Experiment):
@@ -101,6 +115,30 @@ class VectorExperiment(Experiment):
 
     def train_mask(self, data):
         return data.train_mask
+
+    def extra_scores(self, model, data, config, seed: int) -> dict:
+        """What every vector benchmark adds to a run's record: ``likelihood`` (joint and
+        single-source conditional log-likelihoods of the first ``likelihood_tuples`` test tuples,
+        :func:`~pyro_mcvae.evaluate.likelihood_scores`) and ``latent_sampler`` (joint generation
+        from Gaussian mixtures fitted to the encodings of the complete training tuples,
+        :func:`~pyro_mcvae.evaluate.latent_sampler_scores`), each with its seconds."""
+        record = {}
+        test = torch.as_tensor(data.test[:config.likelihood_tuples])
+        if config.likelihood_samples:
+            t0 = time.perf_counter()
+            scores = likelihood_scores(model, test.to(next(model.parameters())), config.likelihood_samples,
+                                       seed=seed + EVAL_SEED_OFFSET)
+            record["likelihood"] = scores | {"seconds": round(time.perf_counter() - t0, 2)}
+        components = [c for c in config.sampler_components if c > 0]
+        if components:
+            t0 = time.perf_counter()
+            train = torch.as_tensor(data.train)
+            if data.train_mask is not None:  # fit to what was observed in full
+                train = train[torch.as_tensor(data.train_mask).all(-1)]
+            scores = latent_sampler_scores(model, train.to(next(model.parameters())), data.test, components,
+                                           protocols=PROTOCOLS, seed=seed + EVAL_SEED_OFFSET)
+            record["latent_sampler"] = scores | {"seconds": round(time.perf_counter() - t0, 2)}
+        return record
 
     @staticmethod
     def missing_note(missing: dict) -> str:
@@ -167,7 +205,7 @@ class CopulaExperiment(VectorExperiment):
             scores = self.score(model, data, config, device, sample_likelihood)
             samples[protocol] = scores.pop("samples")
             record[protocol] = scores | {"eval_seconds": round(time.perf_counter() - t0, 2)}
-        return record | {"_samples": samples}
+        return record | self.extra_scores(model, data, config, seed) | {"_samples": samples}
 
     def score(self, model, data, config, device: str, sample_likelihood: bool) -> dict:
         """One protocol's scores (``"samples"``: the generated tuples of the figures)."""
@@ -185,7 +223,9 @@ class CopulaExperiment(VectorExperiment):
 
     def table(self, results, data) -> str:
         tables = "\n".join(protocol_table(results, data.floor, protocol) for protocol in PROTOCOLS)
-        return tables + self.missing_note(data.missing)
+        prior_w1 = {name: [r["sample"]["unconditional"]["joint_w1_mean"] for r in runs] for name, runs in results.items()}
+        return (tables + self.missing_note(data.missing) + likelihood_table(results)
+                + sampler_table(results, prior_w1, data.floor["joint_w1_mean"]))
 
     def figures(self, results, data, config, out: Path) -> list[str]:
         paths = []
@@ -201,6 +241,58 @@ class CopulaExperiment(VectorExperiment):
                                        f"Unconditional generation, protocol '{protocol}' (seed 0)")
             paths.append(save_figure(fig, out / f"pairplots_{protocol}.png", dpi=80))
         return [str(p) for p in paths]
+
+
+def likelihood_table(results: dict) -> str:
+    """Markdown table of the runs' ``likelihood`` records (empty when none has one)."""
+    rows = []
+    for name, runs in results.items():
+        recs = [r["likelihood"] for r in runs if "likelihood" in r]
+        if not recs:
+            continue
+        if "skipped" in recs[0]:
+            rows.append(f"| {name} | n/a | n/a | | | {recs[0]['skipped']} |")
+            continue
+        joint = [r["joint"] for r in recs]
+        cond = [r["conditional_mean"] for r in recs]
+        rows.append(f"| {name} | {mean_std([j['mean'] for j in joint], 3)} | {mean_std([c['mean'] for c in cond], 3)} | "
+                    f"{np.mean([j['data_std_error'] for j in joint]):.3f} / {np.mean([c['data_std_error'] for c in cond]):.3f} | "
+                    f"{np.max([j['monte_carlo_error'] for j in joint]):.4f} / {np.max([c['monte_carlo_error'] for c in cond]):.4f} | "
+                    f"K {joint[0]['num_samples']}, {joint[0]['num_data']} test tuples, min ESS {min(j['min_ess'] for j in joint):.0f} |")
+    if not rows:
+        return ""
+    return ("\n**Log-likelihoods** (nats per tuple, higher is better; importance sampling from each model's own "
+            "posterior, `pyro_mcvae.metrics.log_likelihood` / `conditional_log_likelihood`, ratio estimator): "
+            "joint log p(x_1..x_M), and log p(x_rest | x_k) averaged over the single given components k. "
+            "Mean ± std over seeds; the standard error over the test tuples and the largest Monte Carlo error "
+            "of a seed's mean (joint / conditional).\n\n"
+            "| model | log p(x) | log p(x_rest given x_k) | s.e. over data | Monte Carlo s.e. | estimate |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def sampler_table(results: dict, prior_w1: dict, floor: float, scale: float = 1000.0, protocol: str = "sample") -> str:
+    """Markdown table: unconditional joint W1 (mean over coordinates, times ``scale``) with latents
+    from the prior (``prior_w1``: name -> per-seed values) and from each fitted mixture of the
+    runs' ``latent_sampler`` records (empty when none has one)."""
+    sizes = sorted({c for runs in results.values() for r in runs for c in r.get("latent_sampler", {})
+                    if c != "seconds"}, key=int)
+    if not sizes:
+        return ""
+    rows = []
+    for name, runs in results.items():
+        cells = [mean_std(scale * np.array(prior_w1[name]))]
+        for c in sizes:
+            vals = [r["latent_sampler"][c][protocol]["joint_w1_mean"] for r in runs if c in r.get("latent_sampler", {})]
+            cells.append(mean_std(scale * np.array(vals)) if vals else "")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    rows.append(f"| noise floor (true vs true) | {scale * floor:.1f} |" + " |" * len(sizes))
+    head = ("| model | latents from the prior | " + " | ".join(f"mixture of {c}" for c in sizes) + " |\n|---|---|"
+            + "---|" * len(sizes) + "\n")
+    units = "W1 x 1000" if scale == 1000 else "W1"
+    return (f"\n**Joint generation with post-hoc latent samplers** (protocol `{protocol}`): unconditional {units} "
+            "(mean over coordinates, lower is better) with the decoder's latents drawn from the prior, or from "
+            "a Gaussian mixture fitted to the posterior means of the complete training tuples "
+            "(`pyro_mcvae.fit_latent_sampler`). Mean ± std over seeds.\n\n" + head + "\n".join(rows) + "\n")
 
 
 def protocol_table(results: dict, floor: dict, protocol: str) -> str:

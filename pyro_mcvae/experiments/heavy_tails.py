@@ -20,7 +20,7 @@ from ..evaluate import TAIL_LEVELS, evaluate_heavy_tails, heavy_tail_noise_floor
 from ..infer import seed_everything
 from ..plots import save_figure
 from .base import ModelSpec, incomplete_training_set, mean_std, option, register_experiment
-from .copula import VectorConfig, VectorExperiment
+from .copula import VectorConfig, VectorExperiment, likelihood_table, sampler_table
 from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
@@ -67,7 +67,8 @@ class HeavyTailExperiment(VectorExperiment):
         seed_everything(seed + EVAL_SEED_OFFSET)
         scores = evaluate_heavy_tails(model, data.dataset, data.reference, str(resolve_device(config.device)),
                                       config.population_n)
-        return scores | {"_samples": scores.pop("samples")}
+        samples = scores.pop("samples")
+        return scores | self.extra_scores(model, data, config, seed) | {"_samples": samples}
 
     def headline(self, record) -> str:
         return f", unconditional W1 {record['unconditional']['joint_w1_mean']:.3f}"
@@ -97,7 +98,9 @@ class HeavyTailExperiment(VectorExperiment):
                 "generated tuples against a large true sample, in units of its interquartile range per "
                 "coordinate, averaged over the 8 coordinates; "
                 "'outward' is signed: positive where the generated tail reaches further than the data's. "
-                "Mean ± std over seeds.\n" + self.missing_note(data.missing))
+                "Mean ± std over seeds.\n" + self.missing_note(data.missing) + likelihood_table(results)
+                + sampler_table(results, {n: [r["unconditional"]["joint_w1_mean"] for r in runs]
+                                          for n, runs in results.items()}, floor["joint_w1_mean"], scale=1.0))
 
     def figures(self, results, data, config, out: Path) -> list[str]:
         fig = qq_figure(data.reference, {n: runs[0]["_samples"]["population"] for n, runs in results.items()},
