@@ -11,7 +11,7 @@ from .metrics import (conditional_copula_metrics, copula_metrics, noise_floor, q
 
 __all__ = ["evaluate_copula", "evaluate_heavy_tails", "evaluate_nongaussian", "evaluate_polymnist", "copula_noise_floor",
            "generate_copula", "generate_images", "heavy_tail_noise_floor", "heavy_tail_population",
-           "latent_sampler_scores", "likelihood_scores", "nongaussian_noise_floor"]
+           "image_latent_sampler_scores", "latent_sampler_scores", "likelihood_scores", "nongaussian_noise_floor"]
 
 
 def _stack(parts: list[torch.Tensor]) -> np.ndarray:
@@ -177,6 +177,36 @@ def latent_sampler_scores(model, train, test, num_components=(1, 10), protocols=
             out[c][protocol] = copula_metrics(_stack(sampler.generate(test.shape[0], sample_likelihood, generator)),
                                               test)
     return out
+
+
+def image_latent_sampler_scores(model, train_images: torch.Tensor, test_images: torch.Tensor, judges: dict,
+                                num_components: int = 10, seed: int = 0, batch_size: int = 500,
+                                device="cpu") -> dict:
+    """Unconditional image generation from a Gaussian mixture fitted to the posterior means of
+    ``train_images`` (``(N, M, C, H, W)`` in [0, 1]) instead of the prior: coherence under each
+    judge (``{name: classifiers}``) and the digit-feature Frechet distance (the first judge's
+    classifiers) per modality against ``test_images``, with as many generated tuples as test
+    tuples. Returns ``{"num_components", "unconditional_coherence": {judge: value},
+    "digit_fd_unconditional"}``."""
+    from .metrics.coherence import unconditional_coherence
+    from .metrics.fid import digit_features, frechet_distance, gaussian_statistics
+    from .samplers import fit_latent_sampler
+
+    shape = tuple(test_images.shape[2:])
+    flat = [x.flatten(1) for x in train_images.unbind(1)]
+    sampler = fit_latent_sampler(model, flat, num_components=num_components, seed=seed, batch_size=batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    n = test_images.shape[0]
+    with torch.no_grad():
+        generated = torch.cat([_as_images(sampler.generate(min(batch_size, n - i), generator=generator), shape)
+                               for i in range(0, n, batch_size)])
+    coherence = {name: unconditional_coherence(generated, classifiers) for name, classifiers in judges.items()}
+    first = next(iter(judges.values()))
+    fd = [frechet_distance(*gaussian_statistics(digit_features(first[j], test_images[:, j], batch_size=1000)),
+                           *gaussian_statistics(digit_features(first[j], generated[:, j], batch_size=1000)))
+          for j in range(generated.shape[1])]
+    return {"num_components": num_components, "unconditional_coherence": coherence,
+            "digit_fd_unconditional": float(np.mean(fd)), "num_generated": n}
 
 
 # -- non-Gaussian copulas (X, Student-t) ---------------------------------------------------------

@@ -1,9 +1,11 @@
 """Post-hoc latent samplers: the EM of the Gaussian mixture, and fitting / generating for every model."""
 
+import numpy as np
 import pytest
 import torch
 import torch.distributions as D
 
+from pyro_mcvae.infer import seed_everything
 from pyro_mcvae.models import build_model, get_method
 from pyro_mcvae.samplers import GaussianMixture, LatentSampler, fit_latent_sampler
 
@@ -151,3 +153,21 @@ def test_bad_input_is_refused():
         fit_latent_sampler(model, nan_data, num_components=2)
     with pytest.raises(ValueError, match="num_components"):
         fit_latent_sampler(model, tiny_data(10), num_components=0)
+
+
+def test_latent_sampler_scores_are_the_copula_metrics_of_the_fitted_samplers():
+    """``evaluate.latent_sampler_scores`` scores, for each mixture size and protocol, exactly the
+    tuples that ``fit_latent_sampler(...).generate`` draws with the same seed."""
+    from pyro_mcvae.evaluate import _stack, latent_sampler_scores
+    from pyro_mcvae.metrics import copula_metrics
+
+    seed_everything(0)
+    model = build_model("gmrf", [2, 2, 2], hidden=(8,), block_dim=2)
+    train, test = torch.randn(300, 3, 2), np.random.default_rng(0).normal(size=(50, 3, 2))
+    scores = latent_sampler_scores(model, train, test, (1, 3), seed=7)
+    assert set(scores) == {1, 3} and set(scores[3]) == {"sample", "mean"}
+    for c in (1, 3):  # the decoder means (protocol "mean", the second: seed + 1) are reproduced exactly
+        sampler = fit_latent_sampler(model, train, num_components=c, seed=7)
+        parts = sampler.generate(50, False, torch.Generator().manual_seed(8))
+        assert scores[c]["mean"] == copula_metrics(_stack(parts), test)
+        assert scores[c]["sample"]["joint_w1_mean"] != scores[c]["mean"]["joint_w1_mean"]

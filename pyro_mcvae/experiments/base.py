@@ -296,6 +296,14 @@ def model_dir(run) -> Path:
     return Path(run.out) / run.model
 
 
+def train_dir(run) -> Path:
+    """Checkpoint and log of an image run's training: ``<out>/<model>/train``
+    (``train-missing<R>`` on incomplete data, so that a run never resumes one trained on other
+    data)."""
+    ratio = getattr(run, "missing_ratio", 0.0)
+    return model_dir(run) / ("train" if not ratio else f"train-missing{ratio:g}")
+
+
 def inception_network(fid: str, weights, device):
     """The FID network, or ``(None, reason)`` when ``fid="auto"`` and no weights are found."""
     if fid == "off":

@@ -32,8 +32,9 @@ from ..models import MCVAE, get_method
 from ..nets import ResNetNets
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import (IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat_components, option,
-                   register_experiment, inception_network, model_dir, to_float, write_curve_png)
+from .base import (IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat_components,
+                   incomplete_training_set, option, register_experiment, inception_network, model_dir, to_float,
+                   train_dir, write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 
@@ -91,6 +92,9 @@ class BikeRun:
     minutes: float | None = option(None, "training budget per model in wall-clock minutes (cpu: 25; 0: none)")
     curve_every: int | None = option(None, "steps between structure-curve evaluations (cpu: 300; 0: none)")
     curve_tuples: int = option(500, "test designs of each structure-curve evaluation")
+    missing_ratio: float = option(0.0, "incomplete training data: each component of each training design is absent "
+                                       "with this probability, given that at least one is present (seeded from "
+                                       "--seed); the model trains with the mask, the test designs stay complete")
     out: str = option("results/biked", "output directory (runs resume there)")
     progress: bool = option(True, "no progress bars")
     resume: bool = option(True, "ignore existing checkpoints", flag="--restart")
@@ -112,6 +116,8 @@ class BikeRun:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.condition_on not in COMPONENTS:
             raise ValueError(f"condition_on must be one of {COMPONENTS}, got {self.condition_on!r}")
+        if not 0.0 <= self.missing_ratio < 1.0:
+            raise ValueError(f"missing_ratio must be in [0, 1), got {self.missing_ratio}")
 
 
 def load_bike_data(run: BikeRun) -> dict:
@@ -239,19 +245,21 @@ def train_bikes(run: BikeRun, data: dict, device) -> tuple[MCVAE, dict]:
     if every:
         callbacks.append(LearningCurve(structure_curve_fn(run, data["test"], device), model_dir(run) / "curve.csv",
                                        every_steps=every))
-    _, trained = train_or_resume(model, flat_components(data["train"]), config, model_dir(run) / "train",
+    # Incomplete data: absent components zeroed, the mask handed to the trainer.
+    images, mask, missing = incomplete_training_set(data["train"], run.missing_ratio, run.seed)
+    _, trained = train_or_resume(model, flat_components(images), config, train_dir(run),
                                  progress=run.progress and not minutes, resume=run.resume, batch_transform=to_float,
-                                 callbacks=callbacks)
+                                 callbacks=callbacks, mask=mask)
     curve = write_structure_curve(run) if every else None
     # the log's timings cover resumed runs
     return model, {"steps": trained["steps"], "final_loss": trained["final_loss"], "curve": curve,
-                   "minutes_budget": minutes,
+                   "minutes_budget": minutes, "missing": missing,
                    "seconds": round(trained["train_seconds"], 1), "ms_per_step": round(trained["ms_per_step"], 1)}
 
 
 def load_trained_bikes(run: BikeRun, device) -> MCVAE:
     """The model of a finished (or interrupted) training run, from its checkpoint."""
-    return restore(build_bike_model(run), model_dir(run) / "train", device)
+    return restore(build_bike_model(run), train_dir(run), device)
 
 
 def save_bike_samples(path, model, test: torch.Tensor, num: int, device) -> Path:
@@ -391,6 +399,8 @@ class BikeConfig(ImageConfig, BikeRun):
             raise ValueError("--curve-every must be >= 0 (0: no curve)")
         if self.save_samples < 0:
             raise ValueError("--save-samples must be >= 0")
+        if not 0.0 <= self.missing_ratio < 1.0:
+            raise ValueError(f"--missing-ratio must be in [0, 1), got {self.missing_ratio}")
 
 
 class BikeExperiment(ImageExperiment):

@@ -32,8 +32,8 @@ from ..nets.classifier import (
 from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat_components, incomplete_training_set, option,
-                   register_experiment, inception_network, model_dir, to_float, write_curve_png)
+from .base import (IMAGE_MODELS, MASK_SEED_OFFSET, ImageConfig, ImageExperiment, cuda_wanted, flat_components, incomplete_training_set, option,
+                   register_experiment, inception_network, model_dir, to_float, train_dir, write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 
@@ -49,7 +49,11 @@ PAPER_LATENT = {"gmrf": 16, "mvae": 512, "mmvae": 512, "mopoe": 512, "mmvaeplus"
 IMAGE_SHAPE = (3, 28, 28)
 QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_scale": 0.125,
          "classifier_epochs": 1, "arch": "resnet", "hidden": None, "minutes": None, "curve_every": 0,
-         "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0}
+         "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0,
+         "likelihood_samples": 10, "likelihood_tuples": 20, "sampler_components": 2}
+#: Evaluation beyond coherence in every preset: log-likelihoods with K = 100 on 200 test tuples,
+#: and unconditional generation from a 10-component mixture fitted to 10,000 training encodings.
+EXTRAS = {"likelihood_samples": 100, "likelihood_tuples": 200, "sampler_components": 10}
 #: The presets (``--preset``). ``cpu``: sized for 2 CPU cores, all 60,000 tuples, a wall-clock
 #: budget per model and a learning curve (the default without a GPU); ``gpu``: the paper's
 #: ResNets sized by a time budget so that GMRF and MMVAE+ train on one H100 within 35 minutes in
@@ -60,13 +64,13 @@ QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_sc
 PRESETS = {
     "cpu": {"epochs": 1000, "width": 16, "classifier_epochs": 1, "num_train": None, "num_eval": None,
             "arch": "mlp", "hidden": [512, 512], "minutes": 22.0, "curve_every": 500,
-            "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8},
+            "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8, **EXTRAS},
     "gpu": {"epochs": 1000, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None,
             "arch": "resnet", "hidden": None, "minutes": 15.0, "curve_every": 500,
-            "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8},
+            "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8, **EXTRAS},
     "paper": {"epochs": 150, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None,
               "arch": "resnet", "hidden": None, "minutes": None, "curve_every": 0,
-              "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0},
+              "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0, **EXTRAS},
 }
 PRESET_NAMES = ("auto", *PRESETS)
 
@@ -123,6 +127,12 @@ class PolyMNISTRun:
     prior_lr: float | None = option(None, "GMRF: learning rate of the prior (default: --lr)")
     prior_init_shared: int | None = option(None, "GMRF: coordinates per block the prior starts with coupled across "
                                                  "all modalities (cpu/gpu: 8; paper: 0)")
+    likelihood_samples: int | None = option(None, "importance samples K of the joint and single-source conditional "
+                                                  "log-likelihoods (presets: 100; quick: 10; 0: skip)")
+    likelihood_tuples: int | None = option(None, "test tuples whose log-likelihoods are estimated (presets: 200)")
+    sampler_components: int | None = option(None, "components of the Gaussian mixture fitted to training "
+                                                  "encodings for unconditional generation (presets: 10; 0: none)")
+    sampler_tuples: int = option(10000, "training tuples whose encodings the latent sampler is fitted to")
     out: str = option("results/polymnist", "output directory (runs resume there)")
     save_samples: str | None = option(None, "write generated samples to this .pt file")
     num_saved: int = option(100, "tuples in the samples file")
@@ -161,6 +171,11 @@ class PolyMNISTRun:
             raise ValueError(f"curve_tuples must be >= 1, got {self.curve_tuples}")
         if not 0.0 <= self.missing_ratio < 1.0:
             raise ValueError(f"missing_ratio must be in [0, 1), got {self.missing_ratio}")
+        for name in ("likelihood_samples", "likelihood_tuples", "sampler_components"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.sampler_tuples < 1:
+            raise ValueError(f"sampler_tuples must be >= 1, got {self.sampler_tuples}")
 
 
 
@@ -345,12 +360,6 @@ def write_learning_curve(run: PolyMNISTRun, judge: str) -> str | None:
                            f"judges, {run.curve_tuples} test tuples)", chance=0.1)
 
 
-def train_dir(run: PolyMNISTRun) -> Path:
-    """Checkpoint and log of the training run: ``<out>/<model>/train`` (``train-missing<R>`` on
-    incomplete data, so that a run never resumes one trained on other data)."""
-    return model_dir(run) / ("train" if not run.missing_ratio else f"train-missing{run.missing_ratio:g}")
-
-
 def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyMNISTData | None = None,
                     judges: dict | None = None) -> tuple[MCVAE, dict]:
     """Build and train the model (checkpoints in ``<out>/<model>/train``; an existing checkpoint
@@ -388,13 +397,30 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyM
 
 
 
+def _complete_tuples(run: PolyMNISTRun, train: PolyMNISTData) -> PolyMNISTData:
+    """The training tuples the run saw complete (all of them without ``--missing-ratio``; the
+    mask is the one training drew, from the same seed)."""
+    if not run.missing_ratio:
+        return train
+    from ..data.missing import missing_mask
+
+    keep = missing_mask(len(train), train.images.shape[1], run.missing_ratio,
+                        seed=run.seed + MASK_SEED_OFFSET).all(-1)
+    return PolyMNISTData(images=train.images[keep], labels=train.labels[keep], modalities=train.modalities)
+
+
 def load_trained(run: PolyMNISTRun, device) -> MCVAE:
     """The model of a finished (or interrupted) training run, from its checkpoint."""
     return restore(build_polymnist_model(run), train_dir(run), device)
 
 
-def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict, device) -> dict:
-    """Every metric under every judge, the figures and (optionally) the samples file."""
+def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict, device,
+                     train: PolyMNISTData | None = None) -> dict:
+    """Every metric under every judge, the figures and (optionally) the samples file; with
+    ``train``, also unconditional generation from a latent mixture fitted to its encodings
+    (``latent_sampler``), and the log-likelihoods of the first test tuples (``likelihood``)."""
+    from ..evaluate import image_latent_sampler_scores, likelihood_scores
+
     model.eval()
     images = test.images.float().div_(255)
     inception, fid_note = inception_network(run.fid, run.inception_weights, device)
@@ -404,7 +430,21 @@ def evaluate_trained(run: PolyMNISTRun, model, test: PolyMNISTData, judges: dict
     figures = _figures(run.model, images, generated, model_dir(run))
     if run.save_samples:
         save_samples(run.save_samples, model, test, run.num_saved, device)
-    return {"metrics": metrics, "fid_note": fid_note, "figures": figures}
+    record = {"metrics": metrics, "fid_note": fid_note, "figures": figures}
+    samples, tuples = run.value("likelihood_samples"), run.value("likelihood_tuples")
+    if samples and tuples:
+        t0 = time.perf_counter()
+        xs = [x.flatten(1).to(device) for x in images[:tuples].unbind(1)]
+        record["likelihood"] = likelihood_scores(model, xs, samples, seed=run.seed + 1, batch_size=8, chunk=50) | {
+            "seconds": round(time.perf_counter() - t0, 1), "units": "nats per tuple (Laplace densities of pixels in [0, 1])"}
+    components = run.value("sampler_components")
+    if components and train is not None:
+        t0 = time.perf_counter()
+        fit_on = _subset(_complete_tuples(run, train), run.sampler_tuples, run.seed + 2).images.float().div_(255)
+        record["latent_sampler"] = image_latent_sampler_scores(model, fit_on, images, ordered, components,
+                                                               seed=run.seed + 3, device=device) | {
+            "fitted_on": len(fit_on), "seconds": round(time.perf_counter() - t0, 1)}
+    return record
 
 
 def run_polymnist(run: PolyMNISTRun, stages=("train", "evaluate")) -> dict:
@@ -447,7 +487,7 @@ def run_polymnist(run: PolyMNISTRun, stages=("train", "evaluate")) -> dict:
     if "evaluate" in stages:
         judges = judges or load_judges(run, full_train, test, device)
         record["judges"] = {name: info for name, (_, info) in judges.items()}
-        record |= evaluate_trained(run, model, test, judges, device)
+        record |= evaluate_trained(run, model, test, judges, device, train)
         (out / "table.md").write_text(results_table({run.model: record}))
     record["total_seconds"] = round(time.perf_counter() - started, 1)
     (out / ("results.json" if "evaluate" in stages else "training.json")).write_text(
@@ -469,7 +509,26 @@ def results_table(records: dict) -> str:
             rows.append(f"| {name} | {judge} | {m['conditional_coherence']['mean']:.3f} | "
                         f"{m['unconditional_coherence']:.3f} | {sizes} | {m['ssim']['mean']:.3f} | "
                         f"{fd['unconditional']:.2f} / {fd['conditional']:.2f} | {fid_txt} |")
-    return head + "\n".join(rows) + "\n"
+    lines = [head + "\n".join(rows) + "\n"]
+    extras = []
+    for name, rec in records.items():
+        parts = []
+        ll = rec.get("likelihood")
+        if ll and "joint" in ll:
+            j, c = ll["joint"], ll["conditional_mean"]
+            parts.append(f"log p(x) {j['mean']:.1f} ± {j['data_std_error']:.1f}, log p(x_rest given x_k) "
+                         f"{c['mean']:.1f} ± {c['data_std_error']:.1f} (K {j['num_samples']}, {j['num_data']} tuples, "
+                         f"Monte Carlo s.e. {j['monte_carlo_error']:.2f} / {c['monte_carlo_error']:.2f})")
+        ls = rec.get("latent_sampler")
+        if ls:
+            coh = ", ".join(f"{judge} {v:.3f}" for judge, v in ls["unconditional_coherence"].items())
+            parts.append(f"unconditional coherence from a {ls['num_components']}-component latent mixture: {coh}; "
+                         f"digit-FD {ls['digit_fd_unconditional']:.2f}")
+        if parts:
+            extras.append(f"- **{name}**: " + "; ".join(parts))
+    if extras:
+        lines.append("\n" + "\n".join(extras) + "\n")
+    return "".join(lines)
 
 
 @dataclass

@@ -44,7 +44,8 @@ def test_copula_example_runs_every_baseline_in_parallel_workers(tmp_path):
     models = ["mvae", "mmvae", "mopoe", "mmvaeplus"]
     cmd = [sys.executable, str(ROOT / "examples" / "copula.py"), "--model", *models, "--epochs", "1",
            "--n-train", "256", "--n-test", "100", "--population-n", "1000", "--out", str(out),
-           "--family", "laplace", "--jobs", "2", "--no-progress"]
+           "--family", "laplace", "--jobs", "2", "--no-progress", "--likelihood-samples", "20",
+           "--likelihood-tuples", "8", "--sampler-components", "1", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "results.json").read_text())
@@ -55,9 +56,16 @@ def test_copula_example_runs_every_baseline_in_parallel_workers(tmp_path):
         for protocol in ("sample", "mean"):
             assert set(run[protocol]["conditional"]["by_source"]) == {"0", "1", "2", "3"}
         assert (out / f"pairplot_{model}.png").exists()
+        # every baseline's log-likelihoods (K 20 on 8 test tuples) and its post-hoc latent samplers
+        joint = run["likelihood"]["joint"]
+        assert joint["num_samples"] == 20 and joint["num_data"] == 8 and joint["mean"] < 0
+        assert set(run["likelihood"]["conditional"]) == {"0", "1", "2", "3"}
+        assert set(run["latent_sampler"]) == {"1", "2", "seconds"}
+        assert run["latent_sampler"]["2"]["sample"]["joint_w1_mean"] > 0
     assert (out / "pairplots_sample.png").stat().st_size > 50_000
     table = (out / "table.md").read_text()
     assert "Protocol `sample`" in table and "Protocol `mean`" in table and "| mmvaeplus |" in table
+    assert "**Log-likelihoods**" in table and "| mixture of 1 | mixture of 2 |" in table
 
 
 def _load_example(name):

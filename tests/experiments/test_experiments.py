@@ -11,7 +11,8 @@ from pyro_mcvae.experiments import (add_config_arguments, config_from_args, expe
                                     parse_config, run_experiment)
 
 TINY = ["--epochs", "1", "--n-train", "256", "--n-test", "64", "--population-n", "500", "--hidden", "8",
-        "--batch-size", "128", "--jobs", "1", "--no-progress"]
+        "--batch-size", "128", "--jobs", "1", "--no-progress", "--likelihood-samples", "20",
+        "--likelihood-tuples", "16", "--sampler-components", "2"]
 
 
 def test_registry_lists_the_benchmarks():
@@ -76,6 +77,8 @@ def test_same_seed_same_numbers(tmp_path):
     a, b = one["results"]["gmrf"][0], two["results"]["gmrf"][0]
     assert a["final_loss"] == b["final_loss"]
     assert a["unconditional"] == b["unconditional"] and a["quantile_errors"] == b["quantile_errors"]
+    assert a["likelihood"]["joint"] == b["likelihood"]["joint"] and a["latent_sampler"][2]["mean"] == b["latent_sampler"][2]["mean"]
+    assert a["likelihood"]["joint"]["num_data"] == 16 and "| mixture of 2 |" in (tmp_path / "one" / "table.md").read_text()
 
 
 def test_cli_run_command(tmp_path, capsys):

@@ -15,7 +15,8 @@ from pyro_mcvae.experiments import runner
 from pyro_mcvae.experiments.base import MASK_SEED_OFFSET, get_experiment, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--epochs", "1", "--n-train", "256", "--n-test", "100", "--population-n", "1000", "--no-progress"]
+TINY = ["--epochs", "1", "--n-train", "256", "--n-test", "100", "--population-n", "1000", "--no-progress",
+        "--likelihood-samples", "20", "--likelihood-tuples", "16", "--sampler-components", "2"]
 
 
 def test_training_data_are_masked_seeded_and_the_mask_reaches_the_trainer(tmp_path, monkeypatch):
@@ -72,6 +73,7 @@ def test_copula_example_trains_gmrf_and_a_baseline_on_incomplete_data(tmp_path):
         assert run["sample"]["unconditional"]["joint_w1_mean"] > 0
         assert set(run["sample"]["conditional"]["by_source"]) == {"0", "1", "2", "3"}
         assert (out / model / "seed0-missing0.5" / "checkpoint.pt").is_file()
+        assert np.isfinite(run["likelihood"]["joint"]["mean"]) and run["latent_sampler"]["2"]["sample"]["joint_w1_mean"] > 0
 
 
 @pytest.mark.parametrize("args,match", [
