@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write_csv", "read_number_csv", "read_torch_file"]
+__all__ = ["atomic_netcdf", "atomic_torch_save", "atomic_write_csv", "read_number_csv", "read_torch_file"]
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -24,6 +24,17 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_netcdf(data, path: str | os.PathLike) -> Path:
+    """An ArviZ ``InferenceData`` (anything with ``to_netcdf(path)``) written to a temporary file
+    beside ``path`` and renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    data.to_netcdf(str(tmp))
     os.replace(tmp, path)
     return path
 

@@ -112,7 +112,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -358,6 +357,8 @@ class PersistentHMC:
         z = torch.where(keep, z1, z)
         energy = torch.where(accept, e1, energy)
         grad = torch.where(keep, g1, grad)
+        # The Hamiltonian of the state kept (Stan's ``energy__``, what ArviZ's BFMI reads).
+        self._hamiltonian = torch.where(accept, h0 + delta, h0)
         return z, energy, grad, alpha, divergent, chees, steps
 
     def _chain_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -449,11 +450,13 @@ class PersistentHMC:
             kw = dict(device=self.z.device)
             self._buf = {"z": torch.empty(self.keep, c, d, dtype=self.z.dtype, **kw),
                          "energy": torch.empty(self.keep, c, dtype=energy.dtype, **kw),
+                         "hamiltonian": torch.empty(self.keep, c, dtype=energy.dtype, **kw),
                          "accept_prob": torch.empty(self.keep, c, dtype=alpha.dtype, **kw),
                          "diverging": torch.empty(self.keep, c, dtype=torch.bool, **kw)}
         i = self._recorded % self.keep
         self._buf["z"][i] = self.z
         self._buf["energy"][i] = energy
+        self._buf["hamiltonian"][i] = self._hamiltonian
         self._buf["accept_prob"][i] = alpha
         self._buf["diverging"][i] = divergent
         self._recorded += 1
@@ -465,7 +468,7 @@ class PersistentHMC:
 
     def recorded(self, name: str = "z") -> torch.Tensor:
         """The kept draws in order on the CPU: ``"z"`` ``(C, S, D)``; ``"energy"``,
-        ``"accept_prob"``, ``"diverging"`` ``(C, S)``."""
+        ``"hamiltonian"``, ``"accept_prob"``, ``"diverging"`` ``(C, S)``."""
         if self._buf is None:
             c, d = self.z.shape
             return torch.empty((c, 0, d) if name == "z" else (c, 0))
@@ -493,9 +496,9 @@ class PersistentHMC:
         ``posterior``: ``z`` (chain, draw, dim), ``energy`` (``E(z)``, the potential energy, i.e.
         ``-log p(z)`` up to ``log Z``) and ``sqnorm`` (the standardised squared distance from the
         pooled mean), so ``az.summary`` covers all three. ``sample_stats``: ``lp`` (``-E(z)``),
-        ``acceptance_rate`` (the Metropolis probability of the transition that produced the
-        draw) and ``diverging``. ``energy`` is not put in ``sample_stats``, where ArviZ expects
-        the Hamiltonian (potential plus kinetic) for its BFMI."""
+        ``energy`` (the Hamiltonian, potential plus kinetic, of the state each transition kept:
+        what ``az.plot_energy`` and ``az.bfmi`` read), ``acceptance_rate`` (the Metropolis
+        probability of the transition that produced the draw) and ``diverging``."""
         import arviz as az
 
         if self.draws_per_chain < 4:
@@ -507,6 +510,7 @@ class PersistentHMC:
             return az.from_dict(
                 posterior={"z": z.numpy(), "energy": energy.numpy(), "sqnorm": self._sqnorm(z).numpy()},
                 sample_stats={"lp": -energy.numpy(),
+                              "energy": self.recorded("hamiltonian").to(torch.float64).numpy(),
                               "acceptance_rate": self.recorded("accept_prob").double().numpy(),
                               "diverging": self.recorded("diverging").numpy()})
 
@@ -594,24 +598,3 @@ class PersistentHMC:
             warnings="; ".join(problems),
         )
         return out
-
-    def trace_plot(self, path: str | Path, max_coordinates: int = 4) -> Path:
-        """Trace plot PNG of the energy and the first coordinates (one line per chain)."""
-        from .plots import save_figure
-        import matplotlib.pyplot as plt
-
-        draws = self.draws.numpy()
-        series = [("energy", self.recorded("energy").numpy())]
-        series += [(f"z[{i}]", draws[..., i]) for i in range(min(max_coordinates, draws.shape[-1]))]
-        k = len(series)
-        fig, axes = plt.subplots(k, 1, figsize=(7, 1.8 * k), squeeze=False, sharex=True)
-        for ax, (label, values) in zip(axes[:, 0], series):
-            for c in range(values.shape[0]):
-                ax.plot(values[c], lw=0.6)
-            ax.set_ylabel(label)
-        axes[-1, 0].set_xlabel("recorded transition")
-        d = self.diagnostics()
-        fig.suptitle(f"HMC chains: max R-hat {d['max_rhat']:.3f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
-                     f"energy ESS {d['ess_bulk_energy']:.0f}, divergences {d['divergences']}", fontsize=10)
-        fig.tight_layout()
-        return save_figure(fig, path)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["copula_pairplot", "copula_pairplot_grid", "image_grid", "save_figure"]
+__all__ = ["arviz_chain_figures", "copula_pairplot", "copula_pairplot_grid", "image_grid", "save_figure"]
 
 TRUE_COLOUR, GEN_COLOUR = "#1f77b4", "#ff7f0e"
 
@@ -155,3 +155,36 @@ def learning_curve_figure(rows: list[dict], columns: dict, title: str = "", chan
     fig.tight_layout()
     return fig
 
+
+
+def arviz_chain_figures(netcdf, prefix: str | Path, coordinates: int = 2, rank_chains: int = 4) -> list[Path]:
+    """Trace, rank and energy plots of saved MCMC chains, drawn by ArviZ from the netCDF file
+    alone (what a user of ``arviz.from_netcdf`` would draw): ``<prefix>_trace.png`` (the energy,
+    ``sqnorm`` and the first ``coordinates`` latent coordinates), ``<prefix>_rank.png`` (rank
+    histograms of the first ``rank_chains`` chains: flat when the chains mix) and ``<prefix>_energy.png`` (marginal and
+    transition energy distributions with the BFMI). Returns the paths."""
+    import arviz as az
+
+    data = az.from_netcdf(str(netcdf))
+    prefix = Path(prefix)
+    coords = {"z_dim_0": list(range(min(coordinates, data.posterior["z"].shape[-1])))}
+    names = ["energy", "sqnorm", "z"]
+    paths = []
+    axes = az.plot_trace(data, var_names=names, coords=coords, compact=True, figsize=(10, 7))
+    fig = axes.ravel()[0].figure
+    fig.suptitle(f"{data.posterior.sizes['chain']} chains x {data.posterior.sizes['draw']} draws", fontsize=10)
+    fig.tight_layout()
+    paths.append(save_figure(fig, prefix.with_name(prefix.name + "_trace.png")))
+    shown = min(rank_chains, data.posterior.sizes["chain"])  # one rank histogram per chain: a few stay readable
+    axes = az.plot_rank(data, var_names=names, coords=coords | {"chain": list(range(shown))}, kind="bars",
+                        figsize=(12, 2.2 * shown))
+    fig = np.ravel(axes)[0].figure
+    fig.suptitle(f"rank histograms of the first {shown} chains (uniform when the chains mix)", fontsize=10)
+    paths.append(save_figure(fig, prefix.with_name(prefix.name + "_rank.png")))
+    ax = az.plot_energy(data, bfmi=False, figsize=(6, 4))  # one legend line per chain is too many
+    bfmi = np.asarray(az.bfmi(data))
+    ax.set_title(f"BFMI of {bfmi.size} chains: min {bfmi.min():.2f}, median {np.median(bfmi):.2f} "
+                 "(below 0.3: poor exploration)", fontsize=9)
+    paths.append(save_figure(ax.figure, prefix.with_name(prefix.name + "_energy.png")))
+    plt.close("all")
+    return paths

@@ -194,6 +194,24 @@ def test_diagnostics_are_plain_values_and_inference_data_carries_energy_and_sqno
         PersistentHMC(audit_energy, torch.zeros(2, 3), jitter=1.0)
 
 
+def test_the_recorded_hamiltonian_is_the_energy_plus_a_stationary_kinetic_energy():
+    """``sample_stats.energy`` (what ArviZ's BFMI reads) is the Hamiltonian of the kept state:
+    at least the potential energy, and for a 6-d Gaussian target at stationarity the kinetic
+    part ``H - E`` averages ``d / 2 = 3`` (its law is chi^2_6 / 2 whether the proposal was
+    accepted or the fresh momentum kept) within 4 standard errors."""
+    seed_everything(21)
+    d = 6
+    hmc = PersistentHMC(lambda z: 0.5 * (z * z).sum(-1), torch.randn(128, d, dtype=torch.float64), warmup=100,
+                        keep=300)
+    hmc.step(400)
+    data = hmc.inference_data()
+    kinetic = data.sample_stats["energy"].values - data.posterior["energy"].values
+    assert (kinetic >= 0).all()
+    per_chain = kinetic.mean(1)  # chains are independent: the standard error from their spread
+    se = per_chain.std(ddof=1) / math.sqrt(len(per_chain))
+    assert abs(per_chain.mean() - d / 2) < 4 * se, (per_chain.mean(), se)
+
+
 def test_log_partition_gradient_matches_the_closed_form():
     seed_everything(1)
     energy = GaussianEnergy(MU, LAM)

@@ -132,6 +132,10 @@ class Experiment(ABC):
         absent; the trainer's ``mask``), or ``None`` when the data are complete."""
         return None
 
+    def callbacks(self, config, run_dir: Path) -> list:
+        """Extra training callbacks of one run (none by default)."""
+        return []
+
     def method_fields(self, config, spec: ModelSpec) -> dict:
         """The run-wide settings this experiment passes to every method that has them."""
         return {}

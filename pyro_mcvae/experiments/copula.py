@@ -168,11 +168,17 @@ class CopulaConfig(VectorConfig):
     eps: float = option(0.9, "dominance margin of the guide's covariance")
     prior_eps: float | None = option(None, "dominance margin of the prior (default 0.99 for a precision, "
                                            "0.9 for a covariance)")
+    chain_transitions: int = option(1000, "MCMC priors (NN-MRF): HMC transitions run after training with the "
+                                          "parameters fixed, saved as ArviZ netCDF <run>/prior_chains.nc")
+    chains_every: int = option(0, "MCMC priors: also save the chains during training every N epochs "
+                                  "(<run>/chains_epoch<N>.nc; 0: only after training)")
 
     def check(self) -> None:
         super().check()
         if self.particles is not None and self.particles < 1:
             raise ValueError("--particles must be >= 1")
+        if self.chain_transitions < 0 or self.chains_every < 0:
+            raise ValueError("--chain-transitions and --chains-every must be >= 0")
 
 
 class CopulaExperiment(VectorExperiment):
@@ -188,6 +194,13 @@ class CopulaExperiment(VectorExperiment):
         train, mask, missing = incomplete_training_set(dataset.train, config.missing_ratio, config.data_seed)
         return SimpleNamespace(train=train, train_mask=mask, missing=missing, test=dataset.test, dataset=dataset,
                                floor=copula_noise_floor(dataset, config.population_n))
+
+    def callbacks(self, config, run_dir: Path) -> list:
+        if not config.chains_every:
+            return []
+        from ..infer import ChainSnapshots
+
+        return [ChainSnapshots(run_dir, config.chains_every)]  # does nothing for a prior without chains
 
     def method_fields(self, config, spec) -> dict:
         fields = dict(hidden=tuple(config.hidden), likelihood=config.likelihood, mode=config.mode, eps=config.eps,

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 from ..infer import TrainConfig, fit, load_checkpoint, resolve_device, seed_everything
+from ..models.base import MCMCPrior
 from ..parallel import map_in_processes
 from ..provenance import provenance
 from .base import Experiment, parse_config
 
 __all__ = ["EVAL_SEED_OFFSET", "command_line", "restore", "resolve_device", "run_experiment", "run_one",
-           "train_or_resume"]
+           "save_prior_chains", "train_or_resume"]
 
 #: Generation after training draws from its own stream: seed + this.
 EVAL_SEED_OFFSET = 1_000_000
@@ -71,17 +72,33 @@ def run_one(experiment: Experiment, config, data, model_name: str, seed: int, th
     elbo, particles = experiment.objective(config, model_name)
     train_config = TrainConfig(**experiment.train_settings(config), elbo=elbo, num_particles=particles,
                                seed=seed, device=device)
-    _, record = train_or_resume(model, experiment.train_data(data), train_config,
-                                experiment.run_dir(config, model_name, seed),
+    run_dir = experiment.run_dir(config, model_name, seed)
+    _, record = train_or_resume(model, experiment.train_data(data), train_config, run_dir,
                                 progress=not config.no_progress and config.jobs == 1,
-                                mask=experiment.train_mask(data))
+                                mask=experiment.train_mask(data), callbacks=experiment.callbacks(config, run_dir))
     record = {"seed": seed, "elbo": elbo, "particles": particles, "epochs": train_config.epochs} | record
-    if hasattr(model.prior, "diagnostics"):  # MCMC-trained prior: the chains' state at the end
-        record["prior_chain_diagnostics"] = model.prior.diagnostics()
+    if isinstance(model.prior, MCMCPrior):
+        record |= save_prior_chains(model.prior, run_dir, getattr(config, "chain_transitions", 0))
     record |= experiment.evaluate(model, data, config, seed)
     print(f"done {model_name} seed {seed}: train {record['train_seconds']:.0f} s "
           f"({record['ms_per_step']:.1f} ms/step){experiment.headline(record)}", flush=True)
     return record
+
+
+def save_prior_chains(prior, run_dir, transitions: int) -> dict:
+    """An MCMC prior's chains at the end of a run: their diagnostics as training left them
+    (``prior_chain_diagnostics``; absent for a reused run, whose sampler starts afresh), then
+    ``transitions`` more with the parameters fixed (a fresh sampler warms up first), saved as
+    ArviZ netCDF ``<run_dir>/prior_chains.nc`` (``prior_chains``) with their diagnostics
+    (``prior_chain_diagnostics_fixed``)."""
+    from .._io import atomic_netcdf
+
+    out, end = {}, prior.diagnostics()
+    if end["draws_per_chain"] >= 4:
+        out["prior_chain_diagnostics"] = end
+    path = atomic_netcdf(prior.inference_data(transitions), Path(run_dir) / "prior_chains.nc")
+    return out | {"prior_chains": str(path), "prior_chain_transitions": transitions,
+                  "prior_chain_diagnostics_fixed": prior.diagnostics()}
 
 
 def run_all(experiment: Experiment, config, data) -> dict:

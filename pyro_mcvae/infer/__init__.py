@@ -5,7 +5,7 @@ priors lives in :mod:`pyro_mcvae.mcmc` (below the models) and is re-exported her
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "Callback": ".callbacks", "ChainDiagnostics": ".callbacks", "Checkpoint": ".callbacks",
+    "Callback": ".callbacks", "ChainDiagnostics": ".callbacks", "ChainSnapshots": ".callbacks", "Checkpoint": ".callbacks",
     "CSVLogger": ".callbacks", "EarlyStopping": ".callbacks", "PeriodicEvaluation": ".callbacks",
     "ProgressBar": ".callbacks", "StepInfo": ".callbacks", "StopOnNaN": ".callbacks", "TensorBoard": ".callbacks",
     "TimeBudget": ".callbacks", "LearningCurve": ".callbacks",

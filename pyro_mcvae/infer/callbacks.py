@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._io import atomic_write_csv, read_number_csv
+from .._io import atomic_netcdf, atomic_write_csv, read_number_csv
 from ..models.base import MCMCPrior
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 
@@ -49,6 +49,7 @@ __all__ = [
     "TrainingDivergedError",
     "StopOnNaN",
     "ChainDiagnostics",
+    "ChainSnapshots",
     "PeriodicEvaluation",
     "LearningCurve",
     "EarlyStopping",
@@ -311,6 +312,23 @@ class ChainDiagnostics(Callback):
 
     def on_epoch_end(self, trainer, row: dict) -> None:
         row.update(chain_columns(getattr(trainer.model, "prior", None)))
+
+
+class ChainSnapshots(Callback):
+    """Every ``every_epochs`` epochs, saves the MCMC prior's chains (``model.prior.inference_data()``,
+    ArviZ ``InferenceData``) as ``<directory>/chains_epoch<EEEE>.nc`` (netCDF, written atomically),
+    readable with ``arviz.from_netcdf`` alone. Does nothing for a prior without chains."""
+
+    def __init__(self, directory, every_epochs: int):
+        if every_epochs < 1:
+            raise ValueError(f"every_epochs must be >= 1, got {every_epochs}")
+        self.directory, self.every = Path(directory), int(every_epochs)
+
+    def on_epoch_end(self, trainer, row: dict) -> None:
+        prior = getattr(trainer.model, "prior", None)
+        if row["epoch"] % self.every or not isinstance(prior, MCMCPrior):
+            return
+        atomic_netcdf(prior.inference_data(), self.directory / f"chains_epoch{row['epoch']:04d}.nc")
 
 
 class PeriodicEvaluation(Callback):

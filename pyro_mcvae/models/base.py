@@ -83,6 +83,9 @@ class MCMCPrior(Protocol):
     def diagnostics(self) -> dict:
         """R-hat, effective sample sizes, divergences, ... as plain numbers."""
 
+    def inference_data(self, transitions: int = 0):
+        """The chains' kept draws as ArviZ ``InferenceData`` (after ``transitions`` more)."""
+
 
 def check_no_beta(beta) -> None:
     """The programs take no ``beta``: the objectives apply it (``pyro_mcvae.infer.objectives``)."""

@@ -131,7 +131,8 @@ class NeuralMRFPrior(nn.Module):
 
     Sampler options: ``step_size`` (initial), ``num_steps`` (with ``adapt_trajectory=False``
     the trajectory is ``step_size * num_steps``), ``jitter``, ``adapt_trajectory``,
-    ``adapt_mass`` as in ``PersistentHMC``; ``max_steps`` caps the leapfrog steps (gradient
+    ``adapt_mass``, ``keep`` (recorded draws per chain for the diagnostics and
+    :meth:`inference_data`) as in ``PersistentHMC``; ``max_steps`` caps the leapfrog steps (gradient
     evaluations) per transition, by default ``2 * num_steps``, so a training step costs at most
     twice the fixed ``num_steps`` trajectory (the adapted trajectory is usually far shorter).
     """
@@ -140,7 +141,7 @@ class NeuralMRFPrior(nn.Module):
                  confinement: float = 0.5, num_chains: int = 64, transitions: int = 2,
                  step_size: float = 0.1, num_steps: int = 8, warmup: int = 200, penalty: float = 0.1,
                  jitter: float = 0.3, adapt_trajectory: bool = True, adapt_mass: bool = True,
-                 max_steps: int | None = None):
+                 max_steps: int | None = None, keep: int = 1000):
         super().__init__()
         self.penalty = float(penalty)
         self.energy = NeuralMRFEnergy(num_components, component_dim, hidden, graph, confinement)
@@ -148,7 +149,7 @@ class NeuralMRFPrior(nn.Module):
         self.transitions, self.warmup = transitions, warmup
         self._hmc_args = dict(step_size=step_size, num_steps=num_steps, warmup=warmup, jitter=jitter,
                               adapt_trajectory=adapt_trajectory, adapt_mass=adapt_mass,
-                              max_steps=2 * num_steps if max_steps is None else max_steps)
+                              max_steps=2 * num_steps if max_steps is None else max_steps, keep=keep)
         self.register_buffer("chains", torch.randn(num_chains, num_components * component_dim))
         self._hmc = None
 
@@ -177,11 +178,20 @@ class NeuralMRFPrior(nn.Module):
     def diagnostics(self) -> dict:
         return self._sampler().diagnostics()
 
-    def inference_data(self):
+    def inference_data(self, transitions: int = 0):
         """The persistent chains' kept draws as ArviZ ``InferenceData`` (``posterior``: ``z``,
-        ``energy``, ``sqnorm``; ``sample_stats``: ``lp``, ``acceptance_rate``, ``diverging``);
-        save it with ``.to_netcdf(path)``, read it back with ``arviz.from_netcdf(path)``."""
-        return self._sampler().inference_data()
+        ``energy``, ``sqnorm``; ``sample_stats``: ``lp``, ``energy`` (the Hamiltonian),
+        ``acceptance_rate``, ``diverging``); save it with ``.to_netcdf(path)``, read it back with
+        ``arviz.from_netcdf(path)``.
+
+        ``transitions``: run the chains this many transitions first, with the parameters as they
+        are. A sampler with fewer than 4 recorded draws (fresh, e.g. after loading a checkpoint)
+        first completes its warm-up and records at least 4."""
+        hmc = self._sampler()
+        need = max(transitions, 4 - hmc.draws_per_chain)
+        if need > 0:
+            hmc.step(max(hmc.warmup - hmc.transitions, 0) + need)  # enables the energy's gradient itself
+        return hmc.inference_data()
 
     def condition(self, observed, num_samples: int = 1, warmup: int = 300, thin: int = 5,
                   step_size: float = 0.05, num_steps: int | None = None) -> torch.Tensor:

@@ -85,14 +85,33 @@ def test_copula_example_defaults_and_model_lists():
 
 
 def test_nn_mrf_example_one_epoch(tmp_path):
+    """One epoch of both models; the NN-MRF's chains are saved as netCDF (after training and at
+    every epoch) that ArviZ alone reads back with the documented groups and variables."""
+    import arviz as az
+
     out = tmp_path / "nn"
     cmd = [sys.executable, str(ROOT / "examples" / "nn_mrf.py"), "--epochs", "1", "--n-train", "512",
            "--n-test", "100", "--population-n", "500", "--out", str(out), "--no-progress", "--jobs", "1",
-           "--trace-transitions", "20"]
+           "--chain-transitions", "40", "--chains-every", "1", "--likelihood-samples", "10",
+           "--likelihood-tuples", "8", "--sampler-components", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "results.json").read_text())
     assert list(record["results"]) == ["gmrf", "nnmrf"]
-    diag = record["results"]["nnmrf"][0]["prior_chain_diagnostics"]
+    run = record["results"]["nnmrf"][0]
+    diag = run["prior_chain_diagnostics"]
     assert {"max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "acceptance_rate"} <= set(diag)
-    assert "| nnmrf | 0 |" in proc.stdout and (out / "nnmrf_trace.png").stat().st_size > 20_000
+    # 40 transitions after training, plus the 4 that the epoch's snapshot recorded (same parameters)
+    assert run["prior_chain_diagnostics_fixed"]["draws_per_chain"] == 44 and run["prior_chain_transitions"] == 40
+    assert "skipped" in run["likelihood"] and "prior_chains" not in record["results"]["gmrf"][0]
+    assert "| nnmrf | 0 |" in proc.stdout and "40 more, parameters fixed" in proc.stdout
+    for kind in ("trace", "rank", "energy"):
+        assert (out / f"nnmrf_chains_{kind}.png").stat().st_size > 10_000
+    for path in (out / "nnmrf" / "seed0" / "prior_chains.nc", out / "nnmrf" / "seed0" / "chains_epoch0001.nc"):
+        idata = az.from_netcdf(path)
+        assert {"posterior", "sample_stats"} <= set(idata.groups())
+        assert {"z", "energy", "sqnorm"} <= set(idata.posterior.data_vars)
+        assert {"lp", "energy", "acceptance_rate", "diverging"} <= set(idata.sample_stats.data_vars)
+    assert idata.posterior["z"].shape == (64, 4, 8)  # the epoch's snapshot: 64 chains, 4 draws, M d = 8
+    summary = az.summary(az.from_netcdf(out / "nnmrf" / "seed0" / "prior_chains.nc"), var_names=["energy", "sqnorm"])
+    assert list(summary.index) == ["energy", "sqnorm"] and (summary["r_hat"] > 0).all()
