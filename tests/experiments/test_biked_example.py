@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,24 @@ def test_biked_example_one_epoch(tmp_path):
     samples = torch.load(out / "mmvae" / "samples.pt")
     assert samples["unconditional"].shape == (6, 5, 64, 64) and set(samples["conditional"]) == set(range(5))
     assert torch.equal(samples["conditional"][1][:, 1], samples["test"][:, 1])  # the given frame
+
+
+def test_biked_example_trains_on_incomplete_assemblies(tmp_path):
+    """--missing-ratio: components absent at random (never all), the mask reaches the trainer,
+    the run lives in train-missing<R>; the test designs stay complete."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--quick", "--model", "gmrf", "--epochs", "1",
+           "--n-train", "64", "--n-test", "16", "--width", "4", "--batch-size", "32", "--fid", "off",
+           "--missing-ratio", "0.5", "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    missing = json.loads((out / "results.json").read_text())["gmrf"]["training"]["missing"]
+    assert missing["missing_ratio"] == 0.5 and missing["n_train"] == 64 and missing["min_present"] == 1
+    assert missing["expected_absent_fraction"] == pytest.approx(0.4839, abs=1e-4)  # M = 5: (0.5 - 0.5^5) / (1 - 0.5^5)
+    assert 0.3 < missing["absent_fraction"] < 0.65 and missing["complete_tuples"] < 64
+    assert (out / "gmrf" / "train-missing0.5" / "checkpoint.pt").is_file() and not (out / "gmrf" / "train").exists()
+    proc = subprocess.run([*cmd[:-4], "1.0", *cmd[-3:]], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--missing-ratio" in proc.stderr
 
 
 def test_biked_example_rejects_bad_arguments(tmp_path):

@@ -60,6 +60,14 @@ def test_example_one_epoch_writes_table_figures_and_samples(tiny_polymnist, tmp_
     assert 0 <= metrics["unconditional_coherence"] <= 1
     assert -1 <= metrics["ssim"]["mean"] <= 1 and metrics["digit_fd"]["unconditional"] >= 0
     assert record["fid_note"].startswith("FID off")
+    # log-likelihoods (quick: K 10 on 20 test tuples) and a 2-component latent mixture's generation
+    ll = record["likelihood"]
+    assert ll["joint"]["num_samples"] == 10 and ll["joint"]["num_data"] == 12  # the quick run evaluates 12
+    assert set(ll["conditional"]) == {str(k) for k in range(M)} and ll["joint"]["mean"] < ll["conditional_mean"]["mean"]
+    sampler = record["latent_sampler"]
+    assert sampler["num_components"] == 2 and 0 <= sampler["unconditional_coherence"]["ours"] <= 1
+    assert sampler["fitted_on"] == record["data"]["num_train"] and sampler["digit_fd_unconditional"] >= 0
+    assert "2-component latent mixture" in proc.stdout
     for fig in record["figures"]:
         assert Path(fig).stat().st_size > 2_000
     assert (tiny_polymnist / "classifiers-e1.pt").is_file()  # our judges, trained and saved
@@ -148,5 +156,7 @@ def test_example_trains_and_evaluates_on_incomplete_unlabelled_tuples(tiny_polym
         assert record["training"]["steps"] == 3 and record["training"]["final_loss"] is not None
         assert 0 <= record["metrics"]["ours"]["conditional_coherence"]["mean"] <= 1
         assert (out / model / "train-missing0.5" / "checkpoint.pt").is_file()
+        # the latent sampler is fitted to the tuples the mask left complete, none other
+        assert record["latent_sampler"]["fitted_on"] == missing["complete_tuples"]
     proc = _run([*args[:-1], "1.5"], timeout=120)
     assert proc.returncode == 2 and "--missing-ratio" in proc.stderr
