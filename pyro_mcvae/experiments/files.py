@@ -97,7 +97,21 @@ class VectorFiles:
         dataset = self.dataset(config)
         model = self.trained(config, dataset, device)
         reference = (dataset.reference,) if self.uses_reference else ()
-        metrics = getattr(evaluate, self.evaluate_name)(model, dataset, *reference, device, **config["evaluate"])
+        settings = dict(config["evaluate"])
+        # [evaluate] likelihood_samples = K (likelihood_tuples = n), sampler_components = [1, 10]
+        k, n = settings.pop("likelihood_samples", 0), settings.pop("likelihood_tuples", 200)
+        components = settings.pop("sampler_components", [])
+        try:
+            metrics = getattr(evaluate, self.evaluate_name)(model, dataset, *reference, device, **settings)
+        except TypeError as err:
+            raise ConfigError(f"config [evaluate]: {err}") from None
+        if k:
+            test = torch.as_tensor(dataset.test[:n], dtype=torch.get_default_dtype(), device=device)
+            metrics["likelihood"] = evaluate.likelihood_scores(model, test, int(k), seed=config["seed"])
+        if components:
+            train = torch.as_tensor(dataset.train, dtype=torch.get_default_dtype(), device=device)
+            metrics["latent_sampler"] = evaluate.latent_sampler_scores(model, train, dataset.test, list(components),
+                                                                       seed=config["seed"])
         record = provenance(device) | {"config": config, "metrics": _strip_samples(metrics)}
         (Path(config["out"]) / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
         return record

@@ -43,6 +43,12 @@ def test_train_evaluate_sample(tmp_path, guide, capsys):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["metrics"]["unconditional"]["joint_w1_mean"] > 0
     assert "command" in metrics and "versions" in metrics
+    # likelihoods and a latent sampler from the [evaluate] section (here through --set)
+    assert main(["evaluate", "--config", str(cfg), "--set", "evaluate.likelihood_samples=20",
+                 "--set", "evaluate.likelihood_tuples=10", "--set", "evaluate.sampler_components=[2]"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+    assert metrics["likelihood"]["joint"]["num_data"] == 10 and metrics["likelihood"]["joint"]["num_samples"] == 20
+    assert metrics["latent_sampler"]["2"]["sample"]["joint_w1_mean"] > 0
     assert main(["sample", "--config", str(cfg), "--num", "7", "--output", str(tmp_path / "s.pt")]) == 0
     samples = torch.load(tmp_path / "s.pt")
     assert main(["sample", "--config", str(cfg), "--num", "7", "--output", str(tmp_path / "again.pt")]) == 0
