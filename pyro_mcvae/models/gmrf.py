@@ -27,7 +27,7 @@ from ..covariance import assemble_block_covariance
 from ..distributions import GMRF
 from ..nets import MLPNets, NetworkFactory, VectorDecoder
 from .base import CommonConfig, has_absent
-from .layouts import BlockGuide, BlockLatentVAE
+from .layouts import BlockGuide, BlockLatentVAE, subset_rows
 
 __all__ = [
     "PRIOR_PARAMETERIZATIONS",
@@ -37,6 +37,7 @@ __all__ = [
     "GMRFConfig",
     "GMRFGuide",
     "GMRFPrior",
+    "GMRFVAE",
     "IndependentConfig",
     "build_gmrf",
     "block_model",
@@ -281,18 +282,43 @@ class BlockPosteriorConfig(CommonConfig):
 @dataclass
 class GMRFConfig(BlockPosteriorConfig):
     """The GMRF MCVAE: :class:`BlockPosteriorConfig` and the prior, ``"precision"`` (default),
-    ``"covariance"`` or ``"standard"`` (see :class:`GMRFPrior`), with margin ``prior_eps``."""
+    ``"covariance"`` or ``"standard"`` (see :class:`GMRFPrior`), with margin ``prior_eps``;
+    ``subset_posteriors``: subset-posterior ELBO terms per training step (:class:`GMRFVAE`)."""
 
     prior: str = "precision"
     prior_eps: float | None = None
     prior_standardized: bool = False
     prior_init_shared: int = 0
+    subset_posteriors: int = 0
 
 
-def block_model(component_dims: Sequence[int], config: CommonConfig, prior: nn.Module, guide: nn.Module) -> BlockLatentVAE:
-    """The block-latent model over ``prior`` and ``guide`` with MLP decoders of ``config.hidden``."""
+class GMRFVAE(BlockLatentVAE):
+    """The GMRF MCVAE's model: the block-latent program. With ``config.subset_posteriors = k > 0``
+    training adds ``k`` terms per step to the ELBO of the whole tuple: in each the guide sees a
+    random proper subset ``A`` of the components (shared by the batch, uniform over the
+    ``2^M - 2`` subsets) and the model scores every component, the ELBO of ``x`` under the subset
+    posterior ``q(z_A | x_A) p(z_B | z_A)``
+    (:class:`~pyro_mcvae.infer.objectives.SubsetELBO` with ``score="all"``). Each term is a lower
+    bound on ``log p(x)`` of the same model; it trains the encoders of ``A``, the prior's
+    couplings and the decoders of ``B`` along the path conditional generation takes. A departure
+    from the paper's training objective (its effect is measured in docs/results/polymnist.md)."""
+
+    subset_scoring = "all"
+
+    def subset_terms(self) -> tuple[torch.Tensor, int, torch.Tensor] | None:
+        k = self.config.subset_posteriors if isinstance(self.config, GMRFConfig) else 0
+        if not k:
+            return None
+        m = self.num_components
+        return torch.ones(1, m, dtype=torch.bool), k, subset_rows(m)
+
+
+def block_model(component_dims: Sequence[int], config: CommonConfig, prior: nn.Module, guide: nn.Module,
+                cls=BlockLatentVAE) -> BlockLatentVAE:
+    """The block-latent model (``cls``) over ``prior`` and ``guide`` with MLP decoders of
+    ``config.hidden``."""
     dims, d = [int(x) for x in component_dims], config.block_dim
-    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, config.hidden), config.likelihoods(dims), config)
+    return cls(dims, d, prior, guide, VectorDecoder(dims, d, config.hidden), config.likelihoods(dims), config)
 
 
 def gmrf_guide(component_dims: Sequence[int], config: BlockPosteriorConfig, prior: nn.Module, cls=None, **extra):
@@ -305,9 +331,11 @@ def gmrf_guide(component_dims: Sequence[int], config: BlockPosteriorConfig, prio
 
 def build_gmrf(component_dims: Sequence[int], config: GMRFConfig) -> BlockLatentVAE:
     c = config
+    if isinstance(c.subset_posteriors, bool) or not isinstance(c.subset_posteriors, int) or c.subset_posteriors < 0:
+        raise ValueError(f"subset_posteriors must be a non-negative integer, got {c.subset_posteriors!r}")
     prior = GMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph,
                       standardized=c.prior_standardized, init_shared=c.prior_init_shared)
-    return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior))
+    return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior), cls=GMRFVAE)
 
 
 @dataclass

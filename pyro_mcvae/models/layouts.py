@@ -18,7 +18,16 @@ from torch import nn
 from ..distributions import GMRF, as_gmrf, complete_from_prior, latent_law
 from .base import MCVAE, ConditionablePrior, EncoderGuide
 
-__all__ = ["BlockGuide", "BlockLatentVAE", "SharedLatentVAE", "StandardPrior"]
+__all__ = ["BlockGuide", "BlockLatentVAE", "SharedLatentVAE", "StandardPrior", "subset_rows"]
+
+
+def subset_rows(num_components: int, min_size: int = 1, max_size: int | None = None) -> torch.Tensor:
+    """Every subset of ``min_size`` to ``max_size`` (default ``M - 1``) components as a bool
+    ``(P, M)`` tensor, in binary order (the candidates of random subset terms)."""
+    m = num_components
+    top = m - 1 if max_size is None else max_size
+    rows = [[bool(k >> j & 1) for j in range(m)] for k in range(1, 2**m)]
+    return torch.tensor([r for r in rows if min_size <= sum(r) <= top], dtype=torch.bool).reshape(-1, m)
 
 
 class BlockLatentVAE(MCVAE):

@@ -17,7 +17,7 @@ import torch
 from ..distributions import latent_law, product_of_gaussian_experts
 from ..nets import VectorDecoder
 from .base import CommonConfig, EncoderGuide
-from .layouts import SharedLatentVAE, StandardPrior
+from .layouts import SharedLatentVAE, StandardPrior, subset_rows
 
 __all__ = ["MVAE", "MVAEConfig", "ProductOfExpertsGuide", "build_mvae", "middle_subsets"]
 
@@ -65,6 +65,8 @@ class MVAE(SharedLatentVAE):
     """The MVAE model: the shared-latent program, trained on the sub-sampled objective, whose
     terms :meth:`subset_terms` declares (the objective layer builds it)."""
 
+    subset_scoring = "subset"  # each term is the ELBO of its subset alone
+
     def subset_terms(self) -> tuple[torch.Tensor, int, torch.Tensor | None] | None:
         """The sub-sampled objective's terms: the fixed subsets ``(T, M)`` (the joint, then each
         single component), the number of random subsets per step and their candidates ``(P, M)``
@@ -79,9 +81,7 @@ class MVAE(SharedLatentVAE):
 def middle_subsets(num_components: int) -> torch.Tensor:
     """Every subset of 2 to ``M - 1`` components as a bool ``(P, M)`` tensor (the candidates of
     MVAE's random terms: the joint and the single components have terms of their own)."""
-    m = num_components
-    rows = [[bool(k >> j & 1) for j in range(m)] for k in range(1, 2**m)]
-    return torch.tensor([r for r in rows if 1 < sum(r) < m], dtype=torch.bool).reshape(-1, m)
+    return subset_rows(num_components, min_size=2)
 
 
 @dataclass

@@ -51,10 +51,11 @@ def make_objective(kind: str, num_particles: int = 1):
 def objective_for(model, kind: str | None = None, num_particles: int = 1):
     """The training objective of ``model``: ``kind`` (``None``: the model's ``default_objective``,
     else ``"meanfield"``) with ``num_particles`` particles or importance samples, summed over the
-    model's subset terms when it declares them (:class:`SubsetTrained`: MVAE)."""
+    model's subset terms when it declares them (:class:`SubsetTrained`: MVAE, and the GMRF with
+    ``subset_posteriors > 0``)."""
     objective = make_objective(kind or getattr(model, "default_objective", "meanfield"), num_particles)
     if isinstance(model, SubsetTrained):
         terms = model.subset_terms()
         if terms is not None:
-            objective = SubsetELBO(objective, *terms)
+            objective = SubsetELBO(objective, *terms, score=model.subset_scoring)
     return objective

@@ -10,25 +10,46 @@ from pyro.infer import ELBO
 __all__ = ["SubsetELBO", "SubsetTrained"]
 
 
+SCORES = ("subset", "all")
+
+
 @runtime_checkable
 class SubsetTrained(Protocol):
-    """A model trained on a sum over subsets of components (MVAE)."""
+    """A model trained on a sum over subsets of components: MVAE (``subset_scoring = "subset"``:
+    each term is the ELBO of the subset alone) and the GMRF with subset-posterior terms
+    (``"all"``: each term is the ELBO of the whole tuple under the posterior given the subset)."""
+
+    subset_scoring: str
 
     def subset_terms(self) -> tuple[torch.Tensor, int, torch.Tensor | None] | None:
         """Fixed subsets ``(T, M)``, random terms per step, their candidates ``(P, M)``; or None."""
 
 
 class SubsetELBO(ELBO):
-    """Sum of an objective over several subsets of components (Wu & Goodman's sub-sampled ELBO).
+    """Sum of an objective over several subsets of components.
 
-    Each row of ``subsets`` (bool ``(T, M)``) is one term: the model and guide run with only those
-    components present (combined with any ``mask`` the caller passes). ``num_random`` more terms
-    are drawn at every call, uniformly with replacement from the rows of ``pool`` (torch's
-    global generator, so seeded runs repeat), each shared by the batch. All terms run as one
-    stacked batch: the objective is a sum over data, so that is the sum of the terms.
+    Each row of ``subsets`` (bool ``(T, M)``) is one term, and ``num_random`` more terms are
+    drawn at every call, uniformly with replacement from the rows of ``pool`` (torch's global
+    generator, so seeded runs repeat), each shared by the batch. What a term is depends on
+    ``score``:
+
+    - ``"subset"`` (Wu & Goodman's sub-sampled ELBO, MVAE): the model and the guide both run with
+      only the term's components present, the ELBO of ``x_A``;
+    - ``"all"``: the guide runs with only the term's components ``A`` present and the model
+      scores every component, the ELBO of the whole tuple with the subset posterior as the
+      variational law, ``E_{q(z | x_A)}[log p(x | z)] - KL(q(z | x_A) || p(z))``. For a block
+      latent ``q(z | x_A) = q(z_A | x_A) p(z_B | z_A)`` (the prior completes the absent blocks),
+      so the KL is ``KL(q(z_A | x_A) || p(z_A))`` and the likelihood of ``x_B`` is read at
+      blocks drawn from the prior's conditional: the path conditional generation takes. Each
+      term is a lower bound on ``log p(x)`` (a variational law that ignores ``x_B``).
+
+    Any ``mask`` the caller passes is combined with each term's components (and, with
+    ``"all"``, still decides what the model scores). All terms run as one stacked batch: the
+    objective is a sum over data, so that is the sum of the terms.
     """
 
-    def __init__(self, elbo, subsets: torch.Tensor, num_random: int = 0, pool: torch.Tensor | None = None):
+    def __init__(self, elbo, subsets: torch.Tensor, num_random: int = 0, pool: torch.Tensor | None = None,
+                 score: str = "subset"):
         for name, rows in (("subsets", subsets), ("pool", pool)):
             if rows is None:
                 continue
@@ -36,8 +57,11 @@ class SubsetELBO(ELBO):
                 raise ValueError(f"{name} must be a bool (T, M) tensor with a component in every row")
         if num_random and (pool is None or pool.shape[0] == 0 or pool.shape[1] != subsets.shape[1]):
             raise ValueError("num_random > 0 needs a pool of candidate subsets (P, M) with the same M")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         super().__init__()
         self.elbo, self.subsets, self.num_random, self.pool = elbo, subsets, int(num_random), pool
+        self.score = score
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError(f"{type(self).__name__} builds its traces in its loss methods")
@@ -51,7 +75,8 @@ class SubsetELBO(ELBO):
         return rows.to(device)
 
     def _stacked(self, xs, mask):
-        """The ``T`` terms as one batch: the data repeated ``T`` times, each copy with its mask."""
+        """The ``T`` terms as one batch: the data repeated ``T`` times, each copy with its mask;
+        returns the data, the mask of the guide and the mask of the model."""
         stacked = isinstance(xs, torch.Tensor)
         parts = [xs] if stacked else list(xs)
         terms = self.terms(parts[0].device)
@@ -60,16 +85,28 @@ class SubsetELBO(ELBO):
         if mask is not None:
             rows = rows & mask.unsqueeze(0)
         parts = [p.repeat(t, *([1] * (p.dim() - 1))) for p in parts]
-        return (parts[0] if stacked else parts), rows.reshape(t * batch, -1)
+        guide_mask = rows.reshape(t * batch, -1)
+        if self.score == "subset":
+            model_mask = guide_mask
+        else:
+            model_mask = None if mask is None else mask.repeat(t, 1)
+        return (parts[0] if stacked else parts), guide_mask, model_mask
+
+    def _call(self, method, model, guide, xs, args, mask, kwargs):
+        xs, guide_mask, model_mask = self._stacked(xs, mask)
+        if self.score == "subset":
+            return getattr(self.elbo, method)(model, guide, xs, *args, mask=guide_mask, **kwargs)
+
+        def guide_given_subset(*a, mask=None, **kw):  # the model's mask is not the guide's here
+            return guide(*a, mask=guide_mask, **kw)
+
+        return getattr(self.elbo, method)(model, guide_given_subset, xs, *args, mask=model_mask, **kwargs)
 
     def loss(self, model, guide, xs, *args, mask=None, **kwargs) -> float:
-        xs, mask = self._stacked(xs, mask)
-        return self.elbo.loss(model, guide, xs, *args, mask=mask, **kwargs)
+        return self._call("loss", model, guide, xs, args, mask, kwargs)
 
     def loss_and_grads(self, model, guide, xs, *args, mask=None, **kwargs) -> float:
-        xs, mask = self._stacked(xs, mask)
-        return self.elbo.loss_and_grads(model, guide, xs, *args, mask=mask, **kwargs)
+        return self._call("loss_and_grads", model, guide, xs, args, mask, kwargs)
 
     def differentiable_loss(self, model, guide, xs, *args, mask=None, **kwargs) -> torch.Tensor:
-        xs, mask = self._stacked(xs, mask)
-        return self.elbo.differentiable_loss(model, guide, xs, *args, mask=mask, **kwargs)
+        return self._call("differentiable_loss", model, guide, xs, args, mask, kwargs)

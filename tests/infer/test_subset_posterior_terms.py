@@ -1,0 +1,116 @@
+"""The GMRF's subset-posterior ELBO terms (``SubsetELBO(score="all")``, ``GMRFConfig.
+subset_posteriors``) against a closed form: on a linear-Gaussian GMRF model each term is
+``E_q[log p(x | z)] - KL(q || p)`` with ``q = q(z_A | x_A) p(z_B | z_A)`` and the likelihood of
+every component, which is exact for linear decoders; and it bounds ``log p(x)`` from below."""
+
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from scipy.stats import multivariate_normal
+
+from pyro_mcvae.infer import seed_everything
+from pyro_mcvae.infer.objectives import SubsetELBO, make_objective, objective_for
+from pyro_mcvae.models import build_model
+
+M, D, NOISE = 3, 2, 0.3
+
+
+def linear_gmrf():
+    seed_everything(0)
+    model = build_model("gmrf", [D] * M, hidden=(), likelihood="normal", scale=NOISE, block_dim=2,
+                        subset_posteriors=1).double()
+    with torch.no_grad():
+        model.prior.offdiag.normal_(0, 0.5)
+        model.prior.loc.normal_(0, 0.5)
+    return model
+
+
+def affine_decoder(model):
+    """``(c, W)`` with ``decode(z) = c + W z`` (all components stacked)."""
+    n = M * 2
+    z = torch.cat([torch.zeros(1, n), torch.eye(n)]).double()
+    out = torch.cat(model.decode(z), -1)
+    return out[0], (out[1:] - out[0]).T
+
+
+def closed_form_term(model, x, subset):
+    """``E_q[log p(x | z)] - KL(q || p)`` for one datum ``x`` ``(M, D)``, ``q`` the guide's law
+    given the components in ``subset`` (read from its trace), every component scored."""
+    present = torch.zeros(1, M, dtype=torch.bool)
+    present[0, list(subset)] = True
+    q = poutine.trace(model.guide).get_trace(x.unsqueeze(0), mask=present).nodes["z"]["fn"]
+    loc, cov = q.mean[0], q.covariance_matrix[0]
+    c, w = affine_decoder(model)
+    flat = x.reshape(-1)
+    mean = c + w @ loc
+    expected = (-0.5 * ((flat - mean) ** 2).sum() / NOISE**2 - 0.5 * torch.trace(w @ cov @ w.T) / NOISE**2
+                - 0.5 * flat.numel() * math.log(2 * math.pi * NOISE**2))
+    p = model.prior()
+    kl = torch.distributions.kl_divergence(torch.distributions.MultivariateNormal(loc, cov),
+                                           torch.distributions.MultivariateNormal(p.mean, p.covariance_matrix))
+    return float((expected - kl).detach())
+
+
+def exact_log_evidence(model, x):
+    c, w = affine_decoder(model)
+    p = model.prior()
+    cov = w @ p.covariance_matrix @ w.T + NOISE**2 * torch.eye(M * D, dtype=torch.float64)
+    return multivariate_normal((c + w @ p.mean).detach().numpy(), cov.detach().numpy()).logpdf(x.reshape(-1).numpy())
+
+
+@pytest.mark.parametrize("subset", [(0,), (1, 2), (0, 1, 2)])
+def test_subset_posterior_term_matches_its_closed_form_and_bounds_the_evidence(subset):
+    model = linear_gmrf()
+    x = torch.randn(M, D, dtype=torch.float64)
+    rows = torch.zeros(1, M, dtype=torch.bool)
+    rows[0, list(subset)] = True
+    objective = SubsetELBO(make_objective("meanfield"), rows, score="all")
+    copies = 1000  # one draw per copy of the datum: the loss sums them
+    estimates = []
+    with torch.no_grad():
+        for i in range(20):
+            pyro.set_rng_seed(100 + i)
+            estimates.append(-objective.loss(model.model, model.guide, x.expand(copies, M, D).clone()) / copies)
+    estimates = np.array(estimates)
+    exact = closed_form_term(model, x, subset)
+    se = estimates.std(ddof=1) / math.sqrt(len(estimates))
+    assert abs(estimates.mean() - exact) < 4 * se + 1e-9, (estimates.mean(), exact, se)
+    assert exact <= exact_log_evidence(model, x) + 1e-9
+    if len(subset) < M:  # the absent components are scored, at blocks drawn from the prior's conditional
+        subset_only = SubsetELBO(make_objective("meanfield"), rows, score="subset")
+        pyro.set_rng_seed(7)
+        assert -subset_only.loss(model.model, model.guide, x.expand(copies, M, D).clone()) / copies > exact
+
+
+def test_subset_terms_train_the_decoders_of_the_absent_components():
+    """With only component 0 given to the guide, the decoder of component 2 gets a gradient
+    from the "all" term and none from the sub-sampled ("subset") one."""
+    model = linear_gmrf()
+    x = torch.randn(8, M, D, dtype=torch.float64)
+    rows = torch.tensor([[True, False, False]])
+    params = list(model.decoder.parameters())  # grouped over components: index 2 is component 2's
+    assert all(p.shape[0] == M for p in params)
+    for score, moves in (("all", True), ("subset", False)):
+        model.zero_grad()
+        SubsetELBO(make_objective("meanfield"), rows, score=score).differentiable_loss(
+            model.model, model.guide, x).backward()
+        assert all(p.grad is not None for p in params)
+        assert bool(any(p.grad[2].abs().sum() > 0 for p in params)) == moves, score
+        assert all(bool(p.grad[0].abs().sum() > 0) for p in params)  # the given component's own decoder
+
+
+def test_the_registry_builds_the_objective_with_random_subsets():
+    model = build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=2)
+    objective = objective_for(model)
+    assert isinstance(objective, SubsetELBO) and objective.score == "all"
+    rows = objective.terms()
+    assert rows.shape == (3, M) and bool(rows[0].all()) and not bool(rows[1:].all(-1).any())
+    assert not isinstance(objective_for(build_model("gmrf", [D] * M, block_dim=2)), SubsetELBO)
+    with pytest.raises(ValueError, match="subset_posteriors"):
+        build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=-1)
+    with pytest.raises(ValueError, match="score"):
+        SubsetELBO(make_objective("meanfield"), rows, score="joint")
