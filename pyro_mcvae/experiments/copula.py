@@ -27,7 +27,7 @@ from .files import VectorFiles
 from .runner import EVAL_SEED_OFFSET, resolve_device
 
 __all__ = ["CopulaConfig", "CopulaExperiment", "MODELS", "NO_PER_SAMPLE_MASKS", "PROTOCOLS", "VectorConfig",
-           "VectorExperiment", "likelihood_table", "sampler_table"]
+           "VectorExperiment", "likelihood_table", "missing_ratio_summary", "sampler_table"]
 
 #: The model table: registry methods with this benchmark's settings. The baselines use the
 #: paper's shared latent of size 3; each trains with its own method's objective.
@@ -306,6 +306,55 @@ def sampler_table(results: dict, prior_w1: dict, floor: float, scale: float = 10
             "(mean over coordinates, lower is better) with the decoder's latents drawn from the prior, or from "
             "a Gaussian mixture fitted to the posterior means of the complete training tuples "
             "(`pyro_mcvae.fit_latent_sampler`). Mean ± std over seeds.\n\n" + head + "\n".join(rows) + "\n")
+
+
+def missing_ratio_summary(by_ratio: dict, floor: float, protocol: str = "sample"):
+    """Quality against the missing ratio of the training data: ``by_ratio`` maps each ratio to
+    a run's results (model -> per-seed records, as :func:`~pyro_mcvae.experiments.run_experiment`
+    returns them under ``"_results"``). Returns the markdown table (unconditional and conditional
+    joint W1 x 1000 of ``protocol``, joint and conditional log-likelihoods; mean ± std over seeds)
+    and a figure (W1 against the ratio, one line per model, the noise floor ``floor`` dashed)."""
+    import matplotlib.pyplot as plt
+
+    ratios = sorted(by_ratio)
+    models = list(dict.fromkeys(name for r in ratios for name in by_ratio[r]))
+    columns = {"uncond. W1": lambda rec: 1000 * rec[protocol]["unconditional"]["joint_w1_mean"],
+               "cond. W1": lambda rec: 1000 * rec[protocol]["conditional"]["joint_w1_mean"],
+               "log p(x)": lambda rec: rec["likelihood"]["joint"]["mean"],
+               "log p(x_rest given x_k)": lambda rec: rec["likelihood"]["conditional_mean"]["mean"]}
+    rows, curves = [], {}
+    for name in models:
+        for r in ratios:
+            runs = by_ratio[r].get(name)
+            if not runs:
+                continue
+            cells = []
+            for label, value in columns.items():
+                likelihood = label.startswith("log")
+                # a run without likelihoods (skipped for an energy prior, or not asked for) shows n/a
+                vals = [value(rec) for rec in runs if not likelihood or "joint" in rec.get("likelihood", {})]
+                cells.append(mean_std(vals, 3 if likelihood else 1) if vals else "n/a")
+                if not likelihood:
+                    curves.setdefault((name, label), []).append((r, np.mean(vals), np.std(vals)))
+            rows.append(f"| {name} | {r:g} | {len(runs)} | " + " | ".join(cells) + " |")
+    table = ("| model | missing ratio | seeds | " + " | ".join(columns) + " |\n|---|---|---|" + "---|" * len(columns)
+             + "\n" + "\n".join(rows) + f"\n\nW1 x 1000 (protocol `{protocol}`, lower is better; noise floor "
+             f"{1000 * floor:.1f}), log-likelihoods in nats per tuple (higher is better), on the complete test "
+             "tuples; mean ± std over seeds.\n")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, label in zip(axes, ("uncond. W1", "cond. W1")):
+        for name in models:
+            pts = curves.get((name, label))
+            if pts:
+                r, m, sd = map(np.array, zip(*pts))
+                ax.errorbar(r, m, yerr=sd, marker="o", capsize=3, label=name)
+        ax.axhline(1000 * floor, color="0.5", ls="--", lw=1, label="noise floor")
+        ax.set_xlabel("missing ratio of the training data")
+        ax.set_title(f"{label} x 1000")
+    axes[0].set_ylabel("W1 x 1000")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return table, fig
 
 
 def protocol_table(results: dict, floor: dict, protocol: str) -> str:

@@ -91,3 +91,19 @@ def test_heavy_tails_rejects_the_almrf_on_incomplete_data(tmp_path):
         parse_config(experiment, ["--model", "almrf", "--missing-ratio", "0.5", "--out", str(tmp_path)])
     config = parse_config(experiment, ["--model", "gmrf", "--missing-ratio", "0.5", "--out", str(tmp_path)])
     assert config.missing_ratio == 0.5
+
+
+def test_missing_ratio_sweep_writes_one_table_and_figure(tmp_path):
+    """examples/missing_ratio.py: one benchmark run per ratio in OUT/ratio<R>, then the table of
+    quality against the ratio and its figure."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, str(ROOT / "examples" / "missing_ratio.py"), "--ratios", "0", "0.5", "--model", "gmrf",
+           "--out", str(out), "--jobs", "1", *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (out / "table.md").read_text()
+    assert "| gmrf | 0 | 1 |" in table and "| gmrf | 0.5 | 1 |" in table and "log p(x_rest given x_k)" in table
+    assert json.loads((out / "ratio0.5" / "results.json").read_text())["settings"]["missing_ratio"] == 0.5
+    assert (out / "ratio0" / "gmrf" / "seed0" / "checkpoint.pt").is_file()
+    assert (out / "ratio0.5" / "gmrf" / "seed0-missing0.5" / "checkpoint.pt").is_file()
+    assert (out / "missing_ratio.png").stat().st_size > 10_000
