@@ -123,15 +123,22 @@ def _joint_scores(model, dataset, device, population_n: int, sample_likelihood: 
 def likelihood_scores(model, xs, num_samples: int = 1000, seed: int = 0, batch_size: int = 256,
                       chunk: int = 100) -> dict:
     """Importance-sampled log-likelihoods of ``xs`` (``(N, M, D)`` or ``M`` tensors ``(N, D_k)``),
-    each model's own estimator (:mod:`pyro_mcvae.metrics.likelihood`): the joint
-    ``log p(x_1..x_M)``, and for each single given component ``k`` the conditional
-    ``log p(x_rest | x_k)`` (ratio estimator: the subset posterior of ``k``, for the GMRF its
-    encoder and the prior's closed-form conditional). Nats per tuple; ``K = num_samples``.
+    each model's own estimator (:mod:`pyro_mcvae.metrics.likelihood`), ``K = num_samples``:
 
-    Returns ``{"joint": summary, "conditional": {k: summary}, "conditional_mean": summary}`` (a
-    summary: mean over the tuples, its standard error over data, the Monte Carlo error, the
-    smallest effective sample size), or ``{"skipped": reason}`` for a prior without a normalised
-    density (the NN-MRF).
+    - ``joint``: ``log p(x_1..x_M)`` from the full posterior;
+    - ``marginal[k]``: ``log p(x_k)`` from the subset posterior of ``k``;
+    - ``conditional[k]``: ``log p(x_rest | x_k) = log p(x) - log p(x_k)``, the difference of the
+      two (their Monte Carlo errors in quadrature);
+    - ``conditional_ratio[k]``: the same quantity by the ratio estimator on draws from the subset
+      posterior of ``k`` (for the GMRF: ``k``'s encoder and the prior's closed-form conditional for
+      the other blocks). Consistent, but where ``x_rest`` pins the latents far more than the
+      prior's conditional does its numerator's weights degenerate (small ``min_ess``) and it
+      runs low at practical ``K``;
+    - ``conditional_mean`` and ``conditional_ratio_mean``: averages over the given ``k``.
+
+    Nats per tuple. Each value is a summary (mean over the tuples, its standard error over data,
+    the Monte Carlo error, the smallest effective sample size). A prior without a normalised
+    density (the NN-MRF) gives ``{"skipped": reason}``.
     """
     from .metrics.likelihood import LikelihoodEstimate, conditional_log_likelihood, log_likelihood
     from .models.base import MCMCPrior, SelfSamplingPrior
@@ -140,17 +147,36 @@ def likelihood_scores(model, xs, num_samples: int = 1000, seed: int = 0, batch_s
         return {"skipped": f"{type(model.prior).__name__} is an unnormalised energy: no importance-sampled "
                            "likelihood"}
     m = model.num_components
+    options = dict(batch_size=batch_size, chunk=chunk)
     with torch.no_grad():
-        joint = log_likelihood(model, xs, num_samples, batch_size=batch_size, chunk=chunk, seed=seed)
-        given = {k: conditional_log_likelihood(model, xs, [k], [j for j in range(m) if j != k], num_samples,
-                                               batch_size=batch_size, chunk=chunk, seed=seed + 1 + k)
-                 for k in range(m)}
-    per_datum = torch.stack([g.per_datum for g in given.values()]).mean(0)
-    std_error = torch.stack([g.std_error for g in given.values()]).pow(2).mean(0).sqrt() / m ** 0.5
-    ess = torch.stack([g.ess for g in given.values()]).amin(0)
-    average = LikelihoodEstimate(per_datum, std_error, ess, num_samples)
-    return {"joint": joint.summary(), "conditional": {k: g.summary() for k, g in given.items()},
-            "conditional_mean": average.summary()}
+        joint = log_likelihood(model, xs, num_samples, seed=seed, **options)
+        marginal = {k: log_likelihood(model, xs, num_samples, components=[k], seed=seed + 1 + k, **options)
+                    for k in range(m)}
+        ratio = {k: conditional_log_likelihood(model, xs, [k], [j for j in range(m) if j != k], num_samples,
+                                               seed=seed + 1 + m + k, **options) for k in range(m)}
+    difference = {k: LikelihoodEstimate(joint.per_datum - mk.per_datum,
+                                        (joint.std_error.pow(2) + mk.std_error.pow(2)).sqrt(),
+                                        torch.minimum(joint.ess, mk.ess), num_samples)
+                  for k, mk in marginal.items()}
+
+    def average(estimates: dict) -> LikelihoodEstimate:  # of independent estimates
+        stack = [torch.stack([e.per_datum for e in estimates.values()]),
+                 torch.stack([e.std_error for e in estimates.values()]),
+                 torch.stack([e.ess for e in estimates.values()])]
+        return LikelihoodEstimate(stack[0].mean(0), stack[1].pow(2).mean(0).sqrt() / m ** 0.5, stack[2].amin(0),
+                                  num_samples)
+
+    # mean over k of log p^(x) - log p^(x_k): the joint's error enters once, not averaged away
+    marginals = torch.stack([e.per_datum for e in marginal.values()])
+    marginal_se = torch.stack([e.std_error for e in marginal.values()]).pow(2).sum(0).sqrt() / m
+    difference_mean = LikelihoodEstimate(joint.per_datum - marginals.mean(0),
+                                         (joint.std_error.pow(2) + marginal_se.pow(2)).sqrt(),
+                                         torch.stack([e.ess for e in difference.values()]).amin(0), num_samples)
+    return {"joint": joint.summary(), "marginal": {k: e.summary() for k, e in marginal.items()},
+            "conditional": {k: e.summary() for k, e in difference.items()},
+            "conditional_mean": difference_mean.summary(),
+            "conditional_ratio": {k: e.summary() for k, e in ratio.items()},
+            "conditional_ratio_mean": average(ratio).summary()}
 
 
 def latent_sampler_scores(model, train, test, num_components=(1, 10), protocols=None, seed: int = 0) -> dict:

@@ -264,23 +264,25 @@ def likelihood_table(results: dict) -> str:
         if not recs:
             continue
         if "skipped" in recs[0]:
-            rows.append(f"| {name} | n/a | n/a | | | {recs[0]['skipped']} |")
+            rows.append(f"| {name} | n/a | n/a | n/a | | | {recs[0]['skipped']} |")
             continue
-        joint = [r["joint"] for r in recs]
-        cond = [r["conditional_mean"] for r in recs]
+        joint, cond, ratio = ([r[key] for r in recs] for key in ("joint", "conditional_mean", "conditional_ratio_mean"))
         rows.append(f"| {name} | {mean_std([j['mean'] for j in joint], 3)} | {mean_std([c['mean'] for c in cond], 3)} | "
+                    f"{mean_std([c['mean'] for c in ratio], 3)} | "
                     f"{np.mean([j['data_std_error'] for j in joint]):.3f} / {np.mean([c['data_std_error'] for c in cond]):.3f} | "
                     f"{np.max([j['monte_carlo_error'] for j in joint]):.4f} / {np.max([c['monte_carlo_error'] for c in cond]):.4f} | "
-                    f"K {joint[0]['num_samples']}, {joint[0]['num_data']} test tuples, min ESS {min(j['min_ess'] for j in joint):.0f} |")
+                    f"K {joint[0]['num_samples']}, {joint[0]['num_data']} test tuples; min ESS joint "
+                    f"{min(j['min_ess'] for j in joint):.0f}, ratio {min(c['min_ess'] for c in ratio):.0f} |")
     if not rows:
         return ""
     return ("\n**Log-likelihoods** (nats per tuple, higher is better; importance sampling from each model's own "
-            "posterior, `pyro_mcvae.metrics.log_likelihood` / `conditional_log_likelihood`, ratio estimator): "
-            "joint log p(x_1..x_M), and log p(x_rest | x_k) averaged over the single given components k. "
-            "Mean ± std over seeds; the standard error over the test tuples and the largest Monte Carlo error "
-            "of a seed's mean (joint / conditional).\n\n"
-            "| model | log p(x) | log p(x_rest given x_k) | s.e. over data | Monte Carlo s.e. | estimate |\n"
-            "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "posterior, `pyro_mcvae.evaluate.likelihood_scores`): joint log p(x_1..x_M), and log p(x_rest | x_k) "
+            "averaged over the single given components k, as log p(x) - log p(x_k) (difference) and by the "
+            "ratio estimator on draws from the subset posterior of k (low when its weights degenerate: see "
+            "its ESS). Mean ± std over seeds; the standard error over the test tuples and the largest Monte "
+            "Carlo error of a seed's mean (joint / conditional by difference).\n\n"
+            "| model | log p(x) | log p(x_rest given x_k) | same, ratio estimator | s.e. over data | Monte Carlo s.e. "
+            "| estimate |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def sampler_table(results: dict, prior_w1: dict, floor: float, scale: float = 1000.0, protocol: str = "sample") -> str:

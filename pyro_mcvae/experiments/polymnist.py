@@ -522,8 +522,10 @@ def results_table(records: dict) -> str:
         ll = rec.get("likelihood")
         if ll and "joint" in ll:
             j, c = ll["joint"], ll["conditional_mean"]
+            r = ll["conditional_ratio_mean"]
             parts.append(f"log p(x) {j['mean']:.1f} ± {j['data_std_error']:.1f}, log p(x_rest given x_k) "
-                         f"{c['mean']:.1f} ± {c['data_std_error']:.1f} (K {j['num_samples']}, {j['num_data']} tuples, "
+                         f"{c['mean']:.1f} ± {c['data_std_error']:.1f} (ratio estimator {r['mean']:.1f}, min ESS "
+                         f"{r['min_ess']:.0f}; K {j['num_samples']}, {j['num_data']} tuples, "
                          f"Monte Carlo s.e. {j['monte_carlo_error']:.2f} / {c['monte_carlo_error']:.2f})")
         ls = rec.get("latent_sampler")
         if ls:

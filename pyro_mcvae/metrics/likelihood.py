@@ -75,6 +75,9 @@ stratum; its delta-method standard error is ``sqrt(sum_s Var_k(c_ks) / K)`` with
 a_s W_ks / p^`` (and ``c = a W p(x_B|z) / N^ - a W / D^`` for the ratio), computed from the same
 draws. It is reliable when the effective sample size (``ess``, Kish's, of the normalised
 weights) is a sizeable fraction of ``K``; with heavy-tailed weights it understates the error.
+Measured on the copula benchmark (GMRF, 100 test tuples, ``log p(x_2, x_3, x_4 | x_1)``): the ratio
+estimator gave 0.47 nats at ``K = 1000`` and 3.52 at ``K = 10,000`` (numerator ESS of a few
+draws), the difference estimator 4.993 at both; the benchmarks report both, the difference first.
 
 Draws come from torch's global generator (Pyro samples from it); ``seed`` seeds it inside
 :func:`torch.random.fork_rng`, so the same seed gives the same numbers and the caller's random
@@ -155,8 +158,8 @@ class LikelihoodEstimate:
         std_error: ``(N,)`` delta-method Monte Carlo standard error of each estimate (NaN for
             ``K = 1``).
         ess: ``(N,)`` Kish's effective sample size of the normalised importance weights (for
-            the ratio estimator: of the proposal's weights ``W^A``; for the difference: of the
-            joint's).
+            the ratio estimator: the smaller of the numerator's, ``W^A p(x_B | z)``, and the
+            denominator's, ``W^A``; for the difference: of the joint's).
         num_samples: ``K``, draws per datum (per stratum for mixture guides).
     """
 
@@ -408,4 +411,7 @@ def conditional_log_likelihood(model, xs, given: Sequence[int], target: Sequence
         (log_wa, log_wab), log_a = _sampled(model, xs, a, [a, both], num_samples, chunk, batch_size)
     log_num, c_num = _stratified(log_wab, log_a)
     log_den, c_den = _stratified(log_wa, log_a)
-    return LikelihoodEstimate(log_num - log_den, _delta_std_error(c_num - c_den), _kish_ess(c_den), num_samples)
+    # The numerator's weights carry p(x_B | z) at latents drawn without x_B: their ESS is the one
+    # that collapses when x_B pins the latents far more than the proposal does.
+    ess = torch.minimum(_kish_ess(c_num), _kish_ess(c_den))
+    return LikelihoodEstimate(log_num - log_den, _delta_std_error(c_num - c_den), ess, num_samples)

@@ -267,10 +267,14 @@ def test_benchmark_likelihood_scores_match_the_exact_values():
     assert abs(scores["joint"]["mean"] - exact.mean()) <= 4 * scores["joint"]["monte_carlo_error"]
     for k in range(M):
         cond = exact - law.log_p(x, [k])
-        got = scores["conditional"][k]
-        assert abs(got["mean"] - cond.mean()) <= 4 * got["monte_carlo_error"], (k, got, cond.mean())
-    assert scores["conditional_mean"]["mean"] == pytest.approx(
-        np.mean([scores["conditional"][k]["mean"] for k in range(M)]), rel=1e-12)
+        for key in ("conditional", "conditional_ratio"):  # the difference and the ratio estimator
+            got = scores[key][k]
+            assert abs(got["mean"] - cond.mean()) <= 4 * got["monte_carlo_error"], (key, k, got, cond.mean())
+        got = scores["marginal"][k]
+        assert abs(got["mean"] - law.log_p(x, [k]).mean()) <= 4 * got["monte_carlo_error"]
+    for key in ("conditional", "conditional_ratio"):
+        assert scores[f"{key}_mean"]["mean"] == pytest.approx(
+            np.mean([scores[key][k]["mean"] for k in range(M)]), rel=1e-9)
     assert scores["joint"]["num_samples"] == 1000 and scores["joint"]["num_data"] == 40
 
 
