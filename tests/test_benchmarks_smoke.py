@@ -85,3 +85,23 @@ def test_common_quartiles_and_markdown_table():
     common = _load_common()
     assert common.quartiles([5, 1, 4, 2, 3]) == (2.0, 3.0, 4.0)
     assert common.markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
+
+
+def test_likelihood_estimators_script_on_a_tiny_trained_run(tmp_path):
+    """benchmarks/likelihood_estimators.py reads a copula run trained by the example and writes
+    both conditional estimators per K (the difference is the joint minus the marginal, up to the
+    independent draws of its two terms)."""
+    run = tmp_path / "run"
+    train = subprocess.run([sys.executable, str(ROOT / "examples" / "copula.py"), "--epochs", "1", "--out", str(run),
+                            "--n-train", "512", "--n-test", "100", "--population-n", "500", "--likelihood-samples", "0",
+                            "--sampler-components", "0", "--no-progress", "--jobs", "1"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-3000:]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "likelihood_estimators.py"), "--run", str(run),
+                           "--tuples", "5", "--ks", "10", "40"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads((run / "likelihood_estimators_gmrf.json").read_text())
+    assert [r["K"] for r in payload["rows"]] == [10, 40] and "command" in payload
+    for row in payload["rows"]:
+        assert set(row) == {"K", "joint", "marginal x1", "ratio", "difference"}
+        assert all(row[k]["min_ess"] >= 1 - 1e-6 for k in ("joint", "ratio", "difference"))
