@@ -7,7 +7,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "CopulaDataset": ".copula",
-    "copula_correlation": ".copula",
+    "copula_correlation": ".copula", "copula_log_density": ".copula",
     "copula_spearman": ".copula",
     "make_copula_splits": ".copula",
     "sample_copula": ".copula",

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ..data import make_copula_splits
+from ..data import copula_log_density, make_copula_splits
 from ..evaluate import copula_noise_floor, evaluate_copula, latent_sampler_scores, likelihood_scores
 from ..infer import seed_everything
 from ..plots import copula_pairplot, copula_pairplot_grid, save_figure
@@ -237,8 +237,17 @@ class CopulaExperiment(VectorExperiment):
     def table(self, results, data) -> str:
         tables = "\n".join(protocol_table(results, data.floor, protocol) for protocol in PROTOCOLS)
         prior_w1 = {name: [r["sample"]["unconditional"]["joint_w1_mean"] for r in runs] for name, runs in results.items()}
-        return (tables + self.missing_note(data.missing) + likelihood_table(results)
+        return (tables + self.missing_note(data.missing) + likelihood_table(results, self.exact_likelihood(data))
                 + sampler_table(results, prior_w1, data.floor["joint_w1_mean"]))
+
+    @staticmethod
+    def exact_likelihood(data):
+        """The copula law's mean ``log p(x)`` and ``log p(x_rest | x_k)`` (its marginals are
+        uniform, so the same) on the first ``n`` test tuples."""
+        def exact(n):
+            joint = float(copula_log_density(data.test[:n], rho=data.dataset.rho).mean())
+            return joint, joint
+        return exact
 
     def figures(self, results, data, config, out: Path) -> list[str]:
         paths = []
@@ -256,8 +265,10 @@ class CopulaExperiment(VectorExperiment):
         return [str(p) for p in paths]
 
 
-def likelihood_table(results: dict) -> str:
-    """Markdown table of the runs' ``likelihood`` records (empty when none has one)."""
+def likelihood_table(results: dict, exact=None) -> str:
+    """Markdown table of the runs' ``likelihood`` records (empty when none has one); ``exact``:
+    optional function of the number of test tuples scored, returning the data law's own mean
+    ``(log p(x), log p(x_rest | x_k))`` on them (a row "true law")."""
     rows = []
     for name, runs in results.items():
         recs = [r["likelihood"] for r in runs if "likelihood" in r]
@@ -275,6 +286,12 @@ def likelihood_table(results: dict) -> str:
                     f"{min(j['min_ess'] for j in joint):.0f}, ratio {min(c['min_ess'] for c in ratio):.0f} |")
     if not rows:
         return ""
+    scored = [r["likelihood"]["joint"]["num_data"] for runs in results.values() for r in runs
+              if "joint" in r.get("likelihood", {})]
+    if exact is not None and scored:
+        joint, conditional = exact(scored[0])
+        rows.append(f"| true law (exact density) | {joint:.3f} | {conditional:.3f} | {conditional:.3f} | | | "
+                    f"the same {scored[0]} test tuples |")
     return ("\n**Log-likelihoods** (nats per tuple, higher is better; importance sampling from each model's own "
             "posterior, `pyro_mcvae.evaluate.likelihood_scores`): joint log p(x_1..x_M), and log p(x_rest | x_k) "
             "averaged over the single given components k, as log p(x) - log p(x_k) (difference) and by the "
