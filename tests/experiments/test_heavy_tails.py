@@ -68,7 +68,8 @@ def test_quantile_errors_against_a_direct_computation():
 def test_heavy_tails_example_one_epoch(tmp_path):
     out = tmp_path / "ht"
     cmd = [sys.executable, str(ROOT / "examples" / "heavy_tails.py"), "--epochs", "1", "--n-train", "512",
-           "--n-test", "200", "--population-n", "1000", "--out", str(out), "--no-progress"]
+           "--n-test", "200", "--population-n", "1000", "--out", str(out), "--no-progress",
+           "--likelihood-samples", "20", "--likelihood-tuples", "8", "--sampler-components", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "results.json").read_text())
@@ -77,3 +78,8 @@ def test_heavy_tails_example_one_epoch(tmp_path):
     assert run["elbo"] == "trace" and set(run["quantile_errors"]["mean"]) == {"0.01", "0.99"}
     assert (out / "quantiles.png").stat().st_size > 20_000
     assert "| almrf |" in (out / "table.md").read_text()
+    # the ALMRF's likelihoods (its exact conditional given one component) and its latent sampler
+    assert run["likelihood"]["joint"]["mean"] < float("inf") and set(run["likelihood"]["conditional_ratio"]) == {
+        "0", "1", "2", "3"}
+    assert run["latent_sampler"]["2"]["sample"]["joint_w1_mean"] > 0
+    assert "**Log-likelihoods**" in (out / "table.md").read_text()

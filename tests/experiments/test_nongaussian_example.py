@@ -16,7 +16,8 @@ def test_nongaussian_example_one_epoch(tmp_path):
     out = tmp_path / "x"
     cmd = [sys.executable, str(ROOT / "examples" / "nongaussian.py"), "--kind", "x", "--model", "gmrf", "almrf",
            "--epochs", "1", "--n-train", "256", "--n-test", "100", "--population-n", "1000",
-           "--reference-n", "2000", "--hidden", "8", "--jobs", "1", "--out", str(out), "--no-progress"]
+           "--reference-n", "2000", "--hidden", "8", "--jobs", "1", "--out", str(out), "--no-progress",
+           "--likelihood-samples", "20", "--likelihood-tuples", "8", "--sampler-components", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| gmrf |" in proc.stdout and "| almrf |" in proc.stdout and "noise floor" in proc.stdout

@@ -214,6 +214,9 @@ def test_chain_diagnostics_columns_take_every_numeric_key():
             return {"max_rhat": 1.01, "min_ess_bulk": 300.0, "divergences": 2, "acceptance_rate": 0.8,
                     "step_size": np.float64(0.1), "mixing_ok": True, "warnings": "R-hat is high", "chains": 64}
 
+        def inference_data(self, transitions=0):  # the rest of the MCMCPrior interface
+            raise NotImplementedError
+
     columns = chain_columns(Prior())
     assert columns == {"chain_max_rhat": 1.01, "chain_min_ess_bulk": 300.0, "chain_divergences": 2,
                        "chain_acceptance": 0.8, "chain_step_size": 0.1, "chain_mixing_ok": 1, "chain_chains": 64}
