@@ -321,8 +321,9 @@ class PersistentHMC:
 
     def _transition(self, z, energy, grad, warm: bool):
         """One HMC transition of every chain; returns the new ``(z, energy, grad)``, the
-        acceptance probabilities ``(C,)``, the divergent flags ``(C,)``, the ChEES gradient in
-        ``log T`` (warm-up only, else ``None``) and the number of gradient evaluations."""
+        Hamiltonian of the state kept ``(C,)``, the acceptance probabilities ``(C,)``, the
+        divergent flags ``(C,)``, the ChEES gradient in ``log T`` (warm-up only, else ``None``) and
+        the number of gradient evaluations."""
         c = z.shape[0]
         inv_mass, eps, steps = self.inv_mass, self.step_size, self.num_leapfrog_steps
         p = torch.randn_like(z) / inv_mass.sqrt()  # p ~ N(0, M), M = diag(1 / s^2)
@@ -358,8 +359,8 @@ class PersistentHMC:
         energy = torch.where(accept, e1, energy)
         grad = torch.where(keep, g1, grad)
         # The Hamiltonian of the state kept (Stan's ``energy__``, what ArviZ's BFMI reads).
-        self._hamiltonian = torch.where(accept, h0 + delta, h0)
-        return z, energy, grad, alpha, divergent, chees, steps
+        hamiltonian = torch.where(accept, h0 + delta, h0)
+        return z, energy, grad, hamiltonian, alpha, divergent, chees, steps
 
     def _chain_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-chain mean and variance of the states: ``(D,)``, or per group ``(G, D)``."""
@@ -431,7 +432,8 @@ class PersistentHMC:
                 warm = self.transitions < self.warmup
                 if warm:
                     self._adapt_moments()
-                self.z, energy, grad, alpha, divergent, chees, steps = self._transition(self.z, energy, grad, warm)
+                self.z, energy, grad, hamiltonian, alpha, divergent, chees, steps = self._transition(
+                    self.z, energy, grad, warm)
                 self.transitions += 1
                 if warm:
                     self._adapt(alpha, chees)
@@ -441,10 +443,10 @@ class PersistentHMC:
                 self._accept_prob += alpha.sum()
                 self._divergent += divergent.sum()
                 if record and self.keep > 0:
-                    self._record(energy, alpha, divergent)
+                    self._record(energy, hamiltonian, alpha, divergent)
         return self.z
 
-    def _record(self, energy, alpha, divergent) -> None:
+    def _record(self, energy, hamiltonian, alpha, divergent) -> None:
         c, d = self.z.shape
         if self._buf is None:
             kw = dict(device=self.z.device)
@@ -456,7 +458,7 @@ class PersistentHMC:
         i = self._recorded % self.keep
         self._buf["z"][i] = self.z
         self._buf["energy"][i] = energy
-        self._buf["hamiltonian"][i] = self._hamiltonian
+        self._buf["hamiltonian"][i] = hamiltonian
         self._buf["accept_prob"][i] = alpha
         self._buf["diverging"][i] = divergent
         self._recorded += 1

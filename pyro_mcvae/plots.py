@@ -156,13 +156,13 @@ def learning_curve_figure(rows: list[dict], columns: dict, title: str = "", chan
     return fig
 
 
-
 def arviz_chain_figures(netcdf, prefix: str | Path, coordinates: int = 2, rank_chains: int = 4) -> list[Path]:
     """Trace, rank and energy plots of saved MCMC chains, drawn by ArviZ from the netCDF file
     alone (what a user of ``arviz.from_netcdf`` would draw): ``<prefix>_trace.png`` (the energy,
     ``sqnorm`` and the first ``coordinates`` latent coordinates), ``<prefix>_rank.png`` (rank
-    histograms of the first ``rank_chains`` chains: flat when the chains mix) and ``<prefix>_energy.png`` (marginal and
-    transition energy distributions with the BFMI). Returns the paths."""
+    histograms of the first ``rank_chains`` chains: flat when the chains mix) and
+    ``<prefix>_energy.png`` (marginal and transition energy distributions with the BFMI). Returns
+    the paths."""
     import arviz as az
 
     data = az.from_netcdf(str(netcdf))
