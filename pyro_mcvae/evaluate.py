@@ -154,24 +154,23 @@ def likelihood_scores(model, xs, num_samples: int = 1000, seed: int = 0, batch_s
                     for k in range(m)}
         ratio = {k: conditional_log_likelihood(model, xs, [k], [j for j in range(m) if j != k], num_samples,
                                                seed=seed + 1 + m + k, **options) for k in range(m)}
-    difference = {k: LikelihoodEstimate(joint.per_datum - mk.per_datum,
-                                        (joint.std_error.pow(2) + mk.std_error.pow(2)).sqrt(),
-                                        torch.minimum(joint.ess, mk.ess), num_samples)
-                  for k, mk in marginal.items()}
+    def minus(first: LikelihoodEstimate, second: LikelihoodEstimate) -> LikelihoodEstimate:
+        """``first - second`` of independent estimates (errors in quadrature)."""
+        return LikelihoodEstimate(first.per_datum - second.per_datum,
+                                  (first.std_error.pow(2) + second.std_error.pow(2)).sqrt(),
+                                  torch.minimum(first.ess, second.ess), num_samples)
 
-    def average(estimates: dict) -> LikelihoodEstimate:  # of independent estimates
-        stack = [torch.stack([e.per_datum for e in estimates.values()]),
-                 torch.stack([e.std_error for e in estimates.values()]),
-                 torch.stack([e.ess for e in estimates.values()])]
-        return LikelihoodEstimate(stack[0].mean(0), stack[1].pow(2).mean(0).sqrt() / m ** 0.5, stack[2].amin(0),
+    def average(estimates: dict) -> LikelihoodEstimate:
+        """The mean over ``k`` of independent estimates."""
+        stack = [torch.stack([getattr(e, name) for e in estimates.values()])
+                 for name in ("per_datum", "std_error", "ess")]
+        return LikelihoodEstimate(stack[0].mean(0), stack[1].pow(2).sum(0).sqrt() / m, stack[2].amin(0),
                                   num_samples)
 
-    # mean over k of log p^(x) - log p^(x_k): the joint's error enters once, not averaged away
-    marginals = torch.stack([e.per_datum for e in marginal.values()])
-    marginal_se = torch.stack([e.std_error for e in marginal.values()]).pow(2).sum(0).sqrt() / m
-    difference_mean = LikelihoodEstimate(joint.per_datum - marginals.mean(0),
-                                         (joint.std_error.pow(2) + marginal_se.pow(2)).sqrt(),
-                                         torch.stack([e.ess for e in difference.values()]).amin(0), num_samples)
+    difference = {k: minus(joint, mk) for k, mk in marginal.items()}
+    # mean over k of log p^(x) - log p^(x_k) = log p^(x) - mean_k log p^(x_k): the joint's error
+    # enters once, not averaged away
+    difference_mean = minus(joint, average(marginal))
     return {"joint": joint.summary(), "marginal": {k: e.summary() for k, e in marginal.items()},
             "conditional": {k: e.summary() for k, e in difference.items()},
             "conditional_mean": difference_mean.summary(),
