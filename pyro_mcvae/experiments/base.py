@@ -21,7 +21,7 @@ from pathlib import Path
 
 __all__ = ["MASK_SEED_OFFSET", "Experiment", "ModelSpec", "RunConfig", "add_config_arguments", "config_from_args",
            "experiment_names", "flat_components", "get_experiment", "inception_network", "mean_std", "model_dir",
-           "incomplete_training_set", "option", "register_experiment", "to_float"]
+           "incomplete_training_set", "option", "register_experiment", "to_float", "train_dir", "training_mask"]
 
 #: The training mask of ``--missing-ratio`` is drawn with seed ``<data or run seed> + MASK_SEED_OFFSET``.
 MASK_SEED_OFFSET = 7_919
@@ -259,6 +259,16 @@ class ImageExperiment(Experiment):
 
 # -- incomplete training data (--missing-ratio) -------------------------------------------------
 
+def training_mask(n: int, m: int, missing_ratio: float, seed: int):
+    """The presence mask (bool ``(n, M)``) of ``--missing-ratio`` for the run or data seed
+    ``seed`` (drawn with ``seed + MASK_SEED_OFFSET``), or ``None`` at ratio 0: the one
+    :func:`incomplete_training_set` applies, for code that must know which tuples trained
+    complete."""
+    from ..data.missing import missing_mask
+
+    return missing_mask(n, m, missing_ratio, seed=seed + MASK_SEED_OFFSET) if missing_ratio else None
+
+
 def incomplete_training_set(train, missing_ratio: float, seed: int):
     """``(train, mask, record)``: the training tuples ``(N, M, ...)`` (array or tensor) with absent
     components zeroed (:func:`~pyro_mcvae.data.apply_mask`),
@@ -266,16 +276,15 @@ def incomplete_training_set(train, missing_ratio: float, seed: int):
     ``results.json`` records of it (ratio, seed, expected and realised absent fractions). The
     mask (:func:`~pyro_mcvae.data.missing_mask`, at least one component present per tuple) is
     drawn with seed ``seed + MASK_SEED_OFFSET``."""
-    from ..data.missing import apply_mask, expected_absent_fraction, missing_mask
+    from ..data.missing import apply_mask, expected_absent_fraction
 
     n, m = train.shape[:2]
     record = {"missing_ratio": missing_ratio}
-    if missing_ratio == 0:
+    mask = training_mask(n, m, missing_ratio, seed)
+    if mask is None:
         return train, None, record | {"absent_fraction": 0.0}
-    seed = seed + MASK_SEED_OFFSET
-    mask = missing_mask(n, m, missing_ratio, seed=seed)
     absent = ~mask
-    record |= {"mask_seed": seed, "min_present": 1,
+    record |= {"mask_seed": seed + MASK_SEED_OFFSET, "min_present": 1,
                "expected_absent_fraction": round(expected_absent_fraction(m, missing_ratio), 6),
                "absent_fraction": round(float(absent.double().mean()), 6),
                "absent_fraction_by_component": [round(float(a), 6) for a in absent.double().mean(0)],
@@ -304,8 +313,7 @@ def train_dir(run) -> Path:
     """Checkpoint and log of an image run's training: ``<out>/<model>/train``
     (``train-missing<R>`` on incomplete data, so that a run never resumes one trained on other
     data)."""
-    ratio = getattr(run, "missing_ratio", 0.0)
-    return model_dir(run) / ("train" if not ratio else f"train-missing{ratio:g}")
+    return model_dir(run) / ("train" if not run.missing_ratio else f"train-missing{run.missing_ratio:g}")
 
 
 def inception_network(fid: str, weights, device):

@@ -236,8 +236,13 @@ class CopulaExperiment(VectorExperiment):
 
     def table(self, results, data) -> str:
         tables = "\n".join(protocol_table(results, data.floor, protocol) for protocol in PROTOCOLS)
+        return tables + self.evaluation_tables(results, data, self.exact_likelihood(data))
+
+    def evaluation_tables(self, results, data, exact=None) -> str:
+        """What follows the generation tables: the missing-data note, the log-likelihoods and the
+        latent samplers against the prior (protocol ``sample``)."""
         prior_w1 = {name: [r["sample"]["unconditional"]["joint_w1_mean"] for r in runs] for name, runs in results.items()}
-        return (tables + self.missing_note(data.missing) + likelihood_table(results, self.exact_likelihood(data))
+        return (self.missing_note(data.missing) + likelihood_table(results, exact)
                 + sampler_table(results, prior_w1, data.floor["joint_w1_mean"]))
 
     @staticmethod

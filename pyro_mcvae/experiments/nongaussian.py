@@ -20,7 +20,7 @@ import numpy as np
 from ..data import make_nongaussian_splits, nongaussian_population
 from ..evaluate import evaluate_nongaussian, nongaussian_noise_floor
 from .base import ModelSpec, incomplete_training_set, mean_std, option, register_experiment
-from .copula import PROTOCOLS, CopulaConfig, CopulaExperiment, likelihood_table, sampler_table
+from .copula import PROTOCOLS, CopulaConfig, CopulaExperiment
 
 __all__ = ["NonGaussianConfig", "NonGaussianExperiment", "MODELS", "nongaussian_table"]
 
@@ -85,10 +85,8 @@ class NonGaussianExperiment(CopulaExperiment):
                 "units": "W1 in data units (multiply by 1000 for the tables)"}
 
     def table(self, results, data) -> str:
-        prior_w1 = {name: [r["sample"]["unconditional"]["joint_w1_mean"] for r in runs] for name, runs in results.items()}
         return ("\n".join(nongaussian_table(results, data.floor, protocol) for protocol in PROTOCOLS)
-                + self.missing_note(data.missing) + likelihood_table(results)
-                + sampler_table(results, prior_w1, data.floor["joint_w1_mean"]))
+                + self.evaluation_tables(results, data))
 
 
 def nongaussian_table(results: dict, floor: dict, protocol: str) -> str:

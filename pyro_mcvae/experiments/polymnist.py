@@ -32,8 +32,9 @@ from ..nets.classifier import (
 from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import (IMAGE_MODELS, MASK_SEED_OFFSET, ImageConfig, ImageExperiment, cuda_wanted, flat_components, incomplete_training_set, option,
-                   register_experiment, inception_network, model_dir, to_float, train_dir, write_curve_png)
+from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat_components, incomplete_training_set,
+                   option, register_experiment, inception_network, model_dir, to_float, train_dir, training_mask,
+                   write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 
@@ -406,12 +407,10 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyM
 def _complete_tuples(run: PolyMNISTRun, train: PolyMNISTData) -> PolyMNISTData:
     """The training tuples the run saw complete (all of them without ``--missing-ratio``; the
     mask is the one training drew, from the same seed)."""
-    if not run.missing_ratio:
+    mask = training_mask(len(train), train.images.shape[1], run.missing_ratio, run.seed)
+    if mask is None:
         return train
-    from ..data.missing import missing_mask
-
-    keep = missing_mask(len(train), train.images.shape[1], run.missing_ratio,
-                        seed=run.seed + MASK_SEED_OFFSET).all(-1)
+    keep = mask.all(-1)
     return PolyMNISTData(images=train.images[keep], labels=train.labels[keep], modalities=train.modalities)
 
 
