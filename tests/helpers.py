@@ -66,3 +66,15 @@ class NaNAfter(torch.nn.Module):
             with torch.no_grad():
                 next(self.inner.decoder.parameters()).fill_(float("nan"))
         self.inner.model(xs, **kwargs)
+
+
+def affine_decoder(model, latent_size: int):
+    """``(c, A)`` (float64) with ``decode(z) = c + A z`` for a model whose decoders are affine
+    (``hidden=()``), all components stacked, read off by decoding ``0`` and the unit vectors;
+    checked on random latents."""
+    z = torch.cat([torch.zeros(1, latent_size), torch.eye(latent_size)]).to(torch.float64)
+    out = torch.cat(model.decode(z), -1)
+    c, a = out[0], (out[1:] - out[0]).T
+    probe = torch.randn(3, latent_size, dtype=torch.float64)
+    torch.testing.assert_close(torch.cat(model.decode(probe), -1), probe @ a.T + c, atol=1e-10, rtol=1e-7)
+    return c, a

@@ -12,6 +12,7 @@ import torch
 from pyro import poutine
 from scipy.stats import multivariate_normal
 
+from helpers import affine_decoder
 from pyro_mcvae.infer import seed_everything
 from pyro_mcvae.infer.objectives import SubsetELBO, make_objective, objective_for
 from pyro_mcvae.models import build_model
@@ -29,14 +30,6 @@ def linear_gmrf():
     return model
 
 
-def affine_decoder(model):
-    """``(c, W)`` with ``decode(z) = c + W z`` (all components stacked)."""
-    n = M * 2
-    z = torch.cat([torch.zeros(1, n), torch.eye(n)]).double()
-    out = torch.cat(model.decode(z), -1)
-    return out[0], (out[1:] - out[0]).T
-
-
 def closed_form_term(model, x, subset):
     """``E_q[log p(x | z)] - KL(q || p)`` for one datum ``x`` ``(M, D)``, ``q`` the guide's law
     given the components in ``subset`` (read from its trace), every component scored."""
@@ -44,7 +37,7 @@ def closed_form_term(model, x, subset):
     present[0, list(subset)] = True
     q = poutine.trace(model.guide).get_trace(x.unsqueeze(0), mask=present).nodes["z"]["fn"]
     loc, cov = q.mean[0], q.covariance_matrix[0]
-    c, w = affine_decoder(model)
+    c, w = affine_decoder(model, M * 2)
     flat = x.reshape(-1)
     mean = c + w @ loc
     expected = (-0.5 * ((flat - mean) ** 2).sum() / NOISE**2 - 0.5 * torch.trace(w @ cov @ w.T) / NOISE**2
@@ -56,7 +49,7 @@ def closed_form_term(model, x, subset):
 
 
 def exact_log_evidence(model, x):
-    c, w = affine_decoder(model)
+    c, w = affine_decoder(model, M * 2)
     p = model.prior()
     cov = w @ p.covariance_matrix @ w.T + NOISE**2 * torch.eye(M * D, dtype=torch.float64)
     return multivariate_normal((c + w @ p.mean).detach().numpy(), cov.detach().numpy()).logpdf(x.reshape(-1).numpy())

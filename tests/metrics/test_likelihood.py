@@ -11,7 +11,7 @@ import torch
 from scipy import integrate
 from scipy.stats import multivariate_normal
 
-from helpers import private
+from helpers import affine_decoder, private
 from pyro_mcvae.distributions import as_gmrf
 from pyro_mcvae.infer import TrainConfig, fit, seed_everything
 from pyro_mcvae.metrics import LikelihoodEstimate, conditional_log_likelihood, log_likelihood, log_mean_exp
@@ -147,13 +147,7 @@ class LinearGaussian:
         else:
             law = as_gmrf(model.prior(), 1, model.prior().event_shape[0])
             self.mu, self.cov = law.loc.numpy(), law.covariance_matrix.numpy()
-        n = len(self.mu)
-        z = torch.cat([torch.zeros(1, n), torch.eye(n)]).to(torch.float64)
-        out = torch.cat(model.decode(z), -1).numpy()
-        self.c, self.a = out[0], (out[1:] - out[0]).T
-        probe = torch.randn(3, n, dtype=torch.float64)  # the decoders are affine
-        np.testing.assert_allclose(torch.cat(model.decode(probe), -1).numpy(), probe.numpy() @ self.a.T + self.c,
-                                   atol=1e-10)
+        self.c, self.a = (t.numpy() for t in affine_decoder(model, len(self.mu)))
 
     def log_p(self, x, components):
         """``log p(x_C)`` for ``x`` ``(N, M*D)``."""
