@@ -2,7 +2,7 @@
 
     python examples/missing_ratio.py                                  # copula, GMRF, ratios 0 0.25 0.5
     python examples/missing_ratio.py --model all --seeds 2 --out results/missing-copula
-    python examples/missing_ratio.py --experiment nongaussian --kind x --model gmrf almrf
+    python examples/missing_ratio.py --experiment nongaussian --kind x --model gmrf
 
 Runs the vector benchmark once per ratio (``--ratios``; each in ``OUT/ratio<R>``, resumable: the
 same command reuses finished runs) with ``--missing-ratio R`` (each component of each training
