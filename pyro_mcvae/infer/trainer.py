@@ -23,6 +23,7 @@ from . import distributed
 from .checkpoint import capture_rng_state, restore_rng_state
 from .config import TrainConfig, amp_dtype, build_objective, seed_everything
 from .loop import TrainingLoop
+from .objectives.base import StratifiedGuide
 from .schedules import parse_beta_schedule
 
 __all__ = ["Trainer", "LOG_FIELDS", "resolve_device"]
@@ -47,6 +48,21 @@ class _Autocast:
         if name == "fn":  # not set yet (copy, pickle)
             raise AttributeError(name)
         return getattr(self.fn, name)
+
+
+class _StratifiedAutocast(_Autocast):
+    """:class:`_Autocast` of a :class:`StratifiedGuide`. The method is declared, not only passed
+    through ``__getattr__``: from Python 3.12 a runtime protocol check looks attributes up
+    statically, so the pass-through alone would hide the strata from the objectives."""
+
+    def stratum_weights(self, mask, batch: int, device=None, dtype=None) -> torch.Tensor:
+        return self.fn.stratum_weights(mask, batch, device, dtype)
+
+
+def _autocast(fn, device_type: str, dtype: torch.dtype) -> _Autocast:
+    """``fn`` run under ``torch.autocast``, keeping the protocols the objectives check."""
+    cls = _StratifiedAutocast if isinstance(fn, StratifiedGuide) else _Autocast
+    return cls(fn, device_type, dtype)
 
 
 def resolve_device(name) -> torch.device:
@@ -198,7 +214,7 @@ class Trainer(TrainingLoop):
                 lambda module, param: prior_args if module == "prior" else optim_args)
         self.model_fn, self.guide_fn = self.model.model, self.model.guide
         if self.amp_dtype is not None:
-            self.model_fn, self.guide_fn = (_Autocast(f, self.device.type, self.amp_dtype)
+            self.model_fn, self.guide_fn = (_autocast(f, self.device.type, self.amp_dtype)
                                             for f in (self.model_fn, self.guide_fn))
 
     def state_dict(self, collective: bool = True) -> dict:

@@ -262,3 +262,29 @@ def test_callback_arguments_are_checked():
     with pytest.raises(ValueError, match="dict of numbers"):
         PeriodicEvaluation(lambda model, epoch: 1.0).evaluate(torch.nn.Linear(1, 1), 1)
     assert isinstance(StepInfo(1, 1, 1, 0.5, 4).metrics, dict)
+
+
+def test_autocast_keeps_a_stratified_guide_visible_to_a_static_protocol_check():
+    # Python >= 3.12 checks runtime protocols with inspect.getattr_static, which a __getattr__
+    # pass-through does not satisfy: the bf16 wrapper of MMVAE+'s guide once hid its strata on a
+    # GPU (the objective then saw one stratum where the guide drew five).
+    import inspect
+
+    from pyro_mcvae.infer.objectives.base import StratifiedGuide
+    from pyro_mcvae.infer.trainer import _autocast
+
+    class Strata:
+        def __call__(self, x):
+            return (torch.ones(2, 2) @ torch.ones(2, 2)).dtype  # matmul follows autocast
+
+        def stratum_weights(self, mask, batch, device=None, dtype=None):
+            return torch.full((3, batch), 1.0 / 3)
+
+    wrapped = _autocast(Strata(), "cpu", torch.bfloat16)
+    assert callable(inspect.getattr_static(wrapped, "stratum_weights"))
+    assert isinstance(wrapped, StratifiedGuide)
+    assert wrapped.stratum_weights(None, 4).shape == (3, 4)
+    assert wrapped(None) == torch.bfloat16  # the program runs under autocast
+    plain = _autocast(lambda x: x, "cpu", torch.bfloat16)
+    with pytest.raises(AttributeError):
+        inspect.getattr_static(plain, "stratum_weights")
