@@ -398,7 +398,8 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyM
                    "stop_reason": result.stop_reason, "minutes_budget": minutes,
                    "seconds_this_process": round(seconds, 1),
                    "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 2),
-                   "ms_per_step": round(1000 * sum(epoch_seconds) / max(result.steps, 1), 1),
+                   # Before the first whole epoch (a short budget) no epoch row exists: the process's time.
+                   "ms_per_step": round(1000 * (sum(epoch_seconds) if rows else seconds) / max(result.steps, 1), 1),
                    "final_loss": result.losses[-1] if result.losses else None, "missing": missing}
 
 
