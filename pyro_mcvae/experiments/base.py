@@ -196,6 +196,17 @@ class Experiment(ABC):
         """What ``results.json`` holds (default: the runner's record)."""
         return record
 
+    def results_of(self, record: dict) -> dict:
+        """The per-model runs (model -> per-seed records) of a record that
+        :func:`~pyro_mcvae.experiments.run_experiment` returned or wrote to ``results.json``."""
+        return record["_results"] if "_results" in record else record["results"]
+
+    def missing_ratio_summary(self, by_ratio: dict, record: dict):
+        """Quality against the missing ratio of the training data (``examples/missing_ratio.py``):
+        ``by_ratio`` maps each ratio to its runs (:meth:`results_of`), ``record`` is one ratio's
+        record (references such as a noise floor). Returns a markdown table and a figure."""
+        raise ValueError(f"the {self.name} benchmark has no missing-ratio summary")
+
 
 @dataclass
 class ImageConfig:
@@ -255,6 +266,11 @@ class ImageExperiment(Experiment):
 
     def results_file(self, record: dict, results: dict) -> dict:
         return {n: {k: v for k, v in runs[0].items() if k != "_samples"} for n, runs in results.items()}
+
+    def results_of(self, record: dict) -> dict:
+        if "_results" in record:
+            return record["_results"]
+        return {n: [rec] for n, rec in record.items()}  # results.json: model -> its record
 
 
 # -- incomplete training data (--missing-ratio) -------------------------------------------------

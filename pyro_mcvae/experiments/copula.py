@@ -254,6 +254,9 @@ class CopulaExperiment(VectorExperiment):
             return joint, joint
         return exact
 
+    def missing_ratio_summary(self, by_ratio, record):
+        return missing_ratio_summary(by_ratio, record["noise_floor"]["joint_w1_mean"])
+
     def figures(self, results, data, config, out: Path) -> list[str]:
         paths = []
         for name, runs in results.items():

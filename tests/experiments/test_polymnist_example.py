@@ -142,8 +142,9 @@ def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
 
 def test_example_trains_and_evaluates_on_incomplete_unlabelled_tuples(tiny_polymnist, tmp_path):
     """Half the modalities missing at random; the model sees images and the mask, never labels
-    (the labels only judge coherence afterwards)."""
-    out = tmp_path / "out"
+    (the labels only judge coherence afterwards). examples/missing_ratio.py then tables the
+    finished run (``--tables-only``) from its results.json."""
+    out = tmp_path / "sweep" / "ratio0.5"
     args = ["--quick", "--modalities", "3", "--data-dir", str(tiny_polymnist), "--out", str(out), "--epochs", "1",
             "--width", "4", "--batch-size", "32", "--fid", "off", "--no-progress", "--mopoe-classifiers", "",
             "--missing-ratio", "0.5"]
@@ -162,3 +163,17 @@ def test_example_trains_and_evaluates_on_incomplete_unlabelled_tuples(tiny_polym
         assert record["latent_sampler"]["fitted_on"] == missing["complete_tuples"]
     proc = _run([*args[:-1], "1.5"], timeout=120)
     assert proc.returncode == 2 and "--missing-ratio" in proc.stderr
+
+    sweep = [sys.executable, str(ROOT / "examples" / "missing_ratio.py"), "--experiment", "polymnist",
+             "--out", str(tmp_path / "sweep"), "--tables-only"]
+    proc = subprocess.run([*sweep, "--ratios", "0.5"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "sweep" / "table.md").read_text()
+    for model in ("gmrf", "mmvae"):
+        record = json.loads((out / model / "results.json").read_text())
+        coherence = record["metrics"]["ours"]["conditional_coherence"]  # no MoPoE judges here
+        assert (f"| {model} | 0.5 | 3 | ours | {coherence['mean']:.3f} | {coherence['by_size']['1']:.3f} |"
+                in table)
+    assert (tmp_path / "sweep" / "missing_ratio.png").stat().st_size > 10_000
+    proc = subprocess.run([*sweep, "--ratios", "0", "0.5"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no finished run" in proc.stderr and "ratio0" in proc.stderr
