@@ -58,8 +58,19 @@ dimension, and one or two jittered steps spread the angle over most of ``(0, pi)
   rests on few samples), frozen after 3/4 of the warm-up, when dual averaging restarts (the step
   size must suit the final mass). With many chains the cross-chain variance is cheap and
   accurate. Skipped when ``warmup < 20``. Measured: on a Gaussian with scales 1..10 in 10-d it
-  raises the energy's ESS per gradient evaluation from 23 to 250 per 1000; on the NN-MRF
-  prior it changes nothing.
+  raises the energy's ESS per gradient evaluation from 23 to 250 per 1000.
+* *Dense mass* (``dense_mass``): the same moving average of the full cross-chain covariance
+  ``Sigma`` (``D x D``, shrunk towards ``1e-3 I`` the same way), used as ``M^-1 = Sigma``:
+  ``p = L^-T u`` with ``Sigma = L L^T``, velocity ``Sigma p``, kinetic energy ``p^T Sigma p / 2``,
+  and ChEES measured in the whitened coordinates ``|L^-1 (z - m)|^2``. A diagonal mass cannot
+  undo correlations, and a strongly correlated target (the trained NN-MRF prior's coordinates
+  correlate at +-0.8) then mixes along its narrow directions only: with ``C`` chains of dimension
+  ``D << C`` the covariance is well estimated, and the transition is the one of an isotropic
+  target.
+
+A warm-up can be restarted (:meth:`PersistentHMC.restart_warmup`): after a persistent prior's
+training the energy has moved far from where its chains' step, mass and trajectory were
+adapted, and the fixed-parameter chains first adapt again.
 * *Trajectory length* (``adapt_trajectory``): the ChEES criterion of Hoffman, Radul & Sountsov
   (2021, "An Adaptive MCMC Scheme for Setting Trajectory Lengths in HMC"), designed for many
   parallel chains: maximise ``E[(d(z') - d(z))^2]`` with ``d(z) = |(z - m) / s|^2`` the
@@ -210,6 +221,8 @@ class PersistentHMC:
         target_accept: dual averaging target of the mean acceptance probability.
         divergence_threshold: a rise of the Hamiltonian above this marks a divergent (rejected)
             transition.
+        dense_mass: adapt a dense inverse mass (the cross-chain covariance) instead of a
+            diagonal one (with ``adapt_mass``).
         groups: optional ``(C,)`` integer labels for chains that target different laws (e.g.
             conditionals given different data): the warm-up then uses each group's own mean
             (for ChEES) and the within-group variance pooled over groups (for the mass). A
@@ -225,7 +238,8 @@ class PersistentHMC:
                  warmup: int = 100, adapt_step_size: bool = True, keep: int = 500, *,
                  jitter: float = 0.3, adapt_trajectory: bool = True, adapt_mass: bool = True,
                  max_steps: int | None = None, target_accept: float = 0.8,
-                 divergence_threshold: float = 1000.0, groups: torch.Tensor | None = None):
+                 divergence_threshold: float = 1000.0, groups: torch.Tensor | None = None,
+                 dense_mass: bool = False):
         if init.dim() != 2:
             raise ValueError(f"init must be (chains, dim), got {tuple(init.shape)}")
         if not 0.0 <= jitter < 1.0:
@@ -237,9 +251,11 @@ class PersistentHMC:
         self.energy_fn = energy_fn
         self.z = init.detach().clone()
         self.warmup, self.keep = int(warmup), int(keep)
+        self._warmup_length = self.warmup
         self.jitter, self.target_accept = float(jitter), float(target_accept)
         self.adapt_step_size, self.adapt_trajectory = bool(adapt_step_size), bool(adapt_trajectory)
-        self.adapt_mass = bool(adapt_mass) and self.warmup >= 20
+        self._adapt_mass_wanted, self.dense_mass = bool(adapt_mass), bool(dense_mass)
+        self.adapt_mass = self._adapt_mass_wanted and self.warmup >= 20
         self.max_steps = int(max_steps) if max_steps is not None else max(4 * int(num_steps), 32)
         self.divergence_threshold = float(divergence_threshold)
         self.step_size = float(step_size)
@@ -259,10 +275,13 @@ class PersistentHMC:
         # own last 20 states makes any long jump look like mixing, and ChEES runs T to the cap).
         size = c if groups is None else int(self._group_sizes.min())
         self._rate_floor = 0.05 * min(1.0, size / 8.0)
-        self.inv_mass = torch.ones(d, dtype=self.z.dtype, device=self.z.device)  # s^2
-        # Moving averages of the cross-chain mean and variance, (D,) or per group (G, D).
+        self.inv_mass = torch.ones(d, dtype=self.z.dtype, device=self.z.device)  # s^2, or Sigma (dense)
+        # Moving averages of the cross-chain mean and variance, (D,) or per group (G, D), and of
+        # the (within-group) covariance (D, D) for a dense mass.
         self._mean, _ = self._chain_moments()
         self._var = torch.ones_like(self._mean)
+        self._cov = torch.eye(d, dtype=self.z.dtype, device=self.z.device)
+        self._warm_start = 0  # the transition the current warm-up started at
         self._mass_end = int(0.75 * self.warmup) if self.adapt_mass else 0
         self._da = _DualAveraging(math.log(self.step_size))
         # ChEES starts from one step and lengthens the trajectory: under the jitter the
@@ -282,6 +301,57 @@ class PersistentHMC:
         self._recorded = 0
 
     # ----------------------------------------------------------------------------- state
+    @property
+    def inv_mass(self) -> torch.Tensor:
+        """The inverse mass ``M^-1``: ``(D,)`` (diagonal, ``s^2``) or ``(D, D)`` (dense, ``Sigma``)."""
+        return self._inv_mass
+
+    @inv_mass.setter
+    def inv_mass(self, value) -> None:
+        value = torch.as_tensor(value, dtype=self.z.dtype, device=self.z.device)
+        d = self.z.shape[1]
+        if value.shape not in ((d,), (d, d)):
+            raise ValueError(f"inv_mass must be ({d},) or ({d}, {d}), got {tuple(value.shape)}")
+        self._inv_mass = value
+        self._chol = torch.linalg.cholesky(value) if value.dim() == 2 else None
+
+    def _momentum(self, z: torch.Tensor) -> torch.Tensor:
+        """``p ~ N(0, M)`` per chain ``(C, D)``."""
+        u = torch.randn_like(z)
+        if self._chol is None:
+            return u / self._inv_mass.sqrt()
+        return torch.linalg.solve_triangular(self._chol.T, u.T, upper=True).T  # L^-T u
+
+    def _velocity(self, p: torch.Tensor) -> torch.Tensor:
+        """``M^-1 p`` per chain."""
+        return self._inv_mass * p if self._chol is None else p @ self._inv_mass
+
+    def _whitened_sq(self, x: torch.Tensor) -> torch.Tensor:
+        """``x^T M x`` per row ``(C,)``: the squared length of ``x (C, D)`` in the coordinates
+        where the mass is the identity."""
+        if self._chol is None:
+            return (x * x / self._inv_mass).sum(-1)
+        return torch.linalg.solve_triangular(self._chol, x.T, upper=False).pow(2).sum(0)
+
+    def restart_warmup(self, warmup: int | None = None, clear: bool = True) -> None:
+        """Adapt again for ``warmup`` transitions (default: the constructor's ``warmup``), from
+        the current step size, mass and trajectory; ``clear`` forgets the recorded draws and the
+        post-warm-up totals, so the diagnostics describe the draws after this warm-up alone."""
+        w = self._warmup_length if warmup is None else int(warmup)
+        if w < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup!r}")
+        self._warm_start = self.transitions
+        self.warmup = self.transitions + w
+        self.adapt_mass = self._adapt_mass_wanted and w >= 20
+        self._mass_end = self.transitions + int(0.75 * w) if self.adapt_mass else 0
+        self._da = _DualAveraging(math.log(self.step_size))
+        self._adam = _AdamAscent(math.log(max(self.trajectory, 0.5 * self.step_size)))
+        if clear:
+            self._n_after = self._steps_after = 0
+            self._accept_prob = torch.zeros_like(self._accept_prob)
+            self._divergent = torch.zeros_like(self._divergent)
+            self._buf, self._recorded = None, 0
+
     @property
     def samples(self) -> torch.Tensor:
         """Current states ``(C, D)``."""
@@ -325,24 +395,24 @@ class PersistentHMC:
         divergent flags ``(C,)``, the ChEES gradient in ``log T`` (warm-up only, else ``None``) and
         the number of gradient evaluations."""
         c = z.shape[0]
-        inv_mass, eps, steps = self.inv_mass, self.step_size, self.num_leapfrog_steps
-        p = torch.randn_like(z) / inv_mass.sqrt()  # p ~ N(0, M), M = diag(1 / s^2)
+        eps, steps = self.step_size, self.num_leapfrog_steps
+        p = self._momentum(z)  # p ~ N(0, M)
         # Per-chain trajectory T_c = T u_c in L_c = ceil(T_c / eps) steps of h_c = T_c / L_c <= eps.
         u = 1.0 + self.jitter * (2.0 * torch.rand(c, 1, dtype=z.dtype, device=z.device) - 1.0)
         t_c = torch.clamp(self.trajectory * u, max=self.max_steps * eps)
         n_c = torch.clamp(torch.ceil(t_c / eps - 1e-6), 1, self.max_steps)
         h = t_c / n_c
-        h0 = energy + 0.5 * (inv_mass * p * p).sum(-1)
+        h0 = energy + 0.5 * (p * self._velocity(p)).sum(-1)
         z1, p1, e1, g1 = z, p - 0.5 * h * grad, energy, grad
         # Every chain runs the longest number of steps; a chain past its own L_c is frozen (its
         # gradient is recomputed at the same point), so the loop has no data-dependent length.
         for i in range(steps):
             active = i < n_c  # (C, 1)
-            z1 = torch.where(active, z1 + h * inv_mass * p1, z1)
+            z1 = torch.where(active, z1 + h * self._velocity(p1), z1)
             e1, g1 = self._energy_and_grad(z1)
             kick = torch.where(n_c == i + 1, 0.5 * h, h)  # the last momentum update is halved
             p1 = torch.where(active, p1 - kick * g1, p1)
-        delta = e1 + 0.5 * (inv_mass * p1 * p1).sum(-1) - h0
+        delta = e1 + 0.5 * (p1 * self._velocity(p1)).sum(-1) - h0
         divergent = ~torch.isfinite(delta) | (delta > self.divergence_threshold)
         alpha = torch.where(divergent, torch.zeros_like(delta), torch.exp(torch.clamp(-delta, max=0.0)))
         accept = torch.rand_like(alpha) < alpha
@@ -350,8 +420,7 @@ class PersistentHMC:
         if warm and self.adapt_trajectory:
             # ChEES gradient in log T (module docstring): alpha (d' - d) ((z' - m) . p') T_c.
             m = self._center()
-            d0 = ((z - m) ** 2 / inv_mass).sum(-1)
-            d1 = ((z1 - m) ** 2 / inv_mass).sum(-1)
+            d0, d1 = self._whitened_sq(z - m), self._whitened_sq(z1 - m)
             g = alpha * (d1 - d0) * ((z1 - m) * p1).sum(-1) * t_c[:, 0]
             chees = torch.where(alpha > 0, g, torch.zeros_like(g)).mean()
         keep = accept[:, None]
@@ -377,19 +446,31 @@ class PersistentHMC:
         return self._mean if self.groups is None else self._mean[self.groups]
 
     def _adapt_moments(self) -> None:
-        """Moving averages of the cross-chain mean and variance (for ``m`` and the mass); a
-        group of one chain gets its mean and variance from the chain's recent past."""
-        t = self.transitions + 1
+        """Moving averages of the cross-chain mean and variance (for ``m`` and the mass; with
+        ``dense_mass`` also the covariance); a group of one chain gets its mean and variance
+        from the chain's recent past. They start afresh with each warm-up."""
+        t = self.transitions - self._warm_start + 1
         rate = max(1.0 / t, self._rate_floor)
         mean, var = self._chain_moments()
         delta = mean - self._mean
         self._mean = self._mean + rate * delta
         # The moving average of a mixture: old and new variances plus the shift of the mean.
         self._var = (1 - rate) * (self._var + rate * delta * delta) + rate * var
-        if self.adapt_mass and t <= self._mass_end:
+        if not (self.adapt_mass and self.transitions + 1 <= self._mass_end):
+            return
+        n = self.z.shape[0] * min(t, 20)  # roughly how many states the average rests on
+        shrink = n / (n + 5.0)
+        if self.dense_mass:
+            centred = self.z - (mean if self.groups is None else mean[self.groups])
+            cov = centred.T @ centred / self.z.shape[0]  # pooled within groups
+            shift = torch.outer(delta, delta) if delta.dim() == 1 else delta.T @ delta / delta.shape[0]
+            self._cov = (1 - rate) * (self._cov + rate * shift) + rate * cov
+            eye = torch.eye(self._cov.shape[0], dtype=self._cov.dtype, device=self._cov.device)
+            sym = 0.5 * (self._cov + self._cov.T)
+            self.inv_mass = shrink * sym + 1e-3 * (1.0 - shrink) * eye
+        else:
             pooled = self._var if self.groups is None else self._var.mean(0)
-            n = self.z.shape[0] * min(t, 20)  # roughly how many states the average rests on
-            self.inv_mass = (n / (n + 5.0)) * pooled + 1e-3 * (5.0 / (n + 5.0))
+            self.inv_mass = shrink * pooled + 1e-3 * (1.0 - shrink)
 
     def _adapt(self, alpha: torch.Tensor, chees: torch.Tensor | None) -> None:
         """Warm-up updates after transition number ``self.transitions`` (1-based)."""

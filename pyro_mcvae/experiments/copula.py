@@ -172,9 +172,19 @@ class CopulaConfig(VectorConfig):
                                           "parameters fixed, saved as ArviZ netCDF <run>/prior_chains.nc")
     chains_every: int = option(0, "MCMC priors: also save the chains during training every N epochs "
                                   "(<run>/chains_epoch<N>.nc; 0: only after training)")
+    energy_penalty: float = option(0.1, "NN-MRF: weight of the energy regulariser (0: none)")
+    penalty_form: str = option("level", "NN-MRF: 'level' (the squared mean energies of the batch and the chains) "
+                                        "or 'square' (E^2 at each datum and chain state; flattens the law)",
+                               choices=["level", "square"])
+    chains: int = option(64, "NN-MRF: persistent HMC chains of the prior")
+    diagonal_mass: bool = option(False, "NN-MRF: adapt a diagonal mass matrix instead of the dense one (the "
+                                        "chains' covariance)")
+    readapt_every: int = option(1000, "NN-MRF: in training, warm the sampler up again every N transitions (0: once)")
 
     def check(self) -> None:
         super().check()
+        if self.energy_penalty < 0 or self.chains < 2 or self.readapt_every < 0:
+            raise ValueError("--energy-penalty and --readapt-every must be >= 0, --chains >= 2")
         if self.particles is not None and self.particles < 1:
             raise ValueError("--particles must be >= 1")
         if self.chain_transitions < 0 or self.chains_every < 0:
@@ -207,6 +217,9 @@ class CopulaExperiment(VectorExperiment):
                       prior_eps=config.prior_eps)
         if spec.method not in ("gmrf", "diagonal"):
             fields["family"] = config.family
+        # The NN-MRF prior's settings (the other methods have no such fields: build drops them).
+        fields |= dict(energy_penalty=config.energy_penalty, penalty_form=config.penalty_form,
+                       num_chains=config.chains, dense_mass=not config.diagonal_mass, readapt_every=config.readapt_every)
         return fields
 
     def evaluate(self, model, data, config, seed) -> dict:

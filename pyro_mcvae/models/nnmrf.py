@@ -72,13 +72,13 @@ class EnergyMRF(dist.TorchDistribution):
     support = constraints.real_vector
 
     def __init__(self, energy: NeuralMRFEnergy, samples: torch.Tensor, batch_shape=torch.Size(),
-                 conditioner=None, penalty: float = 0.0):
+                 conditioner=None, penalty: float = 0.0, penalty_form: str = "level"):
         self.energy, self.samples, self.conditioner = energy, samples, conditioner
-        self.penalty = float(penalty)
+        self.penalty, self.penalty_form = float(penalty), check_penalty_form(penalty_form)
         super().__init__(torch.Size(batch_shape), samples.shape[-1:], validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
-        return EnergyMRF(self.energy, self.samples, batch_shape, self.conditioner, self.penalty)
+        return EnergyMRF(self.energy, self.samples, batch_shape, self.conditioner, self.penalty, self.penalty_form)
 
     def condition(self, observed) -> "_SampledConditional":
         """The law of the unobserved blocks given ``{component: value}``, drawn by HMC (see
@@ -95,13 +95,30 @@ class EnergyMRF(dist.TorchDistribution):
         energy = self.energy(value)
         out = -energy - (g - g.detach())
         if self.penalty:
-            # Energy regulariser of EBM training: pins the (otherwise free) level of E and keeps
-            # the energies at data and chain samples small, against runaway wells.
-            out = out - self.penalty * (energy.pow(2) + chain_energy.pow(2).mean())
+            if self.penalty_form == "square":
+                # Energy regulariser of EBM training: pins the (otherwise free) level of E and
+                # keeps the energies at data and chain samples small, against runaway wells. It
+                # also penalises the spread of E over the data, which flattens the learned law.
+                out = out - self.penalty * (energy.pow(2) + chain_energy.pow(2).mean())
+            else:
+                # "level": only the mean energies of the batch and of the chains, so a runaway
+                # gap between them is penalised but not the shape of E over either set; a
+                # constant (the potentials' biases) can meet it without changing the law.
+                level = energy.mean().pow(2) + chain_energy.mean().pow(2)
+                out = out - self.penalty * level.expand_as(energy)
         return out
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         raise NotImplementedError("draw from an NN-MRF prior with NeuralMRFPrior.sample (HMC)")
+
+
+PENALTY_FORMS = ("square", "level")
+
+
+def check_penalty_form(form: str) -> str:
+    if form not in PENALTY_FORMS:
+        raise ValueError(f"penalty_form must be one of {PENALTY_FORMS}, got {form!r}")
+    return form
 
 
 class _SampledConditional:
@@ -126,29 +143,45 @@ class NeuralMRFPrior(nn.Module):
     length adapt) and returns an :class:`EnergyMRF` scored with the new states. :meth:`sample`
     runs the chains for unconditional generation; :meth:`diagnostics` reports ArviZ R-hat and
     ESS per coordinate and of the energy and ``|z - mean|^2``, divergences and ``mixing_ok``.
-    ``penalty``: weight of the energy regulariser ``E(z)^2 + E(z_chain)^2`` (0 turns it off; the
-    unregularised estimator let the energy run away on the copula data, see the docs).
+    ``penalty``: weight of the energy regulariser (0 turns it off; the unregularised estimator
+    let the energy run away on the copula data, see the docs); ``penalty_form``: ``"level"``
+    (default: the squares of the batch's and the chains' mean energies, which a constant in the
+    energy meets without changing the law, so the true law stays a stationary point) or
+    ``"square"`` (``E(z)^2 + E(z_chain)^2`` per datum, which also penalises the spread of ``E``
+    and widens the learned law: on the copula data the prior's chains had twice the aggregate
+    posterior's spread, docs/results/nn_mrf.md).
+
+    The sampler's defaults come from the copula measurements in docs/results/nn_mrf.md: a dense
+    mass (``dense_mass``; the trained prior's coordinates correlate at +-0.8, which a diagonal
+    mass leaves at 20 effective draws per 1000) adapted again every ``readapt_every`` training
+    transitions (the energy's scale and shape move far from where the first warm-up adapted).
 
     Sampler options: ``step_size`` (initial), ``num_steps`` (with ``adapt_trajectory=False``
     the trajectory is ``step_size * num_steps``), ``jitter``, ``adapt_trajectory``,
-    ``adapt_mass``, ``keep`` (recorded draws per chain for the diagnostics and
+    ``adapt_mass``, ``dense_mass``, ``keep`` (recorded draws per chain for the diagnostics and
     :meth:`inference_data`) as in ``PersistentHMC``; ``max_steps`` caps the leapfrog steps (gradient
     evaluations) per transition, by default ``2 * num_steps``, so a training step costs at most
     twice the fixed ``num_steps`` trajectory (the adapted trajectory is usually far shorter).
+    ``readapt_every``: in training, every this many transitions after a warm-up the sampler
+    warms up again (step size, mass, trajectory) for the energy as it is then (0: only once).
     """
 
     def __init__(self, num_components: int, component_dim: int, hidden=(32,), graph=None,
                  confinement: float = 0.5, num_chains: int = 64, transitions: int = 2,
                  step_size: float = 0.1, num_steps: int = 8, warmup: int = 200, penalty: float = 0.1,
                  jitter: float = 0.3, adapt_trajectory: bool = True, adapt_mass: bool = True,
-                 max_steps: int | None = None, keep: int = 1000):
+                 max_steps: int | None = None, keep: int = 1000, penalty_form: str = "level",
+                 dense_mass: bool = True, readapt_every: int = 1000):
         super().__init__()
-        self.penalty = float(penalty)
+        if readapt_every < 0:
+            raise ValueError(f"readapt_every must be >= 0, got {readapt_every!r}")
+        self.readapt_every = int(readapt_every)
+        self.penalty, self.penalty_form = float(penalty), check_penalty_form(penalty_form)
         self.energy = NeuralMRFEnergy(num_components, component_dim, hidden, graph, confinement)
         self.num_components, self.component_dim = num_components, component_dim
         self.transitions, self.warmup = transitions, warmup
         self._hmc_args = dict(step_size=step_size, num_steps=num_steps, warmup=warmup, jitter=jitter,
-                              adapt_trajectory=adapt_trajectory, adapt_mass=adapt_mass,
+                              adapt_trajectory=adapt_trajectory, adapt_mass=adapt_mass, dense_mass=dense_mass,
                               max_steps=2 * num_steps if max_steps is None else max_steps, keep=keep)
         self.register_buffer("chains", torch.randn(num_chains, num_components * component_dim))
         self._hmc = None
@@ -160,9 +193,14 @@ class NeuralMRFPrior(nn.Module):
 
     def forward(self) -> EnergyMRF:
         if self.training:
-            states = self._sampler().step(self.transitions)
+            hmc = self._sampler()
+            if self.readapt_every and hmc.transitions >= hmc.warmup + self.readapt_every:
+                # The energy has moved since the last adaptation: adapt again (the kept draws stay).
+                hmc.restart_warmup(self.warmup, clear=False)
+            states = hmc.step(self.transitions)
             self.chains.copy_(states.detach())  # saved with the model, so a resumed run continues
-        return EnergyMRF(self.energy, self.chains, conditioner=self.condition, penalty=self.penalty)
+        return EnergyMRF(self.energy, self.chains, conditioner=self.condition, penalty=self.penalty,
+                         penalty_form=self.penalty_form)
 
     @torch.no_grad()
     def sample(self, num_samples: int, thin: int = 5) -> torch.Tensor:
@@ -185,9 +223,13 @@ class NeuralMRFPrior(nn.Module):
         ``arviz.from_netcdf(path)``.
 
         ``transitions``: run the chains this many transitions first, with the parameters as they
-        are. A sampler with fewer than 4 recorded draws (fresh, e.g. after loading a checkpoint)
-        first completes its warm-up and records at least 4."""
+        are, after a fresh warm-up of ``warmup`` transitions (the step size, mass and trajectory
+        were adapted to the energy as it was early in training), so the draws are the fixed
+        parameters' alone. A sampler with fewer than 4 recorded draws (fresh, e.g. after loading a
+        checkpoint) first completes its warm-up and records at least 4."""
         hmc = self._sampler()
+        if transitions > 0 and hmc.transitions >= hmc.warmup:
+            hmc.restart_warmup(self.warmup)
         need = max(transitions, 4 - hmc.draws_per_chain)
         if need > 0:
             hmc.step(max(hmc.warmup - hmc.transitions, 0) + need)  # enables the energy's gradient itself
@@ -247,15 +289,22 @@ class NeuralMRFPrior(nn.Module):
 @dataclass
 class NNMRFConfig(BlockPosteriorConfig):
     """The NN-MRF MCVAE: the GMRF posterior's fields (``graph`` also limits the prior's pairwise
-    potentials), ``potential_hidden`` (the potentials' MLP sizes) and ``hmc_warmup`` (the chains'
-    warm-up transitions)."""
+    potentials), ``potential_hidden`` (the potentials' MLP sizes), ``hmc_warmup`` (the chains'
+    warm-up transitions), and the prior's ``energy_penalty``, ``penalty_form``, ``num_chains``,
+    ``dense_mass`` and ``readapt_every`` (:class:`NeuralMRFPrior`)."""
 
     potential_hidden: tuple = (32,)
     hmc_warmup: int = 200
+    energy_penalty: float = 0.1
+    penalty_form: str = "level"
+    num_chains: int = 64
+    dense_mass: bool = True
+    readapt_every: int = 1000
 
 
 def build_nnmrf(component_dims: Sequence[int], config: NNMRFConfig) -> BlockLatentVAE:
     c = config
     prior = NeuralMRFPrior(len(component_dims), c.block_dim, hidden=tuple(c.potential_hidden), graph=c.graph,
-                           warmup=c.hmc_warmup)
+                           warmup=c.hmc_warmup, penalty=c.energy_penalty, penalty_form=c.penalty_form,
+                           num_chains=c.num_chains, dense_mass=c.dense_mass, readapt_every=c.readapt_every)
     return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior))
