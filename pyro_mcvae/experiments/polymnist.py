@@ -565,12 +565,15 @@ def missing_ratio_table(by_ratio: dict):
             cells = [f"{v:.3f}" if v is not None else "n/a" for v in values.values()]
             cells += [f"{ll[key]['mean']:.0f} ± {ll[key]['data_std_error']:.0f}" if key in ll else "n/a"
                       for key in ("joint", "conditional_mean")]
+            if "conditional_mean" in ll and "conditional_ratio_mean" not in ll:
+                cells[-1] += " (ratio)"  # a record from before the difference estimator
             rows.append(f"| {name} | {r:g} | {rec['training']['steps']} | {judge} | " + " | ".join(cells) + " |")
     table = ("| model | missing ratio | steps | judge | cond. coherence (30 subsets) | cond. coherence (1 given) | "
              "uncond. (prior) | uncond. (latent mixture) | log p(x) | log p(x_rest given x_k) |\n"
              "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\nCoherence on the complete test "
              "tuples (higher is better); log-likelihoods in nats per tuple (± the standard error over tuples; the "
-             "conditional by difference, averaged over the single given modalities).\n")
+             "conditional by difference, averaged over the single given modalities; '(ratio)': by the ratio "
+             "estimator, in runs evaluated before the difference estimator existed).\n")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, labels in zip(axes, (("cond. coherence (30 subsets)", "cond. coherence (1 given)"),
                                  ("uncond. (prior)", "uncond. (latent mixture)"))):
