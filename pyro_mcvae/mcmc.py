@@ -68,9 +68,6 @@ dimension, and one or two jittered steps spread the angle over most of ``(0, pi)
   ``D << C`` the covariance is well estimated, and the transition is the one of an isotropic
   target.
 
-A warm-up can be restarted (:meth:`PersistentHMC.restart_warmup`): after a persistent prior's
-training the energy has moved far from where its chains' step, mass and trajectory were
-adapted, and the fixed-parameter chains first adapt again.
 * *Trajectory length* (``adapt_trajectory``): the ChEES criterion of Hoffman, Radul & Sountsov
   (2021, "An Adaptive MCMC Scheme for Setting Trajectory Lengths in HMC"), designed for many
   parallel chains: maximise ``E[(d(z') - d(z))^2]`` with ``d(z) = |(z - m) / s|^2`` the
@@ -101,6 +98,10 @@ adapted, and the fixed-parameter chains first adapt again.
   the square of the fast direction mixes worse (lag-1 0.65 against 0.50) while the ESS per
   gradient of ``|z - m|^2`` and of every coordinate is still higher. ``jitter=0`` with ``adapt_trajectory=False`` and
   ``adapt_mass=False`` is plain fixed-trajectory HMC.
+
+A warm-up can be restarted (:meth:`PersistentHMC.restart_warmup`): after a persistent prior's
+training the energy has moved far from where its chains' step, mass and trajectory were
+adapted, and the fixed-parameter chains first adapt again.
 
 The energy may change between :meth:`PersistentHMC.step` calls (training): nothing about it
 is cached across calls, its gradient is ``torch.autograd.grad(E(z).sum(), z)`` (the energy's
