@@ -256,7 +256,6 @@ class PersistentHMC:
         self.jitter, self.target_accept = float(jitter), float(target_accept)
         self.adapt_step_size, self.adapt_trajectory = bool(adapt_step_size), bool(adapt_trajectory)
         self._adapt_mass_wanted, self.dense_mass = bool(adapt_mass), bool(dense_mass)
-        self.adapt_mass = self._adapt_mass_wanted and self.warmup >= 20
         self.max_steps = int(max_steps) if max_steps is not None else max(4 * int(num_steps), 32)
         self.divergence_threshold = float(divergence_threshold)
         self.step_size = float(step_size)
@@ -282,9 +281,7 @@ class PersistentHMC:
         self._mean, _ = self._chain_moments()
         self._var = torch.ones_like(self._mean)
         self._cov = torch.eye(d, dtype=self.z.dtype, device=self.z.device)
-        self._warm_start = 0  # the transition the current warm-up started at
-        self._mass_end = int(0.75 * self.warmup) if self.adapt_mass else 0
-        self._da = _DualAveraging(math.log(self.step_size))
+        self._schedule_warmup(self.warmup)
         # ChEES starts from one step and lengthens the trajectory: under the jitter the
         # criterion has local maxima near every odd multiple of a quarter period, and the first
         # (for a Gaussian the highest) is the one wanted; an initial T near a half period (the
@@ -334,6 +331,15 @@ class PersistentHMC:
             return (x * x / self._inv_mass).sum(-1)
         return torch.linalg.solve_triangular(self._chol, x.T, upper=False).pow(2).sum(0)
 
+    def _schedule_warmup(self, w: int) -> None:
+        """A warm-up of ``w`` transitions from now: the mass adapts (from 20 transitions on) until
+        3/4 of it, dual averaging starts afresh from the current step size."""
+        self._warm_start = self.transitions  # the moving averages restart from here
+        self.warmup = self.transitions + w
+        self.adapt_mass = self._adapt_mass_wanted and w >= 20
+        self._mass_end = self.transitions + int(0.75 * w) if self.adapt_mass else 0
+        self._da = _DualAveraging(math.log(self.step_size))
+
     def restart_warmup(self, warmup: int | None = None, clear: bool = True) -> None:
         """Adapt again for ``warmup`` transitions (default: the constructor's ``warmup``), from
         the current step size, mass and trajectory; ``clear`` forgets the recorded draws and the
@@ -341,11 +347,7 @@ class PersistentHMC:
         w = self._warmup_length if warmup is None else int(warmup)
         if w < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup!r}")
-        self._warm_start = self.transitions
-        self.warmup = self.transitions + w
-        self.adapt_mass = self._adapt_mass_wanted and w >= 20
-        self._mass_end = self.transitions + int(0.75 * w) if self.adapt_mass else 0
-        self._da = _DualAveraging(math.log(self.step_size))
+        self._schedule_warmup(w)
         self._adam = _AdamAscent(math.log(max(self.trajectory, 0.5 * self.step_size)))
         if clear:
             self._n_after = self._steps_after = 0

@@ -195,10 +195,9 @@ class GaussianMixture:
         g = self._generator if generator is None else generator
         # The draws are made on the generator's device (a CPU generator gives the same numbers
         # whether the mixture lives on the CPU or a GPU), then moved to the mixture's.
-        where = g.device if g is not None else self.means.device
-        labels = torch.multinomial(self.weights.to(where), n, replacement=True, generator=g).to(self.means.device)
+        labels = torch.multinomial(self.weights.to(g.device), n, replacement=True, generator=g).to(self.means.device)
         eps = torch.randn(n, self.means.shape[1], generator=g, dtype=self.means.dtype,
-                          device=where).to(self.means.device)
+                          device=g.device).to(self.means.device)
         if self.covariance == "diag":
             noise = eps * self.covariances[labels].sqrt()
         else:

@@ -148,8 +148,8 @@ class NeuralMRFPrior(nn.Module):
     (default: the squares of the batch's and the chains' mean energies, which a constant in the
     energy meets without changing the law, so the true law stays a stationary point) or
     ``"square"`` (``E(z)^2 + E(z_chain)^2`` per datum, which also penalises the spread of ``E``
-    and widens the learned law: on the copula data the prior's chains had twice the aggregate
-    posterior's spread, docs/results/nn_mrf.md).
+    and widens the learned law; on the copula data the latent scale then grew to 3.5-3.9 per
+    coordinate instead of 1.8-2.2, docs/results/nn_mrf.md).
 
     The sampler's defaults come from the copula measurements in docs/results/nn_mrf.md: a dense
     mass (``dense_mass``; the trained prior's coordinates correlate at +-0.8, which a diagonal
