@@ -85,6 +85,12 @@ def alignment(model, probe_x, probe_y, eval_x, eval_y, judges, d):
         rest = [j for j in range(M) if j != i]
         through.append(sum(probes[j].accuracy(loc[:, r], eval_y) for r, j in enumerate(rest)) / (M - 1))
     res["probe_through_prior"] = sum(through) / M
+    # the digit in each modality's reconstruction from the posterior means: conditional and
+    # unconditional generation can carry no more of it than the decoders render
+    recon = [r.reshape(-1, *SHAPE).clamp(0, 1) for r in model.decode(mean_eval.flatten(1))]
+    right = torch.stack([judges[k](recon[k]).argmax(-1) == eval_y for k in range(M)])
+    res |= {f"reconstruction_block{k}": float(right[k].float().mean()) for k in range(M)}
+    res["reconstruction_all_blocks"] = float(right.all(0).float().mean())
     coherence = []
     for i in range(M):
         gen = torch.stack([x[0].reshape(-1, *SHAPE) for x in model.condition({i: eval_x[i]})], 1).clamp(0, 1)

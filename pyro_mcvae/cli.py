@@ -7,6 +7,8 @@ Usage::
     pyro-mcvae train    --config run.toml [--set train.epochs=5 ...]
     pyro-mcvae evaluate --config run.toml
     pyro-mcvae sample   --config run.toml [--num 100] [--output samples.pt]
+    pyro-mcvae curves LABEL=RUN [LABEL=RUN ...] --out curves.png [--column eval_coherence_1]
+                                            # learning curves of several runs in one figure
 
 A config is a TOML file::
 
@@ -113,6 +115,26 @@ def cmd_sample(config: dict, num: int, output: str | None) -> Path:
     return file_commands(config["dataset"]).sample(config, num, output)
 
 
+def cmd_curves(specs, column: str, out: str, title: str = "", chance: float | None = None) -> Path:
+    """``label=RUN`` pairs (``RUN``: a ``curve.csv`` or the folder holding one) drawn into one
+    figure at ``out`` (:func:`~pyro_mcvae.plots.curve_comparison_figure`)."""
+    from ._io import read_number_csv
+    from .plots import curve_comparison_figure, save_figure
+
+    runs = {}
+    for spec in specs:
+        label, sep, where = spec.rpartition("=")
+        if not sep or not label:
+            raise ValueError(f"curves: expected LABEL=RUN (a curve.csv or its folder), got {spec!r}")
+        path = Path(where)
+        path = path / "curve.csv" if path.is_dir() else path
+        rows = read_number_csv(path)
+        if not rows:
+            raise FileNotFoundError(f"curves: no learning curve at {path} (missing or empty)")
+        runs[label] = rows
+    return save_figure(curve_comparison_figure(runs, column, title, chance), out)
+
+
 def cmd_run(name: str, argv) -> int:
     """``pyro-mcvae run EXPERIMENT [options]``: the options come from the experiment's Config."""
     from .experiments import get_experiment, parse_config, run_experiment
@@ -140,6 +162,12 @@ def main(argv=None) -> int:
         if name == "sample":
             p.add_argument("--num", type=int, default=100)
             p.add_argument("--output", help="default: <out>/samples.pt")
+    curves = sub.add_parser("curves", help="draw the learning curves of several runs into one PNG")
+    curves.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="a label and a curve.csv or its folder")
+    curves.add_argument("--out", required=True, help="the PNG to write")
+    curves.add_argument("--column", default="eval_coherence_1", help="the curve column (default: %(default)s)")
+    curves.add_argument("--title", default="")
+    curves.add_argument("--chance", type=float, default=None, help="a dashed reference line")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"] and argv[1:] in ([], ["-h"], ["--help"]):
         from .experiments import get_experiment
@@ -156,6 +184,9 @@ def main(argv=None) -> int:
     from .metrics.fid import InceptionWeightsUnavailable
 
     try:
+        if args.command == "curves":
+            print(f"wrote {cmd_curves(args.runs, args.column, args.out, args.title, args.chance)}")
+            return 0
         config = load_config(args.config, args.set)
         if args.command == "train":
             record = cmd_train(config)

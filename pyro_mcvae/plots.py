@@ -156,6 +156,34 @@ def learning_curve_figure(rows: list[dict], columns: dict, title: str = "", chan
     return fig
 
 
+def curve_comparison_figure(runs: dict, column: str, title: str = "", chance: float | None = None,
+                            ylabel: str | None = None):
+    """One learning-curve column of several runs (``{label: rows}``, rows as for
+    :func:`learning_curve_figure`) against steps (left) and wall-clock minutes (right), one line
+    per run: how runs compare at equal steps and at equal time. Returns the figure."""
+    if not runs:
+        raise ValueError("no runs to compare")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for label, rows in runs.items():
+        points = [(r["step"], r["seconds"] / 60, r[column]) for r in rows if r.get(column) is not None]
+        if not points:
+            raise ValueError(f"run {label!r} has no rows with the column {column!r}")
+        steps, minutes, values = zip(*points)
+        axes[0].plot(steps, values, marker="o", markersize=3, label=label)
+        axes[1].plot(minutes, values, marker="o", markersize=3, label=label)
+    for ax, xlabel in zip(axes, ("training steps", "wall-clock minutes (evaluation included)")):
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel or column)
+    axes[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def arviz_chain_figures(netcdf, prefix: str | Path, coordinates: int = 2, rank_chains: int = 4) -> list[Path]:
     """Trace, rank and energy plots of saved MCMC chains, drawn by ArviZ from the netCDF file
     alone (what a user of ``arviz.from_netcdf`` would draw): ``<prefix>_trace.png`` (the energy,

@@ -131,6 +131,8 @@ class PolyMNISTRun:
     subset_posteriors: int = option(0, "GMRF: ELBO terms per step whose guide sees a random proper subset of the "
                                        "modalities while every modality is scored (the subset posterior's ELBO; "
                                        "0: the paper's objective)")
+    subset_max_size: int | None = option(None, "GMRF: the subset-posterior terms draw subsets of at most this many "
+                                               "modalities (default: M - 1; 1: one given modality)")
     likelihood_samples: int | None = option(None, "importance samples K of the joint and single-source conditional "
                                                   "log-likelihoods (presets: 100; quick: 10; 0: skip)")
     likelihood_tuples: int | None = option(None, "test tuples whose log-likelihoods are estimated (presets: 200)")
@@ -206,6 +208,7 @@ def build_polymnist_model(run: PolyMNISTRun) -> MCVAE:
         kwargs["prior_standardized"] = run.value("prior_form") == "standardized"
         kwargs["prior_init_shared"] = min(run.value("prior_init_shared"), d)
         kwargs["subset_posteriors"] = run.subset_posteriors
+        kwargs["subset_max_size"] = run.subset_max_size
     if run.model == "mmvaeplus":
         kwargs["private_dim"] = run.private_dim or d
     if run.model == "mopoe":

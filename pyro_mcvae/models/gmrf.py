@@ -283,20 +283,23 @@ class BlockPosteriorConfig(CommonConfig):
 class GMRFConfig(BlockPosteriorConfig):
     """The GMRF MCVAE: :class:`BlockPosteriorConfig` and the prior, ``"precision"`` (default),
     ``"covariance"`` or ``"standard"`` (see :class:`GMRFPrior`), with margin ``prior_eps``;
-    ``subset_posteriors``: subset-posterior ELBO terms per training step (:class:`GMRFVAE`)."""
+    ``subset_posteriors``: subset-posterior ELBO terms per training step (:class:`GMRFVAE`), their
+    subsets drawn among those of at most ``subset_max_size`` components (default ``M - 1``)."""
 
     prior: str = "precision"
     prior_eps: float | None = None
     prior_standardized: bool = False
     prior_init_shared: int = 0
     subset_posteriors: int = 0
+    subset_max_size: int | None = None
 
 
 class GMRFVAE(BlockLatentVAE):
     """The GMRF MCVAE's model: the block-latent program. With ``config.subset_posteriors = k > 0``
     training adds ``k`` terms per step to the ELBO of the whole tuple: in each the guide sees a
     random proper subset ``A`` of the components (shared by the batch, uniform over the
-    ``2^M - 2`` subsets) and the model scores every component, the ELBO of ``x`` under the subset
+    ``2^M - 2`` subsets, or over those of at most ``config.subset_max_size`` components: 1 draws
+    one given component, the hardest conditional) and the model scores every component, the ELBO of ``x`` under the subset
     posterior ``q(z_A | x_A) p(z_B | z_A)``
     (:class:`~pyro_mcvae.infer.objectives.SubsetELBO` with ``score="all"``). Each term is a lower
     bound on ``log p(x)`` of the same model; it trains the encoders of ``A``, the prior's
@@ -310,7 +313,7 @@ class GMRFVAE(BlockLatentVAE):
         if not k:
             return None
         m = self.num_components
-        return torch.ones(1, m, dtype=torch.bool), k, subset_rows(m)
+        return torch.ones(1, m, dtype=torch.bool), k, subset_rows(m, max_size=self.config.subset_max_size)
 
 
 def block_model(component_dims: Sequence[int], config: CommonConfig, prior: nn.Module, guide: nn.Module,
@@ -333,6 +336,10 @@ def build_gmrf(component_dims: Sequence[int], config: GMRFConfig) -> BlockLatent
     c = config
     if isinstance(c.subset_posteriors, bool) or not isinstance(c.subset_posteriors, int) or c.subset_posteriors < 0:
         raise ValueError(f"subset_posteriors must be a non-negative integer, got {c.subset_posteriors!r}")
+    top = c.subset_max_size
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 1 <= top < len(component_dims)):
+        raise ValueError(f"subset_max_size must be None or an integer in [1, M - 1] = [1, {len(component_dims) - 1}], "
+                         f"got {top!r}")
     prior = GMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph,
                       standardized=c.prior_standardized, init_shared=c.prior_init_shared)
     return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior), cls=GMRFVAE)

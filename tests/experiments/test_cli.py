@@ -157,3 +157,25 @@ def test_bikes_train_evaluate_sample(tmp_path, capsys):
     # Generated from the crank: the crank slot holds the given image, the rest are generated.
     assert torch.equal(samples["conditional"][2][:, 2], samples["test"][:, 2])
     assert 0.0 <= float(samples["conditional"][2].min()) and float(samples["conditional"][2].max()) <= 1.0
+
+
+def test_curves_draws_several_runs_and_refuses_bad_input(tmp_path, capsys):
+    from PIL import Image
+
+    for name, slope in (("a", 0.1), ("b", 0.2)):
+        (tmp_path / name).mkdir()
+        rows = ["step,seconds,eval_coherence_1,eval_unconditional"]
+        rows += [f"{s},{s * 0.3},{0.1 + slope * s / 1000},0.0" for s in (0, 500, 1000)]
+        (tmp_path / name / "curve.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "both.png"
+    assert main(["curves", f"run a={tmp_path / 'a'}", f"b={tmp_path / 'b' / 'curve.csv'}", "--out", str(out),
+                 "--chance", "0.1", "--title", "two runs"]) == 0
+    with Image.open(out) as image:
+        assert image.size[0] > 500 and image.size[1] > 200
+    assert main(["curves", f"c={tmp_path / 'missing'}", "--out", str(tmp_path / "x.png")]) == 2
+    assert "no learning curve" in capsys.readouterr().err
+    assert main(["curves", str(tmp_path / "a"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "LABEL=RUN" in capsys.readouterr().err
+    assert main(["curves", f"a={tmp_path / 'a'}", "--column", "nope", "--out", str(tmp_path / "x.png")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

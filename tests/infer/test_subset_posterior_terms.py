@@ -107,3 +107,17 @@ def test_the_registry_builds_the_objective_with_random_subsets():
         build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=-1)
     with pytest.raises(ValueError, match="score"):
         SubsetELBO(make_objective("meanfield"), rows, score="joint")
+
+
+def test_subset_max_size_restricts_the_random_subsets():
+    model = build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=4, subset_max_size=1)
+    objective = objective_for(model)
+    assert objective.pool.shape == (M, M) and bool((objective.pool.sum(-1) == 1).all())
+    torch.manual_seed(0)
+    rows = objective.terms()
+    assert rows.shape == (5, M) and bool(rows[0].all()) and bool((rows[1:].sum(-1) == 1).all())
+    full = objective_for(build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=1))
+    assert full.pool.shape == (2**M - 2, M)
+    for bad in (0, M, True, 1.0):
+        with pytest.raises(ValueError, match="subset_max_size"):
+            build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=1, subset_max_size=bad)

@@ -1,0 +1,115 @@
+"""The GMRF's PolyMNIST training step on a CPU: where the time goes, and the levers side by side.
+
+Every variant is the GMRF MCVAE as ``examples/polymnist.py`` builds it (five modalities, latent 16
+per modality, 25% of the posterior's off-diagonal entries, Laplace likelihoods, the standardised
+prior, ``TraceMeanField_ELBO``, Adam) stepping on the same random tuples ``(batch, 5, 3, 28, 28)``;
+the variants alternate step by step (``interleaved``), so load on the machine affects them alike.
+
+- ``resnet``: ResNet encoders and decoders at base width 16 (and the global network's own narrow
+  ResNet), float32: the step of the quick run, the reference ("before");
+- ``resnet-bf16``: the same under bf16 autocast (``--amp`` of the example; oneDNN's bf16
+  convolutions where the CPU has AVX-512 BF16);
+- ``mlp``: the ``cpu`` preset's networks, MLPs (512, 512) on the flattened images;
+- ``mlp-bf16``: the same under bf16 autocast;
+- ``mlp-subset1``: the ``cpu`` preset's MLPs with one subset-posterior term per step
+  (``--subset-posteriors 1``), which stacks a second copy of the batch.
+
+``--profile`` adds, for every variant, the operators with the largest self time over two steps
+(``torch.profiler``).
+
+    .venv/bin/python benchmarks/cpu_image_step.py [--quick] [--batch 128] [--width 16]
+        [--variants resnet mlp ...] [--profile] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from _common import interleaved, make_parser, markdown_table, print_header, quartiles, setup, write_json  # noqa: E402
+from polymnist_step import ImageStepper  # noqa: E402
+from pyro_mcvae.experiments.polymnist import PolyMNISTRun, build_polymnist_model
+from pyro_mcvae.infer.trainer import _autocast
+
+BENCHMARK = "cpu_image_step"
+VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms)
+    "resnet": ("resnet", False, 0),
+    "resnet-bf16": ("resnet", True, 0),
+    "mlp": ("mlp", False, 0),
+    "mlp-bf16": ("mlp", True, 0),
+    "mlp-subset1": ("mlp", False, 1),
+}
+
+
+def build_stepper(name: str, data, width: int, hidden, seed: int) -> ImageStepper:
+    arch, bf16, subsets = VARIANTS[name]
+    run = PolyMNISTRun(model="gmrf", arch=arch, width=width, hidden=list(hidden), subset_posteriors=subsets,
+                       prior_form="standardized", prior_init_shared=8)
+    torch.manual_seed(seed)
+    stepper = ImageStepper(build_polymnist_model(run), data, "meanfield")
+    if bf16:
+        stepper.svi.model = _autocast(stepper.svi.model, "cpu", torch.bfloat16)
+        stepper.svi.guide = _autocast(stepper.svi.guide, "cpu", torch.bfloat16)
+    return stepper
+
+
+def top_operators(stepper: ImageStepper, rows: int) -> list[tuple[str, float, float]]:
+    """The ``rows`` operators with the largest self CPU time over two steps: name, ms per step,
+    share of the step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with stepper.active(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            stepper.step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [(e.key, e.self_cpu_time_total / 2e3, e.self_cpu_time_total / total) for e in events[:rows]]
+
+
+def main() -> None:
+    p = make_parser(__doc__)
+    p.add_argument("--batch", type=int, default=None, help="tuples per step (default 128; quick 8)")
+    p.add_argument("--width", type=int, default=None, help="ResNet base channels (default 16; quick 4)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="the first is the reference of the ratio column")
+    p.add_argument("--profile", action="store_true", help="print each variant's most expensive operators")
+    args = p.parse_args()
+    width = args.width or (4 if args.quick else 16)
+    batch = args.batch or (8 if args.quick else 128)
+    hidden = (32, 32) if args.quick else (512, 512)
+    reps = args.reps or (2 if args.quick else 5)
+    device, default_threads = setup(args)
+    if device.type != "cpu":
+        raise SystemExit("error: cpu_image_step.py times the CPU step; use polymnist_step.py --device cuda")
+    info = print_header(BENCHMARK, args, device, default_threads,
+                        extra=f", batch {batch}, width {width}, MLP hidden {hidden}, reps {reps}")
+    gen = torch.Generator().manual_seed(args.seed)
+    images = torch.randint(0, 256, (batch, 5, 3 * 28 * 28), generator=gen, dtype=torch.uint8).float().div(255)
+    data = list(images.unbind(1))
+    steppers = {name: build_stepper(name, data, width, hidden, args.seed) for name in args.variants}
+    times = interleaved({n: (s.active, s.step) for n, s in steppers.items()}, reps, inner=1, warmup=2,
+                        device=device)
+    base = float(np.median(times[args.variants[0]]))
+    rows, results = [], {}
+    for name in args.variants:
+        q1, med, q3 = quartiles(times[name])
+        arch, bf16, subsets = VARIANTS[name]
+        results[name] = {"ms_median": med * 1e3, "ms_q1": q1 * 1e3, "ms_q3": q3 * 1e3, "speedup": base / med,
+                         "arch": arch, "bf16": bf16, "subset_posteriors": subsets,
+                         "loss": steppers[name].last_loss}
+        rows.append([name, f"{med * 1e3:.0f}", f"{q1 * 1e3:.0f}-{q3 * 1e3:.0f}", f"{base / med:.2f}x"])
+    print(markdown_table(["variant", "ms/step (median)", "IQR", f"speed-up ratio vs {args.variants[0]}"], rows))
+    if args.profile:
+        for name, stepper in steppers.items():
+            ops = top_operators(stepper, 8)
+            results[name]["top_operators"] = [{"op": o, "ms_per_step": ms, "share": s} for o, ms, s in ops]
+            print(f"\n{name}: operators with the largest self time (ms per step, share)")
+            print(markdown_table(["operator", "ms/step", "share"], [[o, f"{ms:.1f}", f"{s:.0%}"] for o, ms, s in ops]))
+    if args.json:
+        write_json(args.json, BENCHMARK, args, info,
+                   {"variants": results, "settings": {"batch": batch, "width": width, "hidden": list(hidden),
+                                                      "reps": reps}})
+
+
+if __name__ == "__main__":
+    main()
