@@ -4,7 +4,8 @@
     python examples/missing_ratio.py --model all --seeds 2 --out results/missing-copula
     python examples/missing_ratio.py --experiment nongaussian --kind x --model gmrf
     python examples/missing_ratio.py --experiment polymnist --model gmrf mmvae --epochs 3 --minutes 0 \
-        --curve-every 0 --num-eval 2000 --likelihood-tuples 100 --fid off --out results/polymnist-missing
+        --curve-every 0 --num-eval 2000 --likelihood-tuples 100 --fid off --subset-posteriors 0 \
+        --out results/polymnist-missing
     python examples/missing_ratio.py --experiment polymnist --out results/polymnist-missing --tables-only
 
 Runs the benchmark once per ratio (``--ratios``; each in ``OUT/ratio<R>``, resumable: the same

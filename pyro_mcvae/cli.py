@@ -115,7 +115,8 @@ def cmd_sample(config: dict, num: int, output: str | None) -> Path:
     return file_commands(config["dataset"]).sample(config, num, output)
 
 
-def cmd_curves(specs, column: str, out: str, title: str = "", chance: float | None = None) -> Path:
+def cmd_curves(specs, column: str, out: str, title: str = "", chance: float | None = None,
+               ylabel: str | None = None) -> Path:
     """``label=RUN`` pairs (``RUN``: a ``curve.csv`` or the folder holding one) drawn into one
     figure at ``out`` (:func:`~pyro_mcvae.plots.curve_comparison_figure`)."""
     from ._io import read_number_csv
@@ -132,7 +133,7 @@ def cmd_curves(specs, column: str, out: str, title: str = "", chance: float | No
         if not rows:
             raise FileNotFoundError(f"curves: no learning curve at {path} (missing or empty)")
         runs[label] = rows
-    return save_figure(curve_comparison_figure(runs, column, title, chance), out)
+    return save_figure(curve_comparison_figure(runs, column, title, chance, ylabel), out)
 
 
 def cmd_run(name: str, argv) -> int:
@@ -168,6 +169,7 @@ def main(argv=None) -> int:
     curves.add_argument("--column", default="eval_coherence_1", help="the curve column (default: %(default)s)")
     curves.add_argument("--title", default="")
     curves.add_argument("--chance", type=float, default=None, help="a dashed reference line")
+    curves.add_argument("--ylabel", default=None, help="the vertical axis' label (default: the column)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"] and argv[1:] in ([], ["-h"], ["--help"]):
         from .experiments import get_experiment
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
 
     try:
         if args.command == "curves":
-            print(f"wrote {cmd_curves(args.runs, args.column, args.out, args.title, args.chance)}")
+            print(f"wrote {cmd_curves(args.runs, args.column, args.out, args.title, args.chance, args.ylabel)}")
             return 0
         config = load_config(args.config, args.set)
         if args.command == "train":

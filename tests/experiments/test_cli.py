@@ -169,7 +169,7 @@ def test_curves_draws_several_runs_and_refuses_bad_input(tmp_path, capsys):
         (tmp_path / name / "curve.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "both.png"
     assert main(["curves", f"run a={tmp_path / 'a'}", f"b={tmp_path / 'b' / 'curve.csv'}", "--out", str(out),
-                 "--chance", "0.1", "--title", "two runs"]) == 0
+                 "--chance", "0.1", "--title", "two runs", "--ylabel", "coherence"]) == 0
     with Image.open(out) as image:
         assert image.size[0] > 500 and image.size[1] > 200
     assert main(["curves", f"c={tmp_path / 'missing'}", "--out", str(tmp_path / "x.png")]) == 2

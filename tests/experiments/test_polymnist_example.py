@@ -120,7 +120,7 @@ def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
     """The cpu preset (MLPs, time budget, learning curve) and the gpu preset's code path (ResNets,
     time budget, curve; on the CPU here, narrow) run end to end and write the curve."""
     out = tmp_path / preset
-    extra = ["--hidden", "32", "--subset-posteriors", "1"] if preset == "cpu" else ["--width", "4"]
+    extra = ["--hidden", "32"] if preset == "cpu" else ["--width", "4"]
     proc = _run(["--preset", preset, "--device", "cpu", "--modalities", "3", "--data-dir", str(tiny_polymnist),
                  "--out", str(out), "--minutes", "0.15", "--curve-every", "2", "--curve-tuples", "8",
                  "--batch-size", "32", "--fid", "off", "--no-progress", "--mopoe-classifiers", "",
@@ -132,6 +132,7 @@ def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
     assert settings["arch"] == ("mlp" if preset == "cpu" else "resnet")
     assert settings["prior_form"] == "standardized" and settings["prior_init_shared"] == 8
     assert settings["subset_posteriors"] == (1 if preset == "cpu" else 0)
+    assert settings["subset_max_size"] == (1 if preset == "cpu" else None)
     training = record["training"]
     assert "time budget" in training["stop_reason"] and training["steps"] >= 1
     curve = (out / "gmrf" / "curve.csv").read_text().strip().splitlines()
