@@ -99,6 +99,17 @@ def quartiles(values) -> tuple[float, float, float]:
     return float(q1), float(med), float(q3)
 
 
+def step_summary(times: dict, names) -> dict:
+    """Milliseconds per call of each of ``names`` (median and quartiles of ``times[name]``, in
+    seconds) and the ratio of its median to that of ``names[0]``."""
+    base = float(np.median(times[names[0]]))
+    summary = {}
+    for name in names:
+        q1, med, q3 = quartiles(times[name])
+        summary[name] = {"ms_median": med * 1e3, "ms_q1": q1 * 1e3, "ms_q3": q3 * 1e3, "ratio": med / base}
+    return summary
+
+
 def interleaved(alternatives: dict, reps: int, inner: int, warmup: int, device) -> dict:
     """Per-repetition seconds per call of each alternative.
 

@@ -23,10 +23,9 @@ the variants alternate step by step (``interleaved``), so load on the machine af
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from _common import interleaved, make_parser, markdown_table, print_header, quartiles, setup, write_json  # noqa: E402
+from _common import interleaved, make_parser, markdown_table, print_header, setup, step_summary, write_json  # noqa: E402
 from polymnist_step import ImageStepper  # noqa: E402
 from pyro_mcvae.experiments.polymnist import PolyMNISTRun, build_polymnist_model
 from pyro_mcvae.infer.trainer import _autocast
@@ -89,15 +88,14 @@ def main() -> None:
     steppers = {name: build_stepper(name, data, width, hidden, args.seed) for name in args.variants}
     times = interleaved({n: (s.active, s.step) for n, s in steppers.items()}, reps, inner=1, warmup=2,
                         device=device)
-    base = float(np.median(times[args.variants[0]]))
-    rows, results = [], {}
+    results = step_summary(times, args.variants)
+    rows = []
     for name in args.variants:
-        q1, med, q3 = quartiles(times[name])
         arch, bf16, subsets = VARIANTS[name]
-        results[name] = {"ms_median": med * 1e3, "ms_q1": q1 * 1e3, "ms_q3": q3 * 1e3, "speedup": base / med,
-                         "arch": arch, "bf16": bf16, "subset_posteriors": subsets,
-                         "loss": steppers[name].last_loss}
-        rows.append([name, f"{med * 1e3:.0f}", f"{q1 * 1e3:.0f}-{q3 * 1e3:.0f}", f"{base / med:.2f}x"])
+        r = results[name]
+        r |= {"speedup": 1 / r["ratio"], "arch": arch, "bf16": bf16, "subset_posteriors": subsets,
+              "loss": steppers[name].last_loss}
+        rows.append([name, f"{r['ms_median']:.0f}", f"{r['ms_q1']:.0f}-{r['ms_q3']:.0f}", f"{r['speedup']:.2f}x"])
     print(markdown_table(["variant", "ms/step (median)", "IQR", f"speed-up ratio vs {args.variants[0]}"], rows))
     if args.profile:
         for name, stepper in steppers.items():

@@ -17,10 +17,9 @@ with the paper's latents; ``--quick`` shrinks both.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from _common import interleaved, make_parser, markdown_table, print_header, quartiles, setup, write_json  # noqa: E402
+from _common import interleaved, make_parser, markdown_table, print_header, setup, step_summary, write_json  # noqa: E402
 from scaling import Stepper  # noqa: E402
 from pyro_mcvae.experiments.bikes import BikeRun, build_bike_model
 from pyro_mcvae.experiments.polymnist import MODELS, PolyMNISTRun, build_polymnist_model
@@ -78,14 +77,13 @@ def main() -> None:
         steppers[name] = ImageStepper(model, data, OBJECTIVE[name])
     times = interleaved({n: (s.active, s.step) for n, s in steppers.items()}, reps, inner=1, warmup=1,
                         device=device)
-    base = float(np.median(times[args.models[0]]))
-    rows, results = [], {}
+    results = step_summary(times, args.models)
+    rows = []
     for name in args.models:
-        q1, med, q3 = quartiles(times[name])
-        results[name] = {"ms_median": med * 1e3, "ms_q1": q1 * 1e3, "ms_q3": q3 * 1e3, "parameters": sizes[name],
-                         "ratio": med / base, "objective": OBJECTIVE[name]}
-        rows.append([name, OBJECTIVE[name], f"{sizes[name] / 1e6:.2f} M", f"{med * 1e3:.0f}",
-                     f"{q1 * 1e3:.0f}-{q3 * 1e3:.0f}", f"{med / base:.2f}x"])
+        r = results[name] | {"parameters": sizes[name], "objective": OBJECTIVE[name]}
+        results[name] = r
+        rows.append([name, OBJECTIVE[name], f"{sizes[name] / 1e6:.2f} M", f"{r['ms_median']:.0f}",
+                     f"{r['ms_q1']:.0f}-{r['ms_q3']:.0f}", f"{r['ratio']:.2f}x"])
     print(markdown_table(["model", "objective", "parameters", "ms/step (median)", "IQR",
                           f"ratio vs {args.models[0]}"], rows))
     if args.json:

@@ -129,6 +129,33 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+def _curve_points(rows: list[dict], column: str) -> list[tuple[float, float, float]]:
+    """``(step, minutes, value)`` of the rows that hold ``column``."""
+    return [(r["step"], r["seconds"] / 60, r[column]) for r in rows if r.get(column) is not None]
+
+
+def _curves_figure(series: dict, title: str, chance: float | None, figsize, legend_axis: int,
+                   ylabel: str | None = None):
+    """``{label: points}`` against steps (left) and wall-clock minutes (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True)
+    for label, points in series.items():
+        steps, minutes, values = zip(*points)
+        axes[0].plot(steps, values, marker="o", markersize=3, label=label)
+        axes[1].plot(minutes, values, marker="o", markersize=3, label=label)
+    for ax, xlabel in zip(axes, ("training steps", "wall-clock minutes (evaluation included)")):
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    if ylabel:
+        axes[0].set_ylabel(ylabel)
+    axes[legend_axis].legend(fontsize=8 if legend_axis == 0 else 7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def learning_curve_figure(rows: list[dict], columns: dict, title: str = "", chance: float | None = None):
     """Learning curves from :class:`~pyro_mcvae.infer.callbacks.LearningCurve` rows: each column
     (``{column: label}``) against steps (left) and wall-clock minutes (right); ``chance``: a
@@ -138,22 +165,8 @@ def learning_curve_figure(rows: list[dict], columns: dict, title: str = "", chan
     missing = [c for c in columns if not any(r.get(c) is not None for r in rows)]
     if missing:
         raise ValueError(f"no rows hold the column(s) {missing}; columns: {sorted(rows[0])}")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
-    for column, label in columns.items():
-        points = [(r["step"], r["seconds"] / 60, r[column]) for r in rows if r.get(column) is not None]
-        steps, minutes, values = zip(*points)
-        axes[0].plot(steps, values, marker="o", markersize=3, label=label)
-        axes[1].plot(minutes, values, marker="o", markersize=3, label=label)
-    for ax, xlabel in zip(axes, ("training steps", "wall-clock minutes (evaluation included)")):
-        if chance is not None:
-            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    series = {label: _curve_points(rows, column) for column, label in columns.items()}
+    return _curves_figure(series, title, chance, (9, 3.4), legend_axis=0)
 
 
 def curve_comparison_figure(runs: dict, column: str, title: str = "", chance: float | None = None,
@@ -163,25 +176,11 @@ def curve_comparison_figure(runs: dict, column: str, title: str = "", chance: fl
     per run: how runs compare at equal steps and at equal time. Returns the figure."""
     if not runs:
         raise ValueError("no runs to compare")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for label, rows in runs.items():
-        points = [(r["step"], r["seconds"] / 60, r[column]) for r in rows if r.get(column) is not None]
-        if not points:
-            raise ValueError(f"run {label!r} has no rows with the column {column!r}")
-        steps, minutes, values = zip(*points)
-        axes[0].plot(steps, values, marker="o", markersize=3, label=label)
-        axes[1].plot(minutes, values, marker="o", markersize=3, label=label)
-    for ax, xlabel in zip(axes, ("training steps", "wall-clock minutes (evaluation included)")):
-        if chance is not None:
-            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(ylabel or column)
-    axes[1].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    series = {label: _curve_points(rows, column) for label, rows in runs.items()}
+    empty = [label for label, points in series.items() if not points]
+    if empty:
+        raise ValueError(f"run(s) {empty} have no rows with the column {column!r}")
+    return _curves_figure(series, title, chance, (10, 3.8), legend_axis=1, ylabel=ylabel or column)
 
 
 def arviz_chain_figures(netcdf, prefix: str | Path, coordinates: int = 2, rank_chains: int = 4) -> list[Path]:
