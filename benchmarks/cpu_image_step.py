@@ -12,7 +12,9 @@ the variants alternate step by step (``interleaved``), so load on the machine af
 - ``mlp``: the ``cpu`` preset's networks, MLPs (512, 512) on the flattened images;
 - ``mlp-bf16``: the same under bf16 autocast;
 - ``mlp-subset1``: the ``cpu`` preset's MLPs with one subset-posterior term per step
-  (``--subset-posteriors 1``), which stacks a second copy of the batch.
+  (``--subset-posteriors 1``), which stacks a second copy of the batch (the preset's step);
+- ``mlp-d32``: the MLPs with 32 latent coordinates per modality instead of 16 (the blockwise
+  construction's spectral norms grow with the block size).
 
 ``--profile`` adds, for every variant, the operators with the largest self time over two steps
 (``torch.profiler``).
@@ -31,19 +33,21 @@ from pyro_mcvae.experiments.polymnist import PolyMNISTRun, build_polymnist_model
 from pyro_mcvae.infer.trainer import _autocast
 
 BENCHMARK = "cpu_image_step"
-VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms)
-    "resnet": ("resnet", False, 0),
-    "resnet-bf16": ("resnet", True, 0),
-    "mlp": ("mlp", False, 0),
-    "mlp-bf16": ("mlp", True, 0),
-    "mlp-subset1": ("mlp", False, 1),
+VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size per modality)
+    "resnet": ("resnet", False, 0, 16),
+    "resnet-bf16": ("resnet", True, 0, 16),
+    "mlp": ("mlp", False, 0, 16),
+    "mlp-bf16": ("mlp", True, 0, 16),
+    "mlp-subset1": ("mlp", False, 1, 16),
+    "mlp-d32": ("mlp", False, 0, 32),
 }
 
 
 def build_stepper(name: str, data, width: int, hidden, seed: int) -> ImageStepper:
-    arch, bf16, subsets = VARIANTS[name]
+    arch, bf16, subsets, latent = VARIANTS[name]
     run = PolyMNISTRun(model="gmrf", arch=arch, width=width, hidden=list(hidden), subset_posteriors=subsets,
-                       prior_form="standardized", prior_init_shared=8)
+                       subset_max_size=1 if subsets else None, latent_dim=latent, prior_form="standardized",
+                       prior_init_shared=8)
     torch.manual_seed(seed)
     stepper = ImageStepper(build_polymnist_model(run), data, "meanfield")
     if bf16:
@@ -91,10 +95,10 @@ def main() -> None:
     results = step_summary(times, args.variants)
     rows = []
     for name in args.variants:
-        arch, bf16, subsets = VARIANTS[name]
+        arch, bf16, subsets, latent = VARIANTS[name]
         r = results[name]
         r |= {"speedup": 1 / r["ratio"], "arch": arch, "bf16": bf16, "subset_posteriors": subsets,
-              "loss": steppers[name].last_loss}
+              "latent_dim": latent, "loss": steppers[name].last_loss}
         rows.append([name, f"{r['ms_median']:.0f}", f"{r['ms_q1']:.0f}-{r['ms_q3']:.0f}", f"{r['speedup']:.2f}x"])
     print(markdown_table(["variant", "ms/step (median)", "IQR", f"speed-up ratio vs {args.variants[0]}"], rows))
     if args.profile:
