@@ -299,8 +299,8 @@ class GMRFVAE(BlockLatentVAE):
     training adds ``k`` terms per step to the ELBO of the whole tuple: in each the guide sees a
     random proper subset ``A`` of the components (shared by the batch, uniform over the
     ``2^M - 2`` subsets, or over those of at most ``config.subset_max_size`` components: 1 draws
-    one given component, the hardest conditional) and the model scores every component, the ELBO of ``x`` under the subset
-    posterior ``q(z_A | x_A) p(z_B | z_A)``
+    one given component, the hardest conditional) and the model scores every component, the
+    ELBO of ``x`` under the subset posterior ``q(z_A | x_A) p(z_B | z_A)``
     (:class:`~pyro_mcvae.infer.objectives.SubsetELBO` with ``score="all"``). Each term is a lower
     bound on ``log p(x)`` of the same model; it trains the encoders of ``A``, the prior's
     couplings and the decoders of ``B`` along the path conditional generation takes. A departure
