@@ -135,8 +135,9 @@ def _curve_points(rows: list[dict], column: str) -> list[tuple[float, float, flo
 
 
 def _curves_figure(series: dict, title: str, chance: float | None, figsize, legend_axis: int,
-                   ylabel: str | None = None):
-    """``{label: points}`` against steps (left) and wall-clock minutes (right)."""
+                   legend_fontsize: int, ylabel: str | None = None):
+    """``{label: points}`` against steps (left) and wall-clock minutes (right), the legend on
+    axis ``legend_axis``."""
     fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True)
     for label, points in series.items():
         steps, minutes, values = zip(*points)
@@ -149,7 +150,7 @@ def _curves_figure(series: dict, title: str, chance: float | None, figsize, lege
         ax.grid(alpha=0.3)
     if ylabel:
         axes[0].set_ylabel(ylabel)
-    axes[legend_axis].legend(fontsize=8 if legend_axis == 0 else 7)
+    axes[legend_axis].legend(fontsize=legend_fontsize)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -166,7 +167,7 @@ def learning_curve_figure(rows: list[dict], columns: dict, title: str = "", chan
     if missing:
         raise ValueError(f"no rows hold the column(s) {missing}; columns: {sorted(rows[0])}")
     series = {label: _curve_points(rows, column) for column, label in columns.items()}
-    return _curves_figure(series, title, chance, (9, 3.4), legend_axis=0)
+    return _curves_figure(series, title, chance, (9, 3.4), legend_axis=0, legend_fontsize=8)
 
 
 def curve_comparison_figure(runs: dict, column: str, title: str = "", chance: float | None = None,
@@ -180,7 +181,8 @@ def curve_comparison_figure(runs: dict, column: str, title: str = "", chance: fl
     empty = [label for label, points in series.items() if not points]
     if empty:
         raise ValueError(f"run(s) {empty} have no rows with the column {column!r}")
-    return _curves_figure(series, title, chance, (10, 3.8), legend_axis=1, ylabel=ylabel or column)
+    return _curves_figure(series, title, chance, (10, 3.8), legend_axis=1, legend_fontsize=7,
+                          ylabel=ylabel or column)
 
 
 def arviz_chain_figures(netcdf, prefix: str | Path, coordinates: int = 2, rank_chains: int = 4) -> list[Path]:
