@@ -17,7 +17,7 @@ modalities, measured during training and for the prior alone.
     python benchmarks/polymnist_alignment.py fit-prior --run results/align/std --prior-form standardized --prior-lr 1e-2
 
     # the same measurements on a model trained by the example (its <out>/<model> folder)
-    python benchmarks/polymnist_alignment.py measure --run results/polymnist-cpu/gmrf
+    python benchmarks/polymnist_alignment.py measure --run results/polymnist-cpu/gmrf   # or mmvae: reconstructions
 
 Needs the PolyMNIST data (``python -m pyro_mcvae.data.polymnist data/polymnist``) and MoPoE-VAE's
 classifiers (../shared/data/polymnist/mopoe_classifiers, or --judges).
@@ -38,12 +38,14 @@ sys.path.insert(0, str(ROOT))
 
 from pyro_mcvae.data.mnist import find_data_root  # noqa: E402
 from pyro_mcvae.data.polymnist import load_polymnist  # noqa: E402
+from pyro_mcvae.evaluate import image_latent_sampler_scores  # noqa: E402
 from pyro_mcvae.infer import LearningCurve, TrainConfig, fit, load_checkpoint  # noqa: E402
 from pyro_mcvae.metrics.alignment import canonical_correlations, linear_probe, sample_canonical_correlations  # noqa: E402
 from pyro_mcvae.metrics.coherence import conditional_coherence, unconditional_coherence  # noqa: E402
 from pyro_mcvae.models import build_model  # noqa: E402
 from pyro_mcvae.nets.classifier import load_mopoe_classifiers  # noqa: E402
 from pyro_mcvae.provenance import provenance  # noqa: E402
+from pyro_mcvae.samplers import encode_latents  # noqa: E402
 
 M, SHAPE = 5, (3, 28, 28)
 
@@ -85,12 +87,7 @@ def alignment(model, probe_x, probe_y, eval_x, eval_y, judges, d):
         rest = [j for j in range(M) if j != i]
         through.append(sum(probes[j].accuracy(loc[:, r], eval_y) for r, j in enumerate(rest)) / (M - 1))
     res["probe_through_prior"] = sum(through) / M
-    # the digit in each modality's reconstruction from the posterior means: conditional and
-    # unconditional generation can carry no more of it than the decoders render
-    recon = [r.reshape(-1, *SHAPE).clamp(0, 1) for r in model.decode(mean_eval.flatten(1))]
-    right = torch.stack([judges[k](recon[k]).argmax(-1) == eval_y for k in range(M)])
-    res |= {f"reconstruction_block{k}": float(right[k].float().mean()) for k in range(M)}
-    res["reconstruction_all_blocks"] = float(right.all(0).float().mean())
+    res |= reconstruction(model, eval_x, eval_y, judges)
     coherence = []
     for i in range(M):
         gen = torch.stack([x[0].reshape(-1, *SHAPE) for x in model.condition({i: eval_x[i]})], 1).clamp(0, 1)
@@ -99,6 +96,16 @@ def alignment(model, probe_x, probe_y, eval_x, eval_y, judges, d):
     draws = torch.stack([x.reshape(-1, *SHAPE) for x in model.sample(len(eval_y))], 1).clamp(0, 1)
     res["unconditional"] = unconditional_coherence(draws, judges)
     return res
+
+
+def reconstruction(model, eval_x, eval_y, judges) -> dict:
+    """The judges' accuracy on each modality's reconstruction from the posterior means (any
+    model: ``encode_latents`` and ``decode``), and the share of tuples with all ``M`` right:
+    conditional and unconditional generation carry no more of the digit than the decoders render."""
+    recon = [r.reshape(-1, *SHAPE).clamp(0, 1) for r in model.decode(encode_latents(model, eval_x))]
+    right = torch.stack([judges[k](recon[k]).argmax(-1) == eval_y for k in range(M)])
+    res = {f"reconstruction_block{k}": float(right[k].float().mean()) for k in range(M)}
+    return res | {"reconstruction_all_blocks": float(right.all(0).float().mean())}
 
 
 def load_data(args):
@@ -199,9 +206,17 @@ def measure(args):
     train_data, test = load_data(args)
     judges = load_mopoe_classifiers(judges_dir(args))
     torch.manual_seed(0)
+    eval_x, eval_y = flat(test.images[:1000]), test.labels[:1000]
     with torch.no_grad():
-        res = alignment(model, flat(train_data.images[:5000]), train_data.labels[:5000], flat(test.images[:1000]),
-                        test.labels[:1000], judges, settings["latent_dim"])
+        if run.model == "gmrf":
+            res = alignment(model, flat(train_data.images[:5000]), train_data.labels[:5000], eval_x, eval_y, judges,
+                            settings["latent_dim"])
+        else:  # the block-latent measures need the GMRF's blocks and prior; the reconstructions do not
+            res = reconstruction(model, eval_x, eval_y, judges)
+    for k in args.mixtures:  # unconditional coherence from latent mixtures fitted to training encodings
+        scores = image_latent_sampler_scores(model, train_data.images[:10000].float() / 255,
+                                             test.images[:2000].float() / 255, {"mopoe": judges}, k, seed=3)
+        res[f"mixture{k}_unconditional"] = scores["unconditional_coherence"]["mopoe"]
     print(json.dumps({k: round(v, 3) for k, v in res.items()}))
 
 
@@ -229,8 +244,12 @@ def main(argv=None):
     f.add_argument("--steps", type=int, default=1500)
     f.add_argument("--every", type=int, default=300)
     f.add_argument("--start-from-run", action="store_true", help="start from the run's trained prior")
-    g = sub.add_parser("measure", help="the measurements on a model trained by examples/polymnist.py")
+    g = sub.add_parser("measure", help="the measurements on a model trained by examples/polymnist.py (other "
+                                       "models than the GMRF: the reconstructions only)")
     g.add_argument("--run", required=True, help="<out>/<model> of the example's run")
+    g.add_argument("--mixtures", type=int, nargs="*", default=[],
+                   help="also the unconditional coherence (2,000 test tuples) of Gaussian mixtures with these "
+                        "numbers of components fitted to 10,000 training encodings")
     for p in (t, f, g):
         p.add_argument("--data-dir", default=str(ROOT / "data" / "polymnist"))
         p.add_argument("--judges", default=None)
