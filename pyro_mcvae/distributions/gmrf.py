@@ -325,11 +325,17 @@ def complete_from_prior(
         component_dim: ``d``.
 
     Returns:
-        a :class:`GMRF` with precision
-        ``J = Q + E_A (S_q,AA^-1 - S_p,AA^-1) E_A^T`` and mean ``J^-1 h``, where
-        ``h = E_A S_q,AA^-1 mu_q,A + Q mu_p - E_A S_p,AA^-1 mu_p,A``. The inverses of the
-        ``A`` blocks come from Cholesky factors of the matrices padded with the identity on the
-        absent blocks, so every sample is handled in one batched call whatever its ``A``.
+        a :class:`GMRF` with covariance ``H S_q,pad H^T + C`` and mean ``H (a * mu_q) + c``, where
+        ``S_q,pad`` is ``S_q`` with the absent rows and columns zeroed, ``a`` flags the present
+        coordinates, and, from the prior alone, ``H`` is the identity on the present rows and the
+        prior's regression ``G = S_p,BA S_p,AA^-1`` on the absent ones (the draw
+        ``z_B = mu_p,B + G (z_A - mu_p,A) + noise``), ``C`` the conditional covariance
+        ``S_p,BB - G S_p,AB`` on the absent block, and ``c = mu_p - H (a * mu_p)`` (zero on the
+        present rows). The prior's quantities depend only on ``A``: they are computed once for each
+        distinct row of ``present`` (Cholesky factors of the prior's ``A`` block padded with the
+        identity on the absent ones), so a batch in which every sample has its own ``A`` is still
+        one batched call, and the rows of the batch only pay two matrix products. Where every
+        component is present the law is ``q`` itself, exactly.
     """
     if present.dtype != torch.bool or not bool(present.any(-1).all()):
         raise ValueError("present must be a bool (..., M) tensor with a True in every row")
@@ -338,19 +344,33 @@ def complete_from_prior(
     if loc.shape[-1] != n or covariance.shape[-2:] != (n, n):
         raise ValueError(f"loc and covariance must have M*d = {n} coordinates, got "
                          f"{tuple(loc.shape)} and {tuple(covariance.shape)}")
+    mu_p, cov_p, _ = _prior_moments(prior)
+    rows, which = torch.unique(present.reshape(-1, m), dim=0, return_inverse=True)  # (U, M), (B,)
+    lift, cond, shift = _prior_completion_terms(mu_p, cov_p, rows.repeat_interleave(d, -1).to(loc.dtype))
+    shape = present.shape[:-1]
+    lift, cond, shift = (t[which].reshape(*shape, *t.shape[1:]) for t in (lift, cond, shift))
     a = present.repeat_interleave(d, -1).to(loc.dtype)  # (..., M*d)
+    cov_a = covariance * (a.unsqueeze(-1) * a.unsqueeze(-2))
+    cov = lift @ cov_a @ lift.transpose(-1, -2) + cond
+    mean = (lift @ (loc * a).unsqueeze(-1)).squeeze(-1) + shift
+    return GMRF(mean, covariance_matrix=0.5 * (cov + cov.transpose(-1, -2)), num_components=m, component_dim=d,
+                validate_args=False)
+
+
+def _prior_completion_terms(mu_p: torch.Tensor, cov_p: torch.Tensor, a: torch.Tensor):
+    """For present-coordinate flags ``a`` ``(U, n)`` (float 0/1): the lift ``H`` ``(U, n, n)``,
+    the conditional covariance ``C`` ``(U, n, n)`` (zero outside the absent block) and the shift
+    ``c`` ``(U, n)`` of :func:`complete_from_prior`."""
     outer = a.unsqueeze(-1) * a.unsqueeze(-2)
-    pad = torch.diag_embed(1.0 - a)
-    mu_p, cov_p, prec_p = _prior_moments(prior)
-    cov_q = covariance * outer + pad
-    lam = torch.cholesky_inverse(torch.linalg.cholesky(cov_q)) * outer  # E_A S_q,AA^-1 E_A^T
-    p_aa = torch.cholesky_inverse(torch.linalg.cholesky(cov_p * outer + pad)) * outer
-    joint = prec_p + lam - p_aa
-    joint = 0.5 * (joint + joint.transpose(-1, -2))
-    h = lam @ (loc * a).unsqueeze(-1) + (prec_p - p_aa) @ mu_p.unsqueeze(-1)
-    factor = torch.linalg.cholesky(joint)
-    mean = torch.cholesky_solve(h, factor).squeeze(-1)
-    return GMRF(mean, precision_matrix=joint, num_components=m, component_dim=d, validate_args=False)
+    absent = 1.0 - a
+    # S_p,AA^-1 padded: the identity on the absent coordinates keeps the factor well defined
+    inv_aa = torch.cholesky_inverse(torch.linalg.cholesky(cov_p * outer + torch.diag_embed(absent))) * outer
+    regression = absent.unsqueeze(-1) * (cov_p @ inv_aa)  # G on the absent rows, A columns
+    lift = torch.diag_embed(a) + regression
+    cond = cov_p - regression @ cov_p  # S_p,BB - G S_p,AB on the absent block
+    cond = 0.5 * (cond + cond.transpose(-1, -2)) * (absent.unsqueeze(-1) * absent.unsqueeze(-2))
+    shift = absent * (mu_p - (regression @ (mu_p * a).unsqueeze(-1)).squeeze(-1))
+    return lift, cond, shift
 
 
 @register_kl(GMRF, torch.distributions.Independent)

@@ -139,6 +139,8 @@ class PolyMNISTRun:
                                                  "posterior's ELBO; 0: the paper's objective; cpu preset: 1)")
     subset_max_size: int | None = option(None, "GMRF: the subset-posterior terms draw subsets of at most this many "
                                                "modalities (cpu preset: 1, one given modality; else M - 1)")
+    subset_per_example: bool = option(False, "GMRF: each training tuple of a subset-posterior term draws its own "
+                                             "subset (default: one subset per batch)")
     likelihood_samples: int | None = option(None, "importance samples K of the joint and single-source conditional "
                                                   "log-likelihoods (presets: 100; quick: 10; 0: skip)")
     likelihood_tuples: int | None = option(None, "test tuples whose log-likelihoods are estimated (presets: 200)")
@@ -218,6 +220,7 @@ def build_polymnist_model(run: PolyMNISTRun) -> MCVAE:
         kwargs["prior_init_shared"] = min(run.value("prior_init_shared"), d)
         kwargs["subset_posteriors"] = run.value("subset_posteriors")
         kwargs["subset_max_size"] = run.value("subset_max_size")
+        kwargs["subset_per_example"] = run.subset_per_example
     if run.model == "mmvaeplus":
         kwargs["private_dim"] = run.private_dim or d
     if run.model == "mopoe":

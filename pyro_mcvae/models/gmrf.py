@@ -284,7 +284,8 @@ class GMRFConfig(BlockPosteriorConfig):
     """The GMRF MCVAE: :class:`BlockPosteriorConfig` and the prior, ``"precision"`` (default),
     ``"covariance"`` or ``"standard"`` (see :class:`GMRFPrior`), with margin ``prior_eps``;
     ``subset_posteriors``: subset-posterior ELBO terms per training step (:class:`GMRFVAE`), their
-    subsets drawn among those of at most ``subset_max_size`` components (default ``M - 1``)."""
+    subsets drawn among those of at most ``subset_max_size`` components (default ``M - 1``), one per
+    batch or, with ``subset_per_example``, one per datum."""
 
     prior: str = "precision"
     prior_eps: float | None = None
@@ -292,6 +293,7 @@ class GMRFConfig(BlockPosteriorConfig):
     prior_init_shared: int = 0
     subset_posteriors: int = 0
     subset_max_size: int | None = None
+    subset_per_example: bool = False
 
 
 class GMRFVAE(BlockLatentVAE):
@@ -314,6 +316,9 @@ class GMRFVAE(BlockLatentVAE):
             return None
         m = self.num_components
         return torch.ones(1, m, dtype=torch.bool), k, subset_rows(m, max_size=self.config.subset_max_size)
+
+    def subset_per_example(self) -> bool:
+        return bool(getattr(self.config, "subset_per_example", False))
 
 
 def block_model(component_dims: Sequence[int], config: CommonConfig, prior: nn.Module, guide: nn.Module,

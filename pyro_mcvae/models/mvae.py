@@ -77,6 +77,9 @@ class MVAE(SharedLatentVAE):
         fixed = torch.cat([torch.ones(1, m, dtype=torch.bool), torch.eye(m, dtype=torch.bool)])
         return fixed, k, (middle_subsets(m) if k else None)
 
+    def subset_per_example(self) -> bool:
+        return False  # Wu & Goodman's random subsets: one per minibatch
+
 
 def middle_subsets(num_components: int) -> torch.Tensor:
     """Every subset of 2 to ``M - 1`` components as a bool ``(P, M)`` tensor (the candidates of

@@ -121,3 +121,32 @@ def test_subset_max_size_restricts_the_random_subsets():
     for bad in (0, M, True, 1.0):
         with pytest.raises(ValueError, match="subset_max_size"):
             build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=1, subset_max_size=bad)
+
+
+def test_per_example_subsets_draw_one_subset_per_datum_with_the_same_expectation():
+    """``per_example=True``: each datum of a random term draws its own subset (uniform over the
+    pool), so the term's expectation is the mean of the closed-form terms over the pool, the
+    same as with one subset per batch."""
+    model = linear_gmrf()
+    pool = torch.eye(M, dtype=torch.bool)  # one given component
+    objective = SubsetELBO(make_objective("meanfield"), torch.ones(0, M, dtype=torch.bool), num_random=1,
+                           pool=pool, score="all", per_example=True)
+    torch.manual_seed(0)
+    rows = objective.terms(batch=3000)
+    assert rows.shape == (1, 3000, M) and bool((rows.sum(-1) == 1).all())
+    counts = rows[0].sum(0).double()
+    assert bool(((counts - 1000).abs() < 4 * (3000 * (1 / 3) * (2 / 3)) ** 0.5).all()), counts
+    x = torch.randn(M, D, dtype=torch.float64)
+    copies, estimates = 1000, []
+    with torch.no_grad():
+        for i in range(20):
+            pyro.set_rng_seed(200 + i)
+            estimates.append(-objective.loss(model.model, model.guide, x.expand(copies, M, D).clone()) / copies)
+    estimates = np.array(estimates)
+    exact = np.mean([closed_form_term(model, x, (k,)) for k in range(M)])
+    se = estimates.std(ddof=1) / math.sqrt(len(estimates))
+    assert abs(estimates.mean() - exact) < 4 * se + 1e-9, (estimates.mean(), exact, se)
+    # the registry passes the GMRF's setting through
+    built = objective_for(build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=1, subset_per_example=True))
+    assert built.per_example and built.terms(batch=5).shape == (2, 5, M)
+    assert not objective_for(build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=1)).per_example

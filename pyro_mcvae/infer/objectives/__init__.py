@@ -57,5 +57,6 @@ def objective_for(model, kind: str | None = None, num_particles: int = 1):
     if isinstance(model, SubsetTrained):
         terms = model.subset_terms()
         if terms is not None:
-            objective = SubsetELBO(objective, *terms, score=model.subset_scoring)
+            objective = SubsetELBO(objective, *terms, score=model.subset_scoring,
+                                   per_example=model.subset_per_example())
     return objective

@@ -24,14 +24,19 @@ class SubsetTrained(Protocol):
     def subset_terms(self) -> tuple[torch.Tensor, int, torch.Tensor | None] | None:
         """Fixed subsets ``(T, M)``, random terms per step, their candidates ``(P, M)``; or None."""
 
+    def subset_per_example(self) -> bool:
+        """Whether each datum of a random term draws its own subset (else one per batch)."""
+
 
 class SubsetELBO(ELBO):
     """Sum of an objective over several subsets of components.
 
     Each row of ``subsets`` (bool ``(T, M)``) is one term, and ``num_random`` more terms are
     drawn at every call, uniformly with replacement from the rows of ``pool`` (torch's global
-    generator, so seeded runs repeat), each shared by the batch. What a term is depends on
-    ``score``:
+    generator, so seeded runs repeat), each shared by the batch, or with ``per_example=True``
+    drawn for every datum of the batch separately (the same expectation; every component's
+    encoder then gets a gradient from the random terms at every step, not one subset's
+    encoders). What a term is depends on ``score``:
 
     - ``"subset"`` (Wu & Goodman's sub-sampled ELBO, MVAE): the model and the guide both run with
       only the term's components present, the ELBO of ``x_A``;
@@ -49,7 +54,7 @@ class SubsetELBO(ELBO):
     """
 
     def __init__(self, elbo, subsets: torch.Tensor, num_random: int = 0, pool: torch.Tensor | None = None,
-                 score: str = "subset"):
+                 score: str = "subset", per_example: bool = False):
         for name, rows in (("subsets", subsets), ("pool", pool)):
             if rows is None:
                 continue
@@ -61,15 +66,22 @@ class SubsetELBO(ELBO):
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         super().__init__()
         self.elbo, self.subsets, self.num_random, self.pool = elbo, subsets, int(num_random), pool
-        self.score = score
+        self.score, self.per_example = score, bool(per_example)
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError(f"{type(self).__name__} builds its traces in its loss methods")
 
-    def terms(self, device=None) -> torch.Tensor:
-        """The subsets of this call ``(T + num_random, M)``: the fixed ones, then the random ones."""
+    def terms(self, device=None, batch: int | None = None) -> torch.Tensor:
+        """The subsets of this call: the fixed ones, then the random ones, ``(T + num_random, M)``;
+        with ``per_example`` and a ``batch`` size, ``(T + num_random, batch, M)`` (the fixed
+        rows repeated over the batch, the random ones drawn per datum)."""
         rows = self.subsets
-        if self.num_random:
+        if self.per_example and batch is not None:
+            rows = rows.unsqueeze(1).expand(-1, batch, -1)
+            if self.num_random:
+                pick = torch.randint(self.pool.shape[0], (self.num_random, batch))
+                rows = torch.cat([rows, self.pool[pick]])
+        elif self.num_random:
             pick = torch.randint(self.pool.shape[0], (self.num_random,))
             rows = torch.cat([rows, self.pool[pick]])
         return rows.to(device)
@@ -79,9 +91,10 @@ class SubsetELBO(ELBO):
         returns the data, the mask of the guide and the mask of the model."""
         stacked = isinstance(xs, torch.Tensor)
         parts = [xs] if stacked else list(xs)
-        terms = self.terms(parts[0].device)
-        batch, t = parts[0].shape[0], terms.shape[0]
-        rows = terms.unsqueeze(1).expand(t, batch, -1)  # (T, batch, M)
+        batch = parts[0].shape[0]
+        terms = self.terms(parts[0].device, batch)
+        t = terms.shape[0]
+        rows = terms if terms.dim() == 3 else terms.unsqueeze(1).expand(t, batch, -1)  # (T, batch, M)
         if mask is not None:
             rows = rows & mask.unsqueeze(0)
         parts = [p.repeat(t, *([1] * (p.dim() - 1))) for p in parts]
