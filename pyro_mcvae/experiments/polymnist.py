@@ -139,8 +139,9 @@ class PolyMNISTRun:
                                                  "posterior's ELBO; 0: the paper's objective; cpu preset: 1)")
     subset_max_size: int | None = option(None, "GMRF: the subset-posterior terms draw subsets of at most this many "
                                                "modalities (cpu preset: 1, one given modality; else M - 1)")
-    subset_per_example: bool = option(False, "GMRF: each training tuple of a subset-posterior term draws its own "
-                                             "subset (default: one subset per batch)")
+    subset_per_example: bool = option(True, "GMRF: one subset per batch in the subset-posterior terms instead of one "
+                                            "per training tuple (the default, which learns faster: docs/results/"
+                                            "polymnist.md)", flag="--subset-per-batch")
     likelihood_samples: int | None = option(None, "importance samples K of the joint and single-source conditional "
                                                   "log-likelihoods (presets: 100; quick: 10; 0: skip)")
     likelihood_tuples: int | None = option(None, "test tuples whose log-likelihoods are estimated (presets: 200)")

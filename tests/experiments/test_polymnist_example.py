@@ -133,6 +133,7 @@ def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
     assert settings["prior_form"] == "standardized" and settings["prior_init_shared"] == 8
     assert settings["subset_posteriors"] == (1 if preset == "cpu" else 0)
     assert settings["subset_max_size"] == (1 if preset == "cpu" else None)
+    assert settings["subset_per_example"] is True
     training = record["training"]
     assert "time budget" in training["stop_reason"] and training["steps"] >= 1
     curve = (out / "gmrf" / "curve.csv").read_text().strip().splitlines()
@@ -178,3 +179,15 @@ def test_example_trains_and_evaluates_on_incomplete_unlabelled_tuples(tiny_polym
     assert (tmp_path / "sweep" / "missing_ratio.png").stat().st_size > 10_000
     proc = subprocess.run([*sweep, "--ratios", "0", "0.5"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no finished run" in proc.stderr and "ratio0" in proc.stderr
+
+
+def test_subset_terms_draw_per_tuple_unless_per_batch_is_asked():
+    from pyro_mcvae.experiments.base import get_experiment, parse_config
+    from pyro_mcvae.experiments.polymnist import PolyMNISTRun, build_polymnist_model
+    from pyro_mcvae.infer.objectives import objective_for
+
+    for argv, per_example in (([], True), (["--subset-per-batch"], False)):
+        assert parse_config(get_experiment("polymnist"), argv).subset_per_example is per_example
+        run = PolyMNISTRun(hidden=[8], latent_dim=2, subset_per_example=per_example)
+        objective = objective_for(build_polymnist_model(run))
+        assert objective.per_example is per_example and objective.num_random == 1  # the cpu preset's term
