@@ -62,12 +62,16 @@ def make_case(batch: int, m: int, d: int, seed: int):
     return prior_module, base, loc, present
 
 
+def posterior_covariance(base, present, d):
+    """``base`` without couplings between present and absent coordinates (as the guide builds it)."""
+    a = present.repeat_interleave(d, -1)
+    return base * (a.unsqueeze(-1) == a.unsqueeze(-2))
+
+
 def step(route, prior_module, base, loc, present, d):
     """One forward and backward pass: completion, KL to the prior, one draw."""
     prior = prior_module()
-    a = present.repeat_interleave(d, -1).to(loc.dtype)
-    cov = base * (a.unsqueeze(-1) == a.unsqueeze(-2))  # no couplings between present and absent
-    q = route(loc, cov, present, prior, d)
+    q = route(loc, posterior_covariance(base, present, d), present, prior, d)
     loss = kl_divergence(q, prior).sum() + q.rsample().pow(2).sum()
     loss.backward()
     return q
@@ -86,9 +90,7 @@ def main(argv=None):
     prior_module, base, loc, present = make_case(batch, m, d, args.seed)
     routes = {"precision (before)": precision_route, "lift (now)": complete_from_prior}
     with torch.no_grad():
-        prior = prior_module()
-        a = present.repeat_interleave(d, -1).to(loc.dtype)
-        cov = base * (a.unsqueeze(-1) == a.unsqueeze(-2))
+        prior, cov = prior_module(), posterior_covariance(base, present, d)
         laws = [route(loc, cov, present, prior, d) for route in routes.values()]
         mean_diff = float((laws[0].mean - laws[1].mean).abs().max())
         cov_diff = float((laws[0].covariance_matrix - laws[1].covariance_matrix).abs().max())

@@ -274,17 +274,16 @@ def _kl_gmrf_gmrf(q: GMRF, p: GMRF) -> torch.Tensor:
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
 
 
-def _prior_moments(prior) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean, covariance and precision of a Gaussian prior over a flat vector."""
+def _prior_moments(prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of a Gaussian prior over a flat vector."""
     if isinstance(prior, GMRF):
-        return prior.loc, prior._covariance_unbroadcast(), prior._precision_unbroadcast()
+        return prior.loc, prior._covariance_unbroadcast()
     if isinstance(prior, torch.distributions.MultivariateNormal):
-        return prior.loc, prior.covariance_matrix, prior.precision_matrix
+        return prior.loc, prior.covariance_matrix
     base = getattr(prior, "base_dist", None)
     if (isinstance(prior, torch.distributions.Independent) and isinstance(base, torch.distributions.Normal)
             and prior.reinterpreted_batch_ndims == 1):
-        var = base.scale.pow(2)
-        return base.loc, torch.diag_embed(var), torch.diag_embed(var.reciprocal())
+        return base.loc, torch.diag_embed(base.scale.pow(2))
     raise ValueError(f"the prior must be Gaussian over a flat vector, got {type(prior).__name__}")
 
 
@@ -293,7 +292,7 @@ def as_gmrf(prior, num_components: int, component_dim: int) -> GMRF:
     a ``MultivariateNormal`` or an independent ``Normal(...).to_event(1)``."""
     if isinstance(prior, GMRF):
         return prior
-    loc, cov, _ = _prior_moments(prior)
+    loc, cov = _prior_moments(prior)
     return GMRF(loc, covariance_matrix=cov, num_components=num_components,
                 component_dim=component_dim, validate_args=False)
 
@@ -344,7 +343,7 @@ def complete_from_prior(
     if loc.shape[-1] != n or covariance.shape[-2:] != (n, n):
         raise ValueError(f"loc and covariance must have M*d = {n} coordinates, got "
                          f"{tuple(loc.shape)} and {tuple(covariance.shape)}")
-    mu_p, cov_p, _ = _prior_moments(prior)
+    mu_p, cov_p = _prior_moments(prior)
     rows, which = torch.unique(present.reshape(-1, m), dim=0, return_inverse=True)  # (U, M), (B,)
     lift, cond, shift = _prior_completion_terms(mu_p, cov_p, rows.repeat_interleave(d, -1).to(loc.dtype))
     shape = present.shape[:-1]

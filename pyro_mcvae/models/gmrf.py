@@ -299,9 +299,10 @@ class GMRFConfig(BlockPosteriorConfig):
 class GMRFVAE(BlockLatentVAE):
     """The GMRF MCVAE's model: the block-latent program. With ``config.subset_posteriors = k > 0``
     training adds ``k`` terms per step to the ELBO of the whole tuple: in each the guide sees a
-    random proper subset ``A`` of the components (shared by the batch, uniform over the
-    ``2^M - 2`` subsets, or over those of at most ``config.subset_max_size`` components: 1 draws
-    one given component, the hardest conditional) and the model scores every component, the
+    random proper subset ``A`` of the components (shared by the batch, or drawn for each datum
+    with ``config.subset_per_example``; uniform over the ``2^M - 2`` subsets, or over those of at
+    most ``config.subset_max_size`` components: 1 draws one given component, the hardest
+    conditional) and the model scores every component, the
     ELBO of ``x`` under the subset posterior ``q(z_A | x_A) p(z_B | z_A)``
     (:class:`~pyro_mcvae.infer.objectives.SubsetELBO` with ``score="all"``). Each term is a lower
     bound on ``log p(x)`` of the same model; it trains the encoders of ``A``, the prior's
@@ -318,7 +319,7 @@ class GMRFVAE(BlockLatentVAE):
         return torch.ones(1, m, dtype=torch.bool), k, subset_rows(m, max_size=self.config.subset_max_size)
 
     def subset_per_example(self) -> bool:
-        return bool(getattr(self.config, "subset_per_example", False))
+        return isinstance(self.config, GMRFConfig) and bool(self.config.subset_per_example)
 
 
 def block_model(component_dims: Sequence[int], config: CommonConfig, prior: nn.Module, guide: nn.Module,
