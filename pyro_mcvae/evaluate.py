@@ -315,9 +315,27 @@ def generate_images(model, images: torch.Tensor, subsets=None, num_unconditional
     return out
 
 
+def single_source_ssim(images: torch.Tensor, conditional: dict) -> dict:
+    """SSIM of every modality generated from one other modality against the true image of the
+    same tuple: ``{"mean", "per_source": {k: mean over the targets j != k}}`` (``conditional``:
+    ``{subset: (N, M, C, H, W)}``; only its single-source entries are read)."""
+    from .metrics.ssim import ssim
+
+    m = images.shape[1]
+    per_source = {}
+    for k in range(m):
+        g = conditional.get((k,))
+        if g is not None:
+            targets = [j for j in range(m) if j != k]
+            per_source[k] = float(torch.stack([ssim(g[:, j], images[:, j]) for j in targets]).mean())
+    return {"mean": float(np.mean(list(per_source.values()))) if per_source else float("nan"),
+            "per_source": per_source}
+
+
 def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classifiers, subsets=None,
                        inception=None, batch_size: int = 500, device="cpu", progress: bool = False,
-                       generated: dict | None = None, coherence: dict | None = None) -> dict:
+                       generated: dict | None = None, coherence: dict | None = None,
+                       ssim_scores: dict | None = None) -> dict:
     """Coherence, SSIM and Fréchet distances of a trained PolyMNIST model (protocol in
     ``docs/results/polymnist.md`` and :mod:`pyro_mcvae.metrics.coherence`).
 
@@ -332,6 +350,7 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
         coherence: conditional coherence per subset already measured (``{subset: value}``, see
             :func:`evaluate_polymnist_judges`); ``generated`` then needs only the single-source
             subsets and the unconditional draws.
+        ssim_scores: :func:`single_source_ssim` already computed (it does not depend on the judge).
 
     Returns a dict: ``conditional_coherence`` (per subset, by subset size and ``mean``),
     ``unconditional_coherence``; ``ssim`` between each modality generated from one other
@@ -341,7 +360,6 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
     """
     from .metrics.coherence import coherence_by_subset_size, conditional_coherence, unconditional_coherence
     from .metrics.fid import digit_features, frechet_distance, gaussian_statistics
-    from .metrics.ssim import ssim
 
     n, m = images.shape[:2]
     if generated is None:
@@ -361,14 +379,7 @@ def evaluate_polymnist(model, images: torch.Tensor, labels: torch.Tensor, classi
                                   "subsets": {",".join(map(str, s)): v for s, v in per_subset.items()}},
         "unconditional_coherence": unconditional_coherence(generated["unconditional"], classifiers),
     }
-    # SSIM: single-source generations against the true image of the same tuple.
-    per_source = {}
-    for (k,) in singles:
-        g = conditional[(k,)]
-        targets = [j for j in range(m) if j != k]
-        per_source[k] = float(torch.stack([ssim(g[:, j], images[:, j]) for j in targets]).mean())
-    out["ssim"] = {"mean": float(np.mean(list(per_source.values()))) if per_source else float("nan"),
-                   "per_source": per_source}
+    out["ssim"] = single_source_ssim(images, conditional) if ssim_scores is None else ssim_scores
 
     def frechet(features):
         """``features(images, j)``: features ``(N, F)`` of modality ``j``; the real images' statistics
@@ -409,8 +420,9 @@ def evaluate_polymnist_judges(model, images: torch.Tensor, labels: torch.Tensor,
         return len(subset) == 1
 
     generated = generate_images(model, images, batch_size=batch_size, device=device, progress=progress, keep=judge)
+    similarity = single_source_ssim(images, generated["conditional"])
     metrics = {name: evaluate_polymnist(model, images, labels, classifiers, generated=generated,
                                         coherence=per_subset[name], inception=inception if i == 0 else None,
-                                        device=device)
+                                        device=device, ssim_scores=similarity)
                for i, (name, classifiers) in enumerate(judges.items())}
     return metrics, generated

@@ -131,8 +131,7 @@ def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
     assert settings["preset"] == preset
     assert settings["arch"] == ("mlp" if preset == "cpu" else "resnet")
     assert settings["prior_form"] == "standardized" and settings["prior_init_shared"] == 8
-    assert settings["subset_posteriors"] == (1 if preset == "cpu" else 0)
-    assert settings["subset_max_size"] == (1 if preset == "cpu" else None)
+    assert settings["subset_posteriors"] == 1 and settings["subset_max_size"] == 1
     assert settings["subset_per_example"] is True
     training = record["training"]
     assert "time budget" in training["stop_reason"] and training["steps"] >= 1

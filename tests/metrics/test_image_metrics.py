@@ -239,6 +239,39 @@ def test_ssim_single_window_matches_numpy_formula():
     assert float(got_255[0]) == pytest.approx(expected_255, rel=1e-10)
 
 
+def _structured_pair(shape, seed, data_range=1.0):
+    """Smooth gradients with blobs, and a noisy, shifted copy: SSIM spread over (0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = shape[-2], shape[-1]
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    phase = torch.rand(*shape[:-2], 1, 1, generator=g)
+    a = 0.5 + 0.4 * torch.sin(6 * xx + 4 * yy + 6 * phase) * torch.cos(3 * yy - 5 * phase)
+    b = (a.roll(1, -1) + 0.15 * torch.randn(shape, generator=g)).clamp(0, 1)
+    return (a * data_range).double(), (b * data_range).double()
+
+
+@pytest.mark.parametrize("shape, win_size, data_range", [
+    ((6, 3, 28, 28), None, 1.0),   # PolyMNIST
+    ((5, 28, 28), None, 1.0),      # grey (N, H, W)
+    ((4, 3, 9, 11), None, 1.0),    # rectangular
+    ((3, 1, 5, 6), None, 1.0),     # window shrinks to 5
+    ((3, 2, 4, 4), None, 1.0),     # window shrinks to 3
+    ((4, 3, 28, 28), 3, 1.0),
+    ((4, 3, 28, 28), 11, 255.0),
+])
+def test_ssim_torch_backend_equals_scikit_image(shape, win_size, data_range):
+    # the batched torch computation against scikit-image's own function, pair by pair
+    a, b = _structured_pair(shape, seed=sum(shape), data_range=data_range)
+    reference = ssim(a, b, data_range, win_size, backend="skimage")
+    got = ssim(a, b, data_range, win_size)
+    assert bool((reference < 0.98).all()) and float(reference.abs().max()) > 0.01, reference  # not trivial
+    torch.testing.assert_close(got, reference, rtol=0, atol=1e-10)
+    # random images too, and any chunking gives the same values
+    r = torch.rand(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * data_range
+    torch.testing.assert_close(ssim(r, a, data_range, win_size, chunk=1),
+                               ssim(r, a, data_range, win_size, backend="skimage"), rtol=0, atol=1e-10)
+
+
 def test_ssim_rejects_bad_input():
     x = _rgb(2, 4)
     with pytest.raises(ValueError, match="same shape"):
@@ -255,6 +288,10 @@ def test_ssim_rejects_bad_input():
         ssim(x, x, win_size=29)
     with pytest.raises(ValueError, match="float"):
         ssim((x * 255).to(torch.uint8), (x * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match="backend"):
+        ssim(x, x, backend="numpy")
+    with pytest.raises(ValueError, match="chunk"):
+        ssim(x, x, chunk=0)
 
 
 # --------------------------------------------------------------------------------------------
