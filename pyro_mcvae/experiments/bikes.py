@@ -29,7 +29,7 @@ from ..metrics.assembly import (
     train_keypoint_regressor,
 )
 from ..models import MCVAE, get_method
-from ..nets import ResNetNets
+from ..nets import MLPNets, ResNetNets
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
 from .base import (IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat_components,
@@ -47,14 +47,14 @@ IMAGE_SHAPE = (1, 64, 64)
 BIKE_LATENT = {"gmrf": 4, "mvae": 20, "mmvae": 20, "mopoe": 20, "mmvaeplus": 16}
 BIKE_PRIVATE = 4
 QUICK = {"epochs": 3, "n_train": 2000, "n_test": 300, "width": 8, "regressor_epochs": 3, "minutes": None,
-         "curve_every": 0, "beta": 1.0}
+         "curve_every": 0, "beta": 1.0, "arch": "resnet", "hidden": [512, 512]}
 FULL = {"epochs": 100, "n_train": 20000, "n_test": 2000, "width": 32, "regressor_epochs": 5, "minutes": None,
-        "curve_every": 0, "beta": 1.0}
+        "curve_every": 0, "beta": 1.0, "arch": "resnet", "hidden": [512, 512]}
 #: ``--preset cpu`` (the default without a GPU): all 20,000 designs, narrow ResNets, a 25-minute
 #: wall-clock budget per model with a structure curve (centre-of-mass W1 and conditional SSIM
 #: every ``curve_every`` steps); ``epochs`` is only a ceiling.
 CPU = {"epochs": 1000, "n_train": 20000, "n_test": 2000, "width": 8, "regressor_epochs": 3, "minutes": 25.0,
-       "curve_every": 300, "beta": 1.0}
+       "curve_every": 300, "beta": 1.0, "arch": "resnet", "hidden": [512, 512]}
 PRESETS = {"quick": QUICK, "full": FULL, "cpu": CPU}
 #: Frame key points (bottom bracket, rear dropout, front fork end) and wheel centres.
 FRAME_POINTS = ("bottom_bracket", "rear_wheel_centre", "front_wheel_centre")
@@ -71,6 +71,9 @@ class BikeRun:
     lr: float = option(1e-3, "learning rate")
     beta: object = option(None, "KL weight: a number, 'linear:STEPS' or 'cyclical:PERIOD' (default 1)")
     latent_dim: int | None = option(None, "latent size (default: GMRF 4 per component, baselines 20)")
+    arch: str | None = option(None, "'resnet' or 'mlp' (the flattened images; default: the preset's)",
+                              choices=["mlp", "resnet"])
+    hidden: list[int] | None = option(None, "MLP hidden sizes (with --arch mlp; presets: 512 512)")
     width: int | None = option(None, "ResNet base channels (full: 32; quick: 8)")
     levels: int = option(3, "ResNet levels")
     n_train: int | None = option(None, "training assemblies (full: 20,000; quick: 2,000)")
@@ -118,6 +121,8 @@ class BikeRun:
             raise ValueError(f"condition_on must be one of {COMPONENTS}, got {self.condition_on!r}")
         if not 0.0 <= self.missing_ratio < 1.0:
             raise ValueError(f"missing_ratio must be in [0, 1), got {self.missing_ratio}")
+        if self.hidden is not None and (not self.hidden or any(h < 1 for h in self.hidden)):
+            raise ValueError(f"hidden must be positive layer sizes, got {self.hidden}")
 
 
 def load_bike_data(run: BikeRun) -> dict:
@@ -145,7 +150,10 @@ def test_images(run: BikeRun) -> torch.Tensor:
 
 def build_bike_model(run: BikeRun) -> MCVAE:
     d = run.latent_dim or BIKE_LATENT[run.model]
-    nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"), levels=run.levels)
+    if run.value("arch") == "mlp":
+        nets = MLPNets(tuple(run.value("hidden")))
+    else:
+        nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"), levels=run.levels)
     kwargs = dict(hidden=nets, likelihood="bernoulli", guide=run.model)
     if run.model == "mmvaeplus":
         kwargs["private_dim"] = BIKE_PRIVATE
@@ -318,8 +326,8 @@ def run_bikes(run: BikeRun, data: dict | None = None, stages=("train", "evaluate
     record = provenance(device) | {
         "settings": asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model],
                                    "preset": run.resolved_preset(),
-                                   **{k: run.value(k) for k in ("epochs", "width", "n_train", "n_test", "minutes",
-                                                                "curve_every", "beta")},
+                                   **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "n_train",
+                                                                "n_test", "minutes", "curve_every", "beta")},
                                    "elbo": get_method(run.model).objective},
         "data": {"source": data["source"], "n_train": len(data["train"]), "n_test": len(data["test"])},
     }

@@ -68,12 +68,14 @@ def test_biked_example_rejects_bad_data_dir(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "none" in proc.stderr
 
 
-def test_biked_cpu_preset_budget_and_structure_curve(tmp_path):
-    """The cpu preset's code path at a tiny size: a wall-clock budget, beta from the command
-    line, and the structure curve (CSV and PNG)."""
+@pytest.mark.parametrize("arch", ["resnet", "mlp"])
+def test_biked_cpu_preset_budget_and_structure_curve(tmp_path, arch):
+    """The cpu preset's code path at a tiny size, on either network family: a wall-clock
+    budget, beta from the command line, and the structure curve (CSV and PNG)."""
     out = tmp_path / "cpu"
+    nets = ["--arch", "mlp", "--hidden", "32"] if arch == "mlp" else ["--arch", "resnet", "--width", "4"]
     cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--preset", "cpu", "--device", "cpu",
-           "--model", "gmrf", "--n-train", "64", "--n-test", "16", "--width", "4", "--batch-size", "32",
+           "--model", "gmrf", "--n-train", "64", "--n-test", "16", *nets, "--batch-size", "32",
            "--minutes", "0.1", "--curve-every", "1", "--curve-tuples", "16", "--beta", "0.5", "--fid", "off",
            "--out", str(out), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -81,6 +83,9 @@ def test_biked_cpu_preset_budget_and_structure_curve(tmp_path):
     record = json.loads((out / "gmrf" / "results.json").read_text())
     assert record["settings"]["preset"] == "cpu" and record["settings"]["minutes"] == 0.1
     assert float(record["settings"]["beta"]) == 0.5
+    assert record["settings"]["arch"] == arch
+    if arch == "mlp":
+        assert record["settings"]["hidden"] == [32]
     rows = (out / "gmrf" / "curve.csv").read_text().strip().splitlines()
     assert rows[0] == "step,seconds,eval_com_w1_unconditional,eval_com_w1_conditional,eval_ssim_bike"
     assert rows[1].startswith("0,")
