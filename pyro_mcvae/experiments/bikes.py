@@ -46,15 +46,20 @@ IMAGE_SHAPE = (1, 64, 64)
 #: shared; MMVAE+ 16 shared + 4 private per component.
 BIKE_LATENT = {"gmrf": 4, "mvae": 20, "mmvae": 20, "mopoe": 20, "mmvaeplus": 16}
 BIKE_PRIVATE = 4
+#: KL weight when ``--beta`` is not given: the GMRF paper's choice for its method on BIKED
+#: (best of its grid {2.5e-3, 1e-3, 5e-4, 1e-4}); 1 for the baselines (their grid is {5, 2.5, 1}).
+BIKE_BETA = {"gmrf": 1e-3}
 QUICK = {"epochs": 3, "n_train": 2000, "n_test": 300, "width": 8, "regressor_epochs": 3, "minutes": None,
-         "curve_every": 0, "beta": 1.0, "arch": "resnet", "hidden": [512, 512]}
+         "curve_every": 0, "beta": None, "arch": "resnet", "hidden": [512, 512]}
 FULL = {"epochs": 100, "n_train": 20000, "n_test": 2000, "width": 32, "regressor_epochs": 5, "minutes": None,
-        "curve_every": 0, "beta": 1.0, "arch": "resnet", "hidden": [512, 512]}
-#: ``--preset cpu`` (the default without a GPU): all 20,000 designs, narrow ResNets, a 25-minute
-#: wall-clock budget per model with a structure curve (centre-of-mass W1 and conditional SSIM
-#: every ``curve_every`` steps); ``epochs`` is only a ceiling.
-CPU = {"epochs": 1000, "n_train": 20000, "n_test": 2000, "width": 8, "regressor_epochs": 3, "minutes": 25.0,
-       "curve_every": 300, "beta": 1.0, "arch": "resnet", "hidden": [512, 512]}
+        "curve_every": 0, "beta": None, "arch": "resnet", "hidden": [512, 512]}
+#: ``--preset cpu`` (the default without a GPU): all 20,000 designs, MLPs (512, 512) on the
+#: flattened components (on 2 cores they learn the assemblies far faster per minute than the
+#: narrow ResNets: docs/results/assemblies.md), an 8-minute wall-clock budget per model with a
+#: structure curve (centre-of-mass W1 and conditional SSIM every ``curve_every`` steps);
+#: ``epochs`` is only a ceiling.
+CPU = {"epochs": 1000, "n_train": 20000, "n_test": 2000, "width": 8, "regressor_epochs": 3, "minutes": 8.0,
+       "curve_every": 250, "beta": None, "arch": "mlp", "hidden": [512, 512]}
 PRESETS = {"quick": QUICK, "full": FULL, "cpu": CPU}
 #: Frame key points (bottom bracket, rear dropout, front fork end) and wheel centres.
 FRAME_POINTS = ("bottom_bracket", "rear_wheel_centre", "front_wheel_centre")
@@ -69,7 +74,8 @@ class BikeRun:
     epochs: int | None = option(None, "training epochs (full: 100; quick: 3)")
     batch_size: int = option(64, "minibatch size")
     lr: float = option(1e-3, "learning rate")
-    beta: object = option(None, "KL weight: a number, 'linear:STEPS' or 'cyclical:PERIOD' (default 1)")
+    beta: object = option(None, "KL weight: a number, 'linear:STEPS' or 'cyclical:PERIOD' (default: GMRF "
+                                        "1e-3, the paper's; baselines 1)")
     latent_dim: int | None = option(None, "latent size (default: GMRF 4 per component, baselines 20)")
     arch: str | None = option(None, "'resnet' or 'mlp' (the flattened images; default: the preset's)",
                               choices=["mlp", "resnet"])
@@ -89,11 +95,11 @@ class BikeRun:
                       choices=["auto", "on", "off"])
     inception_weights: str | None = option(None, "pt_inception-2015-12-05-6726825d.pth for FID")
     quick: bool = option(False, "2,000 bikes, narrow networks, 3 epochs")
-    preset: str = option("auto", "'cpu': 20,000 designs, width 8, a 25-minute budget and a structure curve; "
+    preset: str = option("auto", "'cpu': 20,000 designs, MLPs, an 8-minute budget per model and a structure curve; "
                                  "'full': the full settings; 'auto': 'full' with CUDA, else 'cpu'",
                          choices=["auto", "cpu", "full"])
-    minutes: float | None = option(None, "training budget per model in wall-clock minutes (cpu: 25; 0: none)")
-    curve_every: int | None = option(None, "steps between structure-curve evaluations (cpu: 300; 0: none)")
+    minutes: float | None = option(None, "training budget per model in wall-clock minutes (cpu: 8; 0: none)")
+    curve_every: int | None = option(None, "steps between structure-curve evaluations (cpu: 250; 0: none)")
     curve_tuples: int = option(500, "test designs of each structure-curve evaluation")
     missing_ratio: float = option(0.0, "incomplete training data: each component of each training design is absent "
                                        "with this probability, given that at least one is present (seeded from "
@@ -104,6 +110,8 @@ class BikeRun:
 
     def value(self, name: str):
         v = getattr(self, name)
+        if v is None and name == "beta":
+            return BIKE_BETA.get(self.model, 1.0)
         return v if v is not None else PRESETS[self.resolved_preset()][name]
 
     def resolved_preset(self) -> str:
