@@ -39,7 +39,8 @@ from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
-           "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure"]
+           "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure", "SEED_METRICS",
+           "seed_summary", "seed_table"]
 
 IMAGE_SHAPE = (1, 64, 64)
 #: GMRF: 4 per component (the paper). Baselines: our choice, the same total size (M x 4 = 20)
@@ -378,6 +379,84 @@ def bikes_table(records: dict) -> str:
                   f"{(real['rear_wheel']['median'] + real['front_wheel']['median']) / 2:.4f} (medians, unit "
                   "coordinates of the 64x64 frame).\n")
     return table
+
+
+def _wheel_median(validity: dict) -> float:
+    return (validity["rear_wheel"]["median"] + validity["front_wheel"]["median"]) / 2
+
+
+#: The assembly metrics summarised over seeds: (label, value of a model's record, lower is better).
+SEED_METRICS = (
+    ("COM W1 uncond.", lambda r: r["unconditional"]["com_w1"]["value"], True),
+    ("COM W1 cond.", lambda r: r["conditional"]["com_w1"]["value"], True),
+    ("SSIM comps (cond.)", lambda r: r["conditional"]["ssim"]["generated_mean"], False),
+    ("SSIM bike (cond.)", lambda r: r["conditional"]["ssim"]["assembly"], False),
+    ("crank-BB (cond.)", lambda r: r["conditional"]["validity"]["crank"]["median"], True),
+    ("wheel-dropout (cond.)", lambda r: _wheel_median(r["conditional"]["validity"]), True),
+    ("crank-BB (uncond.)", lambda r: r["unconditional"]["validity"]["crank"]["median"], True),
+)
+
+
+def seed_summary(runs: list[dict], reference: str = "gmrf") -> dict:
+    """Every metric of :data:`SEED_METRICS` over seeds. ``runs``: one ``{model: record}`` per seed
+    (the ``results.json`` of ``examples/biked.py``); a model enters where every seed has it.
+
+    Per metric: ``models`` ``{model: {"values", "mean", "sd"}}`` (``sd``: the sample standard
+    deviation over seeds, 0 for one seed), ``best`` (by the mean), and for ``reference`` against
+    the best other model: ``seeds_won`` (seeds in which ``reference`` beats every other model of
+    the same seed), ``margin`` (its mean's advantage, negative where it is behind) and
+    ``separated`` (``margin`` larger than the two standard deviations added: the mean +- sd
+    intervals do not overlap, the reading of "beyond the seed spread" used in the docs)."""
+    if not runs:
+        raise ValueError("no runs to summarise")
+    models = [m for m in runs[0] if not m.startswith("_") and all(m in run for run in runs)]
+    if not models:
+        raise ValueError("no model is in every run")
+    out = {"seeds": len(runs), "models": models, "metrics": {}}
+    for label, value, lower in SEED_METRICS:
+        try:
+            table = {m: [float(value(run[m])) for run in runs] for m in models}
+        except (KeyError, TypeError):  # e.g. no validity on real BIKED folders
+            continue
+        sign = 1.0 if lower else -1.0
+        stats = {m: {"values": v, "mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
+                 for m, v in table.items()}
+        entry = {"lower_is_better": lower, "models": stats,
+                 "best": min(models, key=lambda m: sign * stats[m]["mean"])}
+        others = [m for m in models if m != reference]
+        if reference in stats and others:
+            rival = min(others, key=lambda m: sign * stats[m]["mean"])
+            margin = sign * (stats[rival]["mean"] - stats[reference]["mean"])
+            won = sum(all(sign * table[reference][i] < sign * table[m][i] for m in others) for i in range(len(runs)))
+            entry[reference] = {"best_other": rival, "margin": margin, "seeds_won": won,
+                                "separated": bool(margin > stats[reference]["sd"] + stats[rival]["sd"])}
+        out["metrics"][label] = entry
+    return out
+
+
+def seed_table(summary: dict, reference: str = "gmrf") -> str:
+    """:func:`seed_summary` as markdown: mean +- sd per model and metric (the best mean in bold),
+    then one line per metric on ``reference`` against the best other model."""
+    metrics = summary["metrics"]
+    head = "| model | " + " | ".join(metrics) + " |\n|---|" + "---|" * len(metrics) + "\n"
+    digits = {label: 3 if "SSIM" in label or "COM" in label else 4 for label in metrics}
+    rows = []
+    for m in summary["models"]:
+        cells = []
+        for label, entry in metrics.items():
+            s = entry["models"][m]
+            cell = f"{s['mean']:.{digits[label]}f} ± {s['sd']:.{digits[label]}f}"
+            cells.append(f"**{cell}**" if entry["best"] == m else cell)
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines = [f"{summary['seeds']} seed(s); mean ± sample standard deviation over seeds.", "", head + "\n".join(rows), ""]
+    for label, entry in metrics.items():
+        ref = entry.get(reference)
+        if ref:
+            verdict = ("best, beyond the seed spread" if ref["separated"] else
+                       "best, within the seed spread" if ref["margin"] > 0 else "not best")
+            lines.append(f"- {label}: {reference} {verdict} (margin {ref['margin']:+.4f} over {ref['best_other']}; "
+                         f"best of all in {ref['seeds_won']} of {summary['seeds']} seeds)")
+    return "\n".join(lines) + "\n"
 
 
 def comparison_figure(test_images: torch.Tensor, records: dict, condition_on: str, rows: int = 6):
