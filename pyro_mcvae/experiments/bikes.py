@@ -83,6 +83,12 @@ class BikeRun:
     hidden: list[int] | None = option(None, "MLP hidden sizes (with --arch mlp; presets: 512 512)")
     width: int | None = option(None, "ResNet base channels (full: 32; quick: 8)")
     levels: int = option(3, "ResNet levels")
+    prior_form: str = option("paper", "GMRF prior: 'paper' (the block construction on the precision) or "
+                                      "'standardized' (docs/results/polymnist.md)", choices=["paper", "standardized"])
+    subset_posteriors: int = option(0, "GMRF: subset-posterior ELBO terms per step, one subset per training design "
+                                       "(0: the paper's objective)")
+    subset_max_size: int | None = option(None, "GMRF: subsets of at most this many components (1: one given "
+                                               "component; default M - 1)")
     n_train: int | None = option(None, "training assemblies (full: 20,000; quick: 2,000)")
     n_test: int | None = option(None, "test assemblies (full: 2,000; quick: 300)")
     regressor_epochs: int | None = option(None, "epochs of the key-point regressors (full: 5; quick: 3)")
@@ -130,6 +136,10 @@ class BikeRun:
             raise ValueError(f"condition_on must be one of {COMPONENTS}, got {self.condition_on!r}")
         if not 0.0 <= self.missing_ratio < 1.0:
             raise ValueError(f"missing_ratio must be in [0, 1), got {self.missing_ratio}")
+        if self.subset_posteriors < 0:
+            raise ValueError(f"subset_posteriors must be >= 0, got {self.subset_posteriors}")
+        if self.subset_max_size is not None and not 1 <= self.subset_max_size < len(COMPONENTS):
+            raise ValueError(f"subset_max_size must be in [1, {len(COMPONENTS) - 1}], got {self.subset_max_size}")
         if self.hidden is not None and (not self.hidden or any(h < 1 for h in self.hidden)):
             raise ValueError(f"hidden must be positive layer sizes, got {self.hidden}")
 
@@ -164,6 +174,9 @@ def build_bike_model(run: BikeRun) -> MCVAE:
     else:
         nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"), levels=run.levels)
     kwargs = dict(hidden=nets, likelihood="bernoulli", guide=run.model)
+    if run.model == "gmrf":
+        kwargs.update(prior_standardized=run.prior_form == "standardized", subset_posteriors=run.subset_posteriors,
+                      subset_max_size=run.subset_max_size, subset_per_example=True)
     if run.model == "mmvaeplus":
         kwargs["private_dim"] = BIKE_PRIVATE
     if run.model == "mopoe":

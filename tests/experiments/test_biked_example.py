@@ -90,3 +90,24 @@ def test_biked_cpu_preset_budget_and_structure_curve(tmp_path, arch):
     assert rows[0] == "step,seconds,eval_com_w1_unconditional,eval_com_w1_conditional,eval_ssim_bike"
     assert rows[1].startswith("0,")
     assert Path(record["training"]["curve"]).stat().st_size > 2_000
+
+
+def test_bike_gmrf_training_options_reach_the_model():
+    """--prior-form, --subset-posteriors and --subset-max-size build the GMRF they name, and the
+    objective gets its subset-posterior terms; invalid values are refused."""
+    from pyro_mcvae.experiments.bikes import BikeRun, build_bike_model
+    from pyro_mcvae.infer.objectives import SubsetELBO, objective_for
+
+    plain = build_bike_model(BikeRun(model="gmrf", arch="mlp", hidden=[8]))
+    assert not isinstance(objective_for(plain), SubsetELBO)
+    run = BikeRun(model="gmrf", arch="mlp", hidden=[8], prior_form="standardized", subset_posteriors=1,
+                  subset_max_size=1)
+    run.check()
+    model = build_bike_model(run)
+    rows, k, pool = model.subset_terms()
+    assert k == 1 and pool.shape == (5, 5) and bool((pool.sum(1) == 1).all())  # one given component
+    assert model.subset_per_example() and model.prior.standardized
+    assert isinstance(objective_for(model), SubsetELBO)
+    for bad in ({"subset_posteriors": -1}, {"subset_max_size": 5}, {"subset_max_size": 0}):
+        with pytest.raises(ValueError):
+            BikeRun(model="gmrf", **bad).check()
