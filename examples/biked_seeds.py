@@ -3,8 +3,9 @@
     python examples/biked_seeds.py results/biked-cpu-v2-seed0 results/biked-cpu-v2-seed1 \
         results/biked-cpu-v2-seed2 --out results/biked-cpu-v2-seeds.md
 
-Each folder is the ``--out`` of one ``examples/biked.py`` run (its ``results.json``); a model
-enters where every folder has it. Also writes the summary as JSON beside ``--out``, and says for
+Each folder is the ``--out`` of ``examples/biked.py`` runs of one seed (each model's
+``<model>/results.json``, so models added by later commands count); a model enters where every
+folder has it. Also writes the summary as JSON beside ``--out``, and says for
 every metric whether the GMRF is best beyond the seed spread (its mean ± sd apart from the best
 other model's).
 """
@@ -24,10 +25,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     records = []
     for folder in args.runs:
-        path = Path(folder) / "results.json"
-        if not path.is_file():
+        # Each model's own record (<folder>/<model>/results.json), so that models trained into the
+        # same folder by separate commands all count; the folder's combined file where that is all.
+        per_model = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*/results.json"))}
+        combined = Path(folder) / "results.json"
+        if not per_model and not combined.is_file():
             p.error(f"no results.json in {folder} (has examples/biked.py finished there?)")
-        records.append(json.loads(path.read_text()))
+        records.append(per_model or json.loads(combined.read_text()))
     try:
         summary = seed_summary(records)
     except ValueError as err:

@@ -81,7 +81,13 @@ def test_biked_seeds_script(tmp_path):
     for i, run in enumerate(RUNS):
         d = tmp_path / f"seed{i}"
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({k: v for k, v in run.items() if not k.startswith("_")}))
+        models = {k: v for k, v in run.items() if not k.startswith("_")}
+        if i == 0:  # one combined file, as a single command writes it
+            (d / "results.json").write_text(json.dumps(models))
+        else:  # each model's own file, as separate commands into one folder leave them
+            for name, record in models.items():
+                (d / name).mkdir()
+                (d / name / "results.json").write_text(json.dumps(record))
         dirs.append(str(d))
     out = tmp_path / "seeds.md"
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "biked_seeds.py"), *dirs, "--out", str(out)],
