@@ -47,20 +47,28 @@ IMAGE_SHAPE = (1, 64, 64)
 #: shared; MMVAE+ 16 shared + 4 private per component.
 BIKE_LATENT = {"gmrf": 4, "mvae": 20, "mmvae": 20, "mopoe": 20, "mmvaeplus": 16}
 BIKE_PRIVATE = 4
-#: KL weight when ``--beta`` is not given: the GMRF paper's choice for its method on BIKED
-#: (best of its grid {2.5e-3, 1e-3, 5e-4, 1e-4}); 1 for the baselines (their grid is {5, 2.5, 1}).
+#: KL weight when neither ``--beta`` nor the preset gives one (quick and full): the GMRF paper's
+#: choice for its method on BIKED (best of its grid {2.5e-3, 1e-3, 5e-4, 1e-4}); 1 for the
+#: baselines (their grid is {5, 2.5, 1}).
 BIKE_BETA = {"gmrf": 1e-3}
 QUICK = {"epochs": 3, "n_train": 2000, "n_test": 300, "width": 8, "regressor_epochs": 3, "minutes": None,
-         "curve_every": 0, "beta": None, "arch": "resnet", "hidden": [512, 512]}
+         "curve_every": 0, "beta": None, "arch": "resnet", "hidden": [512, 512],
+         "prior_form": "paper", "subset_posteriors": 0, "subset_max_size": None}
 FULL = {"epochs": 100, "n_train": 20000, "n_test": 2000, "width": 32, "regressor_epochs": 5, "minutes": None,
-        "curve_every": 0, "beta": None, "arch": "resnet", "hidden": [512, 512]}
+        "curve_every": 0, "beta": None, "arch": "resnet", "hidden": [512, 512],
+        "prior_form": "paper", "subset_posteriors": 0, "subset_max_size": None}
 #: ``--preset cpu`` (the default without a GPU): all 20,000 designs, MLPs (512, 512) on the
 #: flattened components (on 2 cores they learn the assemblies far faster per minute than the
 #: narrow ResNets: docs/results/assemblies.md), an 8-minute wall-clock budget per model with a
 #: structure curve (centre-of-mass W1 and conditional SSIM every ``curve_every`` steps);
-#: ``epochs`` is only a ceiling.
+#: ``epochs`` is only a ceiling. The GMRF as in PolyMNIST's cpu preset: beta 1, the standardised
+#: prior and one subset-posterior term per design on one given component (departures from the
+#: paper, measured in docs/results/assemblies.md: at the paper's beta 1e-3 and objective its
+#: unconditional centre-of-mass W1 was 0.110, with these 0.024); ``--beta 0.001 --prior-form paper
+#: --subset-posteriors 0`` gives the paper's GMRF.
 CPU = {"epochs": 1000, "n_train": 20000, "n_test": 2000, "width": 8, "regressor_epochs": 3, "minutes": 8.0,
-       "curve_every": 250, "beta": None, "arch": "mlp", "hidden": [512, 512]}
+       "curve_every": 250, "beta": 1.0, "arch": "mlp", "hidden": [512, 512],
+       "prior_form": "standardized", "subset_posteriors": 1, "subset_max_size": 1}
 PRESETS = {"quick": QUICK, "full": FULL, "cpu": CPU}
 #: Frame key points (bottom bracket, rear dropout, front fork end) and wheel centres.
 FRAME_POINTS = ("bottom_bracket", "rear_wheel_centre", "front_wheel_centre")
@@ -83,12 +91,13 @@ class BikeRun:
     hidden: list[int] | None = option(None, "MLP hidden sizes (with --arch mlp; presets: 512 512)")
     width: int | None = option(None, "ResNet base channels (full: 32; quick: 8)")
     levels: int = option(3, "ResNet levels")
-    prior_form: str = option("paper", "GMRF prior: 'paper' (the block construction on the precision) or "
-                                      "'standardized' (docs/results/polymnist.md)", choices=["paper", "standardized"])
-    subset_posteriors: int = option(0, "GMRF: subset-posterior ELBO terms per step, one subset per training design "
-                                       "(0: the paper's objective)")
+    prior_form: str | None = option(None, "GMRF prior: 'paper' (the block construction on the precision) or "
+                                             "'standardized' (docs/results/polymnist.md; cpu preset)",
+                                    choices=["paper", "standardized"])
+    subset_posteriors: int | None = option(None, "GMRF: subset-posterior ELBO terms per step, one subset per "
+                                                 "training design (0: the paper's objective; cpu preset: 1)")
     subset_max_size: int | None = option(None, "GMRF: subsets of at most this many components (1: one given "
-                                               "component; default M - 1)")
+                                               "component, the cpu preset's; else M - 1)")
     n_train: int | None = option(None, "training assemblies (full: 20,000; quick: 2,000)")
     n_test: int | None = option(None, "test assemblies (full: 2,000; quick: 300)")
     regressor_epochs: int | None = option(None, "epochs of the key-point regressors (full: 5; quick: 3)")
@@ -117,9 +126,11 @@ class BikeRun:
 
     def value(self, name: str):
         v = getattr(self, name)
+        if v is None:
+            v = PRESETS[self.resolved_preset()][name]
         if v is None and name == "beta":
             return BIKE_BETA.get(self.model, 1.0)
-        return v if v is not None else PRESETS[self.resolved_preset()][name]
+        return v
 
     def resolved_preset(self) -> str:
         """``quick`` with ``--quick``; ``auto`` is ``full`` on CUDA, else ``cpu``."""
@@ -136,7 +147,7 @@ class BikeRun:
             raise ValueError(f"condition_on must be one of {COMPONENTS}, got {self.condition_on!r}")
         if not 0.0 <= self.missing_ratio < 1.0:
             raise ValueError(f"missing_ratio must be in [0, 1), got {self.missing_ratio}")
-        if self.subset_posteriors < 0:
+        if self.subset_posteriors is not None and self.subset_posteriors < 0:
             raise ValueError(f"subset_posteriors must be >= 0, got {self.subset_posteriors}")
         if self.subset_max_size is not None and not 1 <= self.subset_max_size < len(COMPONENTS):
             raise ValueError(f"subset_max_size must be in [1, {len(COMPONENTS) - 1}], got {self.subset_max_size}")
@@ -175,8 +186,9 @@ def build_bike_model(run: BikeRun) -> MCVAE:
         nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"), levels=run.levels)
     kwargs = dict(hidden=nets, likelihood="bernoulli", guide=run.model)
     if run.model == "gmrf":
-        kwargs.update(prior_standardized=run.prior_form == "standardized", subset_posteriors=run.subset_posteriors,
-                      subset_max_size=run.subset_max_size, subset_per_example=True)
+        kwargs.update(prior_standardized=run.value("prior_form") == "standardized",
+                      subset_posteriors=run.value("subset_posteriors"), subset_max_size=run.value("subset_max_size"),
+                      subset_per_example=True)
     if run.model == "mmvaeplus":
         kwargs["private_dim"] = BIKE_PRIVATE
     if run.model == "mopoe":
@@ -349,7 +361,8 @@ def run_bikes(run: BikeRun, data: dict | None = None, stages=("train", "evaluate
         "settings": asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model],
                                    "preset": run.resolved_preset(),
                                    **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "n_train",
-                                                                "n_test", "minutes", "curve_every", "beta")},
+                                                                "n_test", "minutes", "curve_every", "beta",
+                                                                "prior_form", "subset_posteriors", "subset_max_size")},
                                    "elbo": get_method(run.model).objective},
         "data": {"source": data["source"], "n_train": len(data["train"]), "n_test": len(data["test"])},
     }

@@ -93,21 +93,29 @@ def test_biked_cpu_preset_budget_and_structure_curve(tmp_path, arch):
 
 
 def test_bike_gmrf_training_options_reach_the_model():
-    """--prior-form, --subset-posteriors and --subset-max-size build the GMRF they name, and the
-    objective gets its subset-posterior terms; invalid values are refused."""
+    """The presets' GMRF (quick/full: the paper's; cpu: beta 1, standardised prior, a subset term),
+    --prior-form, --subset-posteriors and --subset-max-size over them, and the objective's
+    subset-posterior terms; invalid values are refused."""
     from pyro_mcvae.experiments.bikes import BikeRun, build_bike_model
     from pyro_mcvae.infer.objectives import SubsetELBO, objective_for
 
-    plain = build_bike_model(BikeRun(model="gmrf", arch="mlp", hidden=[8]))
-    assert not isinstance(objective_for(plain), SubsetELBO)
-    run = BikeRun(model="gmrf", arch="mlp", hidden=[8], prior_form="standardized", subset_posteriors=1,
-                  subset_max_size=1)
+    paper = BikeRun(model="gmrf", arch="mlp", hidden=[8], preset="full")  # the paper's GMRF
+    assert paper.value("beta") == 1e-3 and BikeRun(model="mmvae", preset="full").value("beta") == 1.0
+    plain = build_bike_model(paper)
+    assert not isinstance(objective_for(plain), SubsetELBO) and not plain.prior.standardized
+    # the cpu preset's GMRF: beta 1, the standardised prior, one subset term on one given component
+    run = BikeRun(model="gmrf", arch="mlp", hidden=[8], preset="cpu")
+    assert run.value("beta") == 1.0 and run.value("subset_posteriors") == 1 and run.value("subset_max_size") == 1
     run.check()
     model = build_bike_model(run)
     rows, k, pool = model.subset_terms()
     assert k == 1 and pool.shape == (5, 5) and bool((pool.sum(1) == 1).all())  # one given component
     assert model.subset_per_example() and model.prior.standardized
     assert isinstance(objective_for(model), SubsetELBO)
+    # explicit options win over the preset
+    override = build_bike_model(BikeRun(model="gmrf", arch="mlp", hidden=[8], preset="cpu", subset_posteriors=0,
+                                        prior_form="paper"))
+    assert not isinstance(objective_for(override), SubsetELBO) and not override.prior.standardized
     for bad in ({"subset_posteriors": -1}, {"subset_max_size": 5}, {"subset_max_size": 0}):
         with pytest.raises(ValueError):
             BikeRun(model="gmrf", **bad).check()
