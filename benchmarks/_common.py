@@ -51,6 +51,16 @@ def make_parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse_cpu_benchmark(doc: str, argv, reason: str):
+    """The common options parsed and set up, for a benchmark that measures the CPU only:
+    ``(args, device, default_threads)``; exits with ``reason`` on another device."""
+    args = make_parser(doc).parse_args(argv)
+    device, default_threads = setup(args)
+    if device.type != "cpu":
+        raise SystemExit(f"{reason}; run it with --device cpu")
+    return args, device, default_threads
+
+
 def resolve_device(name: str) -> torch.device:
     """The library's device resolution, ending the script with its message on a bad name."""
     try:

@@ -24,7 +24,7 @@ import contextlib
 import torch
 from torch.distributions import kl_divergence
 
-from _common import interleaved, make_parser, markdown_table, print_header, setup, step_summary, write_json
+from _common import interleaved, markdown_table, parse_cpu_benchmark, print_header, step_summary, write_json
 from pyro_mcvae.distributions import GMRF, complete_from_prior
 from pyro_mcvae.models.gmrf import GMRFPrior
 
@@ -78,11 +78,7 @@ def step(route, prior_module, base, loc, present, d):
 
 
 def main(argv=None):
-    p = make_parser(__doc__)
-    args = p.parse_args(argv)
-    device, default_threads = setup(args)
-    if device.type != "cpu":
-        raise SystemExit("this benchmark measures the CPU step; run it with --device cpu")
+    args, device, default_threads = parse_cpu_benchmark(__doc__, argv, "this benchmark measures the CPU step")
     batch, m, d = (16, 5, 4) if args.quick else (128, 5, 16)
     reps = args.reps or (3 if args.quick else 7)
     info = print_header(BENCHMARK, args, device, default_threads,

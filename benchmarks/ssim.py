@@ -15,7 +15,7 @@ import contextlib
 
 import torch
 
-from _common import interleaved, make_parser, markdown_table, print_header, setup, step_summary, write_json
+from _common import interleaved, markdown_table, parse_cpu_benchmark, print_header, step_summary, write_json
 from pyro_mcvae.metrics.ssim import ssim
 
 BENCHMARK = "ssim"
@@ -30,11 +30,7 @@ def make_pairs(n: int, seed: int):
 
 
 def main(argv=None):
-    p = make_parser(__doc__)
-    args = p.parse_args(argv)
-    device, default_threads = setup(args)
-    if device.type != "cpu":
-        raise SystemExit("SSIM is computed on the CPU; run it with --device cpu")
+    args, device, default_threads = parse_cpu_benchmark(__doc__, argv, "SSIM is computed on the CPU")
     n = 100 if args.quick else 2000
     reps = args.reps or (3 if args.quick else 5)
     info = print_header(BENCHMARK, args, device, default_threads, extra=f", {n} pairs of 3x28x28 images")
