@@ -83,8 +83,8 @@ class BikeRun:
     epochs: int | None = option(None, "training epochs (full: 100; quick: 3)")
     batch_size: int = option(64, "minibatch size")
     lr: float = option(1e-3, "learning rate")
-    beta: object = option(None, "KL weight: a number, 'linear:STEPS' or 'cyclical:PERIOD' (default: GMRF "
-                                        "1e-3, the paper's; baselines 1)")
+    beta: object = option(None, "KL weight: a number, 'linear:STEPS' or 'cyclical:PERIOD' (cpu preset: 1; "
+                                        "quick/full: GMRF 1e-3, the paper's, baselines 1)")
     latent_dim: int | None = option(None, "latent size (default: GMRF 4 per component, baselines 20)")
     arch: str | None = option(None, "'resnet' or 'mlp' (the flattened images; default: the preset's)",
                               choices=["mlp", "resnet"])
