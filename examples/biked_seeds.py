@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     for folder in args.runs:
         # Each model's own record (<folder>/<model>/results.json), so that models trained into the
         # same folder by separate commands all count; the folder's combined file where that is all.
-        per_model = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*/results.json"))}
+        per_model = {path.parent.name: json.loads(path.read_text())
+                     for path in sorted(Path(folder).glob("*/results.json"))}
         combined = Path(folder) / "results.json"
         if not per_model and not combined.is_file():
             p.error(f"no results.json in {folder} (has examples/biked.py finished there?)")

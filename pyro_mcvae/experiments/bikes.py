@@ -384,6 +384,11 @@ def run_bikes(run: BikeRun, data: dict | None = None, stages=("train", "evaluate
     return record
 
 
+def _wheel_median(validity: dict) -> float:
+    """The median distance between axles and dropouts, rear and front averaged."""
+    return (validity["rear_wheel"]["median"] + validity["front_wheel"]["median"]) / 2
+
+
 def bikes_table(records: dict) -> str:
     """A table like the paper's Table III: structure (centre-of-mass W1, validity) and quality."""
     head = ("| model | COM W1 uncond. | COM W1 cond. | SSIM generated comps (cond.) | SSIM bike (cond.) "
@@ -394,7 +399,7 @@ def bikes_table(records: dict) -> str:
         c = r["conditional"]
         v = c.get("validity")
         crank = f"{v['crank']['median']:.4f}" if v else "n/a"
-        wheel = f"{(v['rear_wheel']['median'] + v['front_wheel']['median']) / 2:.4f}" if v else "n/a"
+        wheel = f"{_wheel_median(v):.4f}" if v else "n/a"
         rows.append(f"| {name} | {r['unconditional']['com_w1']['value']:.4f} | {c['com_w1']['value']:.4f} | "
                     f"{c['ssim']['generated_mean']:.3f} | {c['ssim']['assembly']:.3f} | {crank} | {wheel} | "
                     f"{r.get('training', {}).get('ms_per_step', 'n/a')} |")
@@ -402,13 +407,9 @@ def bikes_table(records: dict) -> str:
     real = next((r["real_validity"] for r in records.values() if "real_validity" in r), None)
     if real:
         table += (f"\nReal test assemblies (reference): crank-BB {real['crank']['median']:.4f}, wheel-dropout "
-                  f"{(real['rear_wheel']['median'] + real['front_wheel']['median']) / 2:.4f} (medians, unit "
+                  f"{_wheel_median(real):.4f} (medians, unit "
                   "coordinates of the 64x64 frame).\n")
     return table
-
-
-def _wheel_median(validity: dict) -> float:
-    return (validity["rear_wheel"]["median"] + validity["front_wheel"]["median"]) / 2
 
 
 #: The assembly metrics summarised over seeds: (label, value of a model's record, lower is better).

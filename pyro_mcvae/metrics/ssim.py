@@ -8,8 +8,9 @@ images; smaller images get the largest odd window that fits (at least 3).
 
 Only the window positions that fit inside the image are averaged, so scikit-image's boundary
 mode never enters: each local mean is the mean of a window that lies inside the image (a valid
-box filter, computed separably). That computes every pair of a batch at once, in float64 (the variances are differences of means, where float32
-would cancel digits), in chunks of ``chunk`` pairs to bound the memory. ``backend="skimage"``
+box filter, computed separably). That computes every pair of a batch at once, in float64 (the
+variances are differences of means, where float32 would cancel digits), in chunks of ``chunk``
+pairs to bound the memory. ``backend="skimage"``
 calls scikit-image itself pair by pair (about 0.4 ms a pair on one core: 80 s for the 200,000
 pairs of one PolyMNIST evaluation); the tests hold the two backends equal to 1e-10.
 """
