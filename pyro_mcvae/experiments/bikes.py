@@ -40,7 +40,7 @@ from .runner import resolve_device, restore, train_or_resume
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
            "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure", "SEED_METRICS",
-           "seed_summary", "seed_table"]
+           "variant_label", "runs_by_seed", "seed_summary", "seed_table"]
 
 IMAGE_SHAPE = (1, 64, 64)
 #: GMRF: 4 per component (the paper). Baselines: our choice, the same total size (M x 4 = 20)
@@ -424,19 +424,83 @@ SEED_METRICS = (
 )
 
 
-def seed_summary(runs: list[dict], reference: str = "gmrf") -> dict:
-    """Every metric of :data:`SEED_METRICS` over seeds. ``runs``: one ``{model: record}`` per seed
-    (the ``results.json`` of ``examples/biked.py``); a model enters where every seed has it.
+#: Settings that tell runs of one model apart in a seed table (the output folder and the like do
+#: not change what is measured), with the value a record written before the setting existed ran
+#: at (``None``: no such records). GMRF ones are read for the GMRF alone.
+VARIANT_SETTINGS = {"beta": None, "arch": None, "minutes": None}
+GMRF_VARIANT_SETTINGS = {"prior_form": "paper", "subset_posteriors": 0, "subset_max_size": None}
 
-    Per metric: ``models`` ``{model: {"values", "mean", "sd"}}`` (``sd``: the sample standard
-    deviation over seeds, 0 for one seed), ``best`` (by the mean), and for ``reference`` against
-    the best other model: ``seeds_won`` (seeds in which ``reference`` beats every other model of
-    the same seed), ``margin`` (its mean's advantage, negative where it is behind) and
-    ``separated`` (``margin`` larger than the two standard deviations added: the mean +- sd
-    intervals do not overlap, the reading of "beyond the seed spread" used in the docs)."""
+
+def _same(a, b) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def variant_label(record: dict) -> str:
+    """The row name of a ``results.json`` record in a seed table: the model's name where the run
+    used its preset's settings, else the name with the settings that differed, e.g.
+    ``gmrf (beta 0.001, prior_form paper, subset_posteriors 0)`` for the paper's GMRF beside the
+    cpu preset's."""
+    s = record["settings"]
+    model = s["model"]
+    preset = PRESETS.get("quick" if s.get("quick") else s.get("preset"))
+    if preset is None:  # 'auto' recorded unresolved: nothing to compare against
+        return model
+    wanted = dict(VARIANT_SETTINGS, **(GMRF_VARIANT_SETTINGS if model == "gmrf" else {}))
+    if model == "gmrf" and not s.get("subset_posteriors", GMRF_VARIANT_SETTINGS["subset_posteriors"]):
+        wanted.pop("subset_max_size")  # no subset term: its size means nothing
+    diffs = []
+    for name, legacy in wanted.items():
+        value = s.get(name, legacy)
+        default = preset.get(name)
+        if name == "beta" and default is None:  # quick and full: the model's own
+            default = BIKE_BETA.get(model, 1.0)
+        if not _same(value, default):
+            diffs.append(f"{name} {value}")
+    return f"{model} ({', '.join(diffs)})" if diffs else model
+
+
+def runs_by_seed(records: list[dict]) -> list[dict]:
+    """Records of ``examples/biked.py`` (any order, from any folders) as one ``{label: record}``
+    per seed, by each record's own ``settings["seed"]`` and :func:`variant_label`, seeds in
+    increasing order. Two records with one label and seed are an error (which one counts?)."""
+    seeds: dict[int, dict] = {}
+    for record in records:
+        try:
+            seed = int(record["settings"]["seed"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("a record without settings['seed'] (not a results.json of examples/biked.py?)") from None
+        label = variant_label(record)
+        if label in seeds.setdefault(seed, {}):
+            raise ValueError(f"two records of {label!r} for seed {seed}: "
+                             f"{seeds[seed][label].get('command')!r} and {record.get('command')!r}")
+        seeds[seed][label] = record
+    return [seeds[k] for k in sorted(seeds)]
+
+
+def _base(label: str) -> str:
+    return label.split(" (")[0]
+
+
+def seed_summary(runs: list[dict], reference: str = "gmrf") -> dict:
+    """Every metric of :data:`SEED_METRICS` over seeds. ``runs``: one ``{label: record}`` per seed
+    (:func:`runs_by_seed`); a model enters where every seed has it, the reference's variants first.
+
+    Per metric: ``models`` ``{label: {"values", "mean", "sd"}}`` (``sd``: the sample standard
+    deviation over seeds, 0 for one seed), ``best`` (by the mean), and ``verdicts``: for every
+    variant of ``reference`` (labels ``reference`` or ``reference (...)``) against the best
+    other model (variants of ``reference`` are not its rivals): ``best_other``, ``seeds_won``
+    (seeds in which it beats every rival of the same seed), ``margin`` (its mean's advantage,
+    negative where it is behind) and ``separated`` (``margin`` larger than the two standard
+    deviations added: the mean +- sd intervals do not overlap, the reading of "beyond the seed
+    spread" used in the docs)."""
     if not runs:
         raise ValueError("no runs to summarise")
-    models = [m for m in runs[0] if not m.startswith("_") and all(m in run for run in runs)]
+    # the reference's variants first, then the rest by name
+    models = sorted((m for m in runs[0] if not m.startswith("_") and all(m in run for run in runs)),
+                    key=lambda m: (_base(m) != reference, m))
     if not models:
         raise ValueError("no model is in every run")
     out = {"seeds": len(runs), "models": models, "metrics": {}}
@@ -449,21 +513,23 @@ def seed_summary(runs: list[dict], reference: str = "gmrf") -> dict:
         stats = {m: {"values": v, "mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
                  for m, v in table.items()}
         entry = {"lower_is_better": lower, "models": stats,
-                 "best": min(models, key=lambda m: sign * stats[m]["mean"])}
-        others = [m for m in models if m != reference]
-        if reference in stats and others:
-            rival = min(others, key=lambda m: sign * stats[m]["mean"])
-            margin = sign * (stats[rival]["mean"] - stats[reference]["mean"])
-            won = sum(all(sign * table[reference][i] < sign * table[m][i] for m in others) for i in range(len(runs)))
-            entry[reference] = {"best_other": rival, "margin": margin, "seeds_won": won,
-                                "separated": bool(margin > stats[reference]["sd"] + stats[rival]["sd"])}
+                 "best": min(models, key=lambda m: sign * stats[m]["mean"]), "verdicts": {}}
+        rivals = [m for m in models if _base(m) != reference]
+        for ref in (m for m in models if _base(m) == reference):
+            if not rivals:
+                break
+            rival = min(rivals, key=lambda m: sign * stats[m]["mean"])
+            margin = sign * (stats[rival]["mean"] - stats[ref]["mean"])
+            won = sum(all(sign * table[ref][i] < sign * table[m][i] for m in rivals) for i in range(len(runs)))
+            entry["verdicts"][ref] = {"best_other": rival, "margin": margin, "seeds_won": won,
+                                      "separated": bool(margin > stats[ref]["sd"] + stats[rival]["sd"])}
         out["metrics"][label] = entry
     return out
 
 
-def seed_table(summary: dict, reference: str = "gmrf") -> str:
+def seed_table(summary: dict) -> str:
     """:func:`seed_summary` as markdown: mean +- sd per model and metric (the best mean in bold),
-    then one line per metric on ``reference`` against the best other model."""
+    then one line per metric and variant of the reference model on it against the best rival."""
     metrics = summary["metrics"]
     head = "| model | " + " | ".join(metrics) + " |\n|---|" + "---|" * len(metrics) + "\n"
     digits = {label: 3 if "SSIM" in label or "COM" in label else 4 for label in metrics}
@@ -477,11 +543,10 @@ def seed_table(summary: dict, reference: str = "gmrf") -> str:
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     lines = [f"{summary['seeds']} seed(s); mean ± sample standard deviation over seeds.", "", head + "\n".join(rows), ""]
     for label, entry in metrics.items():
-        ref = entry.get(reference)
-        if ref:
+        for name, ref in entry["verdicts"].items():
             verdict = ("best, beyond the seed spread" if ref["separated"] else
                        "best, within the seed spread" if ref["margin"] > 0 else "not best")
-            lines.append(f"- {label}: {reference} {verdict} (margin {ref['margin']:+.4f} over {ref['best_other']}; "
+            lines.append(f"- {label}: {name} {verdict} (margin {ref['margin']:+.4f} over {ref['best_other']}; "
                          f"best of all in {ref['seeds_won']} of {summary['seeds']} seeds)")
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyro_mcvae.experiments.bikes import SEED_METRICS, seed_summary, seed_table
+from pyro_mcvae.experiments.bikes import CPU, SEED_METRICS, runs_by_seed, seed_summary, seed_table, variant_label
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +19,13 @@ def _record(w1_uncond, ssim_bike, crank=0.01):
     return {"unconditional": {"com_w1": {"value": w1_uncond}, "validity": validity},
             "conditional": {"com_w1": {"value": 0.05}, "validity": validity,
                             "ssim": {"generated_mean": 0.9, "assembly": ssim_bike}}}
+
+
+def _settings(model, seed, **changes):
+    """A record's settings as examples/biked.py's cpu preset writes them, with ``changes``."""
+    return {"settings": {"model": model, "seed": seed, "preset": "cpu", "quick": False,
+                         **{k: CPU[k] for k in ("beta", "arch", "minutes", "prior_form", "subset_posteriors",
+                                                "subset_max_size")}, **changes}}
 
 
 # three seeds: the GMRF far ahead on unconditional W1, ahead within the spread on bike SSIM
@@ -36,17 +43,17 @@ def test_seed_summary_statistics_and_verdicts():
     assert w1["models"]["gmrf"]["mean"] == pytest.approx(0.12)
     assert w1["models"]["gmrf"]["sd"] == pytest.approx(np.std([0.10, 0.12, 0.14], ddof=1))
     assert w1["best"] == "gmrf"
-    ref = w1["gmrf"]
+    ref = w1["verdicts"]["gmrf"]
     assert ref["best_other"] == "mmvae" and ref["margin"] == pytest.approx(0.30 - 0.12)
     assert ref["seeds_won"] == 3 and ref["separated"]
     bike = s["metrics"]["SSIM bike (cond.)"]
     assert bike["lower_is_better"] is False and bike["best"] == "gmrf"
-    ref = bike["gmrf"]
+    ref = bike["verdicts"]["gmrf"]
     assert ref["margin"] == pytest.approx(0.80 - 0.79) and not ref["separated"]
     assert ref["seeds_won"] == 2  # seed 1 (0.70) loses to MMVAE's 0.79
     wheel = s["metrics"]["wheel-dropout (cond.)"]
     assert wheel["models"]["mvae"]["mean"] == pytest.approx(0.03) and wheel["models"]["mvae"]["sd"] == 0.0
-    assert wheel["gmrf"]["margin"] == pytest.approx(0.0) and not wheel["gmrf"]["separated"]
+    assert wheel["verdicts"]["gmrf"]["margin"] == pytest.approx(0.0) and not wheel["verdicts"]["gmrf"]["separated"]
     assert len(s["metrics"]) == len(SEED_METRICS)
 
 
@@ -65,7 +72,7 @@ def test_seed_summary_one_seed_models_in_every_run_and_errors():
     assert seed_summary(partial)["models"] == ["gmrf"]
     # without the reference model: no verdict, the statistics still
     s = seed_summary([{k: v for k, v in run.items() if k != "gmrf"} for run in RUNS])
-    assert "gmrf" not in s["metrics"]["COM W1 uncond."] and s["metrics"]["COM W1 uncond."]["best"] == "mmvae"
+    assert s["metrics"]["COM W1 uncond."]["verdicts"] == {} and s["metrics"]["COM W1 uncond."]["best"] == "mmvae"
     # real BIKED folders have no validity: those metrics are left out
     no_validity = [{m: {**r, "conditional": {k: v for k, v in r["conditional"].items() if k != "validity"}}
                     for m, r in run.items() if not m.startswith("_")} for run in RUNS]
@@ -76,25 +83,84 @@ def test_seed_summary_one_seed_models_in_every_run_and_errors():
         seed_summary([{"gmrf": RUNS[0]["gmrf"]}, {"mmvae": RUNS[0]["mmvae"]}])
 
 
+def test_variant_label_names_what_differs_from_the_preset():
+    assert variant_label(_settings("gmrf", 0)) == "gmrf"
+    assert variant_label(_settings("gmrf", 0, beta="1")) == "gmrf"  # --beta's text, as recorded
+    paper = "gmrf (beta 0.001, prior_form paper, subset_posteriors 0)"
+    assert variant_label(_settings("gmrf", 0, beta=0.001, prior_form="paper", subset_posteriors=0)) == paper
+    # a record written before --prior-form and --subset-posteriors existed ran the paper's GMRF
+    legacy = _settings("gmrf", 0, beta=0.001)
+    for name in ("prior_form", "subset_posteriors", "subset_max_size"):
+        del legacy["settings"][name]
+    assert variant_label(legacy) == paper
+    assert variant_label(_settings("gmrf", 0, subset_max_size=4)) == "gmrf (subset_max_size 4)"
+    # baselines: the GMRF's own settings are not theirs to differ in
+    assert variant_label(_settings("mmvae", 0, prior_form="paper")) == "mmvae"
+    assert variant_label(_settings("mmvaeplus", 0, beta=2.5, minutes=4.0)) == "mmvaeplus (beta 2.5, minutes 4.0)"
+    # --quick: compared with the quick preset (the GMRF's beta there is the paper's 1e-3)
+    quick = {"settings": {"model": "gmrf", "seed": 0, "quick": True, "preset": "auto", "beta": 0.001,
+                          "arch": "resnet", "minutes": None, "prior_form": "paper", "subset_posteriors": 0}}
+    assert variant_label(quick) == "gmrf"
+    quick["settings"]["beta"] = 1.0
+    assert variant_label(quick) == "gmrf (beta 1.0)"
+
+
+def test_runs_by_seed_groups_by_the_records_seed_and_rejects_doubles():
+    a, b, c = (dict(_record(0.1, 0.9), **_settings(m, seed)) for m, seed in (("gmrf", 2), ("mmvae", 0), ("gmrf", 0)))
+    paper = dict(_record(0.2, 0.8), **_settings("gmrf", 0, beta=0.001, prior_form="paper", subset_posteriors=0))
+    runs = runs_by_seed([a, b, c, paper])
+    assert [sorted(r) for r in runs] == [["gmrf", "gmrf (beta 0.001, prior_form paper, subset_posteriors 0)", "mmvae"],
+                                         ["gmrf"]]
+    assert runs[1]["gmrf"] is a and runs[0]["gmrf"] is c
+    with pytest.raises(ValueError, match="two records of 'gmrf' for seed 0"):
+        runs_by_seed([c, dict(c)])
+    with pytest.raises(ValueError, match="without settings"):
+        runs_by_seed([_record(0.1, 0.9)])
+
+
+def test_seed_summary_gives_every_gmrf_variant_a_verdict_against_the_baselines_only():
+    paper = "gmrf (beta 0.001)"
+    runs = [dict(run, **{paper: _record(0.05 + 0.01 * i, 0.6)}) for i, run in enumerate(RUNS)]
+    s = seed_summary(runs)
+    w1 = s["metrics"]["COM W1 uncond."]
+    assert w1["best"] == paper and set(w1["verdicts"]) == {"gmrf", paper}
+    # the paper variant is not the preset GMRF's rival, nor the reverse
+    assert w1["verdicts"]["gmrf"]["best_other"] == "mmvae" and w1["verdicts"][paper]["best_other"] == "mmvae"
+    assert w1["verdicts"][paper]["margin"] == pytest.approx(0.30 - 0.06)
+    bike = s["metrics"]["SSIM bike (cond.)"]["verdicts"][paper]
+    assert bike["margin"] == pytest.approx(0.6 - 0.79) and bike["seeds_won"] == 0
+    table = seed_table(s)
+    assert f"- SSIM bike (cond.): {paper} not best" in table and "- SSIM bike (cond.): gmrf best" in table
+
+
 def test_biked_seeds_script(tmp_path):
-    dirs = []
+    # seed 0 as one combined file, seeds 1 and 2 as each model's own file in a folder (as separate
+    # commands into one folder leave them), the paper's GMRF of every seed in files of its own
+    sources = []
     for i, run in enumerate(RUNS):
+        models = {k: dict(v, **_settings(k, i)) for k, v in run.items() if not k.startswith("_")}
         d = tmp_path / f"seed{i}"
         d.mkdir()
-        models = {k: v for k, v in run.items() if not k.startswith("_")}
-        if i == 0:  # one combined file, as a single command writes it
+        if i == 0:
             (d / "results.json").write_text(json.dumps(models))
-        else:  # each model's own file, as separate commands into one folder leave them
+        else:
             for name, record in models.items():
                 (d / name).mkdir()
                 (d / name / "results.json").write_text(json.dumps(record))
-        dirs.append(str(d))
+        paper = tmp_path / f"paper{i}.json"
+        paper.write_text(json.dumps(dict(_record(0.4, 0.5), **_settings("gmrf", i, beta=0.001))))
+        sources += [str(d), str(paper)]
     out = tmp_path / "seeds.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "biked_seeds.py"), *dirs, "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "biked_seeds.py"), *sources, "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "beyond the seed spread" in out.read_text()
-    assert json.loads(out.with_suffix(".json").read_text())["runs"] == dirs
-    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "biked_seeds.py"), str(tmp_path / "none")],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "no results.json" in bad.stderr
+    text = out.read_text()
+    assert "3 seed(s)" in text and "- COM W1 uncond.: gmrf best, beyond the seed spread" in text
+    assert "| gmrf (beta 0.001) | 0.400 ± 0.000 |" in text
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["sources"] == sources and summary["models"] == ["gmrf", "gmrf (beta 0.001)", "mmvae", "mvae"]
+    for missing, message in ((tmp_path / "none", "does not exist"), (tmp_path / "empty", "no results.json")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        bad = subprocess.run([sys.executable, str(ROOT / "examples" / "biked_seeds.py"), str(missing)],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr
