@@ -37,10 +37,11 @@ from .base import (IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, cuda_wa
                    train_dir, write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
+from .seeds import Metric, Variants
 
 __all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
            "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure", "SEED_METRICS",
-           "variant_label", "runs_by_seed", "seed_summary", "seed_table"]
+           "BIKE_VARIANTS"]
 
 IMAGE_SHAPE = (1, 64, 64)
 #: GMRF: 4 per component (the paper). Baselines: our choice, the same total size (M x 4 = 20)
@@ -153,6 +154,15 @@ class BikeRun:
             raise ValueError(f"subset_max_size must be in [1, {len(COMPONENTS) - 1}], got {self.subset_max_size}")
         if self.hidden is not None and (not self.hidden or any(h < 1 for h in self.hidden)):
             raise ValueError(f"hidden must be positive layer sizes, got {self.hidden}")
+
+
+def recorded_settings(run: BikeRun) -> dict:
+    """The settings a results record holds: the options, with the preset's values filled in."""
+    return asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model], "preset": run.resolved_preset(),
+                          **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "n_train", "n_test",
+                                                       "minutes", "curve_every", "beta", "prior_form",
+                                                       "subset_posteriors", "subset_max_size")},
+                          "elbo": get_method(run.model).objective}
 
 
 def load_bike_data(run: BikeRun) -> dict:
@@ -358,12 +368,7 @@ def run_bikes(run: BikeRun, data: dict | None = None, stages=("train", "evaluate
     started = time.perf_counter()
     data = data or load_bike_data(run)
     record = provenance(device) | {
-        "settings": asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model],
-                                   "preset": run.resolved_preset(),
-                                   **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "n_train",
-                                                                "n_test", "minutes", "curve_every", "beta",
-                                                                "prior_form", "subset_posteriors", "subset_max_size")},
-                                   "elbo": get_method(run.model).objective},
+        "settings": recorded_settings(run),
         "data": {"source": data["source"], "n_train": len(data["train"]), "n_test": len(data["test"])},
     }
     if "train" in stages:
@@ -412,143 +417,36 @@ def bikes_table(records: dict) -> str:
     return table
 
 
-#: The assembly metrics summarised over seeds: (label, value of a model's record, lower is better).
+#: The assembly metrics summarised over seeds (examples/biked_seeds.py).
 SEED_METRICS = (
-    ("COM W1 uncond.", lambda r: r["unconditional"]["com_w1"]["value"], True),
-    ("COM W1 cond.", lambda r: r["conditional"]["com_w1"]["value"], True),
-    ("SSIM comps (cond.)", lambda r: r["conditional"]["ssim"]["generated_mean"], False),
-    ("SSIM bike (cond.)", lambda r: r["conditional"]["ssim"]["assembly"], False),
-    ("crank-BB (cond.)", lambda r: r["conditional"]["validity"]["crank"]["median"], True),
-    ("wheel-dropout (cond.)", lambda r: _wheel_median(r["conditional"]["validity"]), True),
-    ("crank-BB (uncond.)", lambda r: r["unconditional"]["validity"]["crank"]["median"], True),
+    Metric("COM W1 uncond.", lambda r: r["unconditional"]["com_w1"]["value"], True),
+    Metric("COM W1 cond.", lambda r: r["conditional"]["com_w1"]["value"], True),
+    Metric("SSIM comps (cond.)", lambda r: r["conditional"]["ssim"]["generated_mean"], False),
+    Metric("SSIM bike (cond.)", lambda r: r["conditional"]["ssim"]["assembly"], False),
+    Metric("crank-BB (cond.)", lambda r: r["conditional"]["validity"]["crank"]["median"], True, 4),
+    Metric("wheel-dropout (cond.)", lambda r: _wheel_median(r["conditional"]["validity"]), True, 4),
+    Metric("crank-BB (uncond.)", lambda r: r["unconditional"]["validity"]["crank"]["median"], True, 4),
 )
 
 
-#: Settings that tell runs of one model apart in a seed table (the output folder and the like do
-#: not change what is measured), with the value a record written before the setting existed ran
-#: at (``None``: no such records). GMRF ones are read for the GMRF alone.
-VARIANT_SETTINGS = {"beta": None, "arch": None, "minutes": None}
-GMRF_VARIANT_SETTINGS = {"prior_form": "paper", "subset_posteriors": 0, "subset_max_size": None}
+def _preset_settings(settings: dict) -> dict:
+    """What a run of the record's model and preset records when given no options."""
+    preset = "quick" if settings.get("quick") else settings.get("preset", "auto")
+    return recorded_settings(BikeRun(model=settings["model"], quick=preset == "quick",
+                                     preset="auto" if preset == "quick" else preset))
 
 
-def _same(a, b) -> bool:
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return a == b
+def _relevant_settings(settings: dict) -> list[str]:
+    names = ["beta", "arch", "minutes"]
+    if settings["model"] == "gmrf":
+        names += ["prior_form", "subset_posteriors"] + (["subset_max_size"] if settings.get("subset_posteriors") else [])
+    return names
 
 
-def variant_label(record: dict) -> str:
-    """The row name of a ``results.json`` record in a seed table: the model's name where the run
-    used its preset's settings, else the name with the settings that differed, e.g.
-    ``gmrf (beta 0.001, prior_form paper, subset_posteriors 0)`` for the paper's GMRF beside the
-    cpu preset's."""
-    s = record["settings"]
-    model = s["model"]
-    preset = PRESETS.get("quick" if s.get("quick") else s.get("preset"))
-    if preset is None:  # 'auto' recorded unresolved: nothing to compare against
-        return model
-    wanted = dict(VARIANT_SETTINGS, **(GMRF_VARIANT_SETTINGS if model == "gmrf" else {}))
-    if model == "gmrf" and not s.get("subset_posteriors", GMRF_VARIANT_SETTINGS["subset_posteriors"]):
-        wanted.pop("subset_max_size")  # no subset term: its size means nothing
-    diffs = []
-    for name, legacy in wanted.items():
-        value = s.get(name, legacy)
-        default = preset.get(name)
-        if name == "beta" and default is None:  # quick and full: the model's own
-            default = BIKE_BETA.get(model, 1.0)
-        if not _same(value, default):
-            diffs.append(f"{name} {value}")
-    return f"{model} ({', '.join(diffs)})" if diffs else model
-
-
-def runs_by_seed(records: list[dict]) -> list[dict]:
-    """Records of ``examples/biked.py`` (any order, from any folders) as one ``{label: record}``
-    per seed, by each record's own ``settings["seed"]`` and :func:`variant_label`, seeds in
-    increasing order. Two records with one label and seed are an error (which one counts?)."""
-    seeds: dict[int, dict] = {}
-    for record in records:
-        try:
-            seed = int(record["settings"]["seed"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError("a record without settings['seed'] (not a results.json of examples/biked.py?)") from None
-        label = variant_label(record)
-        if label in seeds.setdefault(seed, {}):
-            raise ValueError(f"two records of {label!r} for seed {seed}: "
-                             f"{seeds[seed][label].get('command')!r} and {record.get('command')!r}")
-        seeds[seed][label] = record
-    return [seeds[k] for k in sorted(seeds)]
-
-
-def _base(label: str) -> str:
-    return label.split(" (")[0]
-
-
-def seed_summary(runs: list[dict], reference: str = "gmrf") -> dict:
-    """Every metric of :data:`SEED_METRICS` over seeds. ``runs``: one ``{label: record}`` per seed
-    (:func:`runs_by_seed`); a model enters where every seed has it, the reference's variants first.
-
-    Per metric: ``models`` ``{label: {"values", "mean", "sd"}}`` (``sd``: the sample standard
-    deviation over seeds, 0 for one seed), ``best`` (by the mean), and ``verdicts``: for every
-    variant of ``reference`` (labels ``reference`` or ``reference (...)``) against the best
-    other model (variants of ``reference`` are not its rivals): ``best_other``, ``seeds_won``
-    (seeds in which it beats every rival of the same seed), ``margin`` (its mean's advantage,
-    negative where it is behind) and ``separated`` (``margin`` larger than the two standard
-    deviations added: the mean +- sd intervals do not overlap, the reading of "beyond the seed
-    spread" used in the docs)."""
-    if not runs:
-        raise ValueError("no runs to summarise")
-    # the reference's variants first, then the rest by name
-    models = sorted((m for m in runs[0] if not m.startswith("_") and all(m in run for run in runs)),
-                    key=lambda m: (_base(m) != reference, m))
-    if not models:
-        raise ValueError("no model is in every run")
-    out = {"seeds": len(runs), "models": models, "metrics": {}}
-    for label, value, lower in SEED_METRICS:
-        try:
-            table = {m: [float(value(run[m])) for run in runs] for m in models}
-        except (KeyError, TypeError):  # e.g. no validity on real BIKED folders
-            continue
-        sign = 1.0 if lower else -1.0
-        stats = {m: {"values": v, "mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
-                 for m, v in table.items()}
-        entry = {"lower_is_better": lower, "models": stats,
-                 "best": min(models, key=lambda m: sign * stats[m]["mean"]), "verdicts": {}}
-        rivals = [m for m in models if _base(m) != reference]
-        for ref in (m for m in models if _base(m) == reference):
-            if not rivals:
-                break
-            rival = min(rivals, key=lambda m: sign * stats[m]["mean"])
-            margin = sign * (stats[rival]["mean"] - stats[ref]["mean"])
-            won = sum(all(sign * table[ref][i] < sign * table[m][i] for m in rivals) for i in range(len(runs)))
-            entry["verdicts"][ref] = {"best_other": rival, "margin": margin, "seeds_won": won,
-                                      "separated": bool(margin > stats[ref]["sd"] + stats[rival]["sd"])}
-        out["metrics"][label] = entry
-    return out
-
-
-def seed_table(summary: dict) -> str:
-    """:func:`seed_summary` as markdown: mean +- sd per model and metric (the best mean in bold),
-    then one line per metric and variant of the reference model on it against the best rival."""
-    metrics = summary["metrics"]
-    head = "| model | " + " | ".join(metrics) + " |\n|---|" + "---|" * len(metrics) + "\n"
-    digits = {label: 3 if "SSIM" in label or "COM" in label else 4 for label in metrics}
-    rows = []
-    for m in summary["models"]:
-        cells = []
-        for label, entry in metrics.items():
-            s = entry["models"][m]
-            cell = f"{s['mean']:.{digits[label]}f} ± {s['sd']:.{digits[label]}f}"
-            cells.append(f"**{cell}**" if entry["best"] == m else cell)
-        rows.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines = [f"{summary['seeds']} seed(s); mean ± sample standard deviation over seeds.", "", head + "\n".join(rows), ""]
-    for label, entry in metrics.items():
-        for name, ref in entry["verdicts"].items():
-            verdict = ("best, beyond the seed spread" if ref["separated"] else
-                       "best, within the seed spread" if ref["margin"] > 0 else "not best")
-            lines.append(f"- {label}: {name} {verdict} (margin {ref['margin']:+.4f} over {ref['best_other']}; "
-                         f"best of all in {ref['seeds_won']} of {summary['seeds']} seeds)")
-    return "\n".join(lines) + "\n"
+#: Runs of one model told apart by beta, the networks, the budget and the GMRF's prior form and
+#: subset terms; records from before ``--prior-form`` and ``--subset-posteriors`` ran the paper's.
+BIKE_VARIANTS = Variants(_preset_settings, _relevant_settings,
+                         legacy={"prior_form": "paper", "subset_posteriors": 0, "subset_max_size": None})
 
 
 def comparison_figure(test_images: torch.Tensor, records: dict, condition_on: str, rows: int = 6):

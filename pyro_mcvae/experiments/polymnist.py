@@ -37,10 +37,11 @@ from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat
                    write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
+from .seeds import Metric, Variants
 
 __all__ = ["PolyMNISTRun", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
            "load_judges", "missing_ratio_table", "load_trained", "prepare_polymnist", "results_table", "run_polymnist",
-           "save_samples", "train_polymnist"]
+           "save_samples", "train_polymnist", "SEED_METRICS", "POLYMNIST_VARIANTS"]
 
 MODELS = IMAGE_MODELS
 #: Latent sizes: GMRF 16 per component (the GMRF MCVAE paper); MMVAE+ 32 shared + 32 private
@@ -198,6 +199,14 @@ class PolyMNISTRun:
         if self.sampler_tuples < 1:
             raise ValueError(f"sampler_tuples must be >= 1, got {self.sampler_tuples}")
 
+
+
+def recorded_settings(run: PolyMNISTRun) -> dict:
+    """The settings a results record holds: the options, with the preset's values filled in."""
+    return asdict(run) | {"preset": "quick" if run.quick else run.resolved_preset(), "latent_dim": latent_size(run),
+                          **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "minutes", "curve_every",
+                                                       "prior_form", "prior_lr", "prior_init_shared",
+                                                       "subset_posteriors", "subset_max_size")}}
 
 
 def latent_size(run: PolyMNISTRun) -> int:
@@ -487,11 +496,7 @@ def run_polymnist(run: PolyMNISTRun, stages=("train", "evaluate")) -> dict:
     budget = f", {run.value('minutes'):g}-minute training budget" if run.value("minutes") else ""
     print(f"{run.model}: preset {preset} ({run.value('arch')} networks{budget}) on {device}", flush=True)
     record = provenance(device) | {
-        "settings": asdict(run) | {"preset": preset, "latent_dim": latent_size(run),
-                                   **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "minutes",
-                                                                "curve_every", "prior_form", "prior_lr",
-                                                                "prior_init_shared", "subset_posteriors",
-                                                                "subset_max_size")}},
+        "settings": recorded_settings(run),
         "data": {"num_train": len(train), "num_test_evaluated": len(test), "modalities": run.num_modalities},
     }
     judges = None
@@ -674,3 +679,45 @@ class PolyMNISTExperiment(ImageExperiment):
 
 
 register_experiment(PolyMNISTExperiment())
+
+
+#: The PolyMNIST metrics summarised over seeds (examples/polymnist_seeds.py): MoPoE-VAE's judges
+#: for coherence and SSIM, our judges' features for the digit-feature Fréchet distance.
+SEED_METRICS = (
+    Metric("cond. coherence", lambda r: r["metrics"]["mopoe"]["conditional_coherence"]["mean"], False),
+    Metric("1 given", lambda r: r["metrics"]["mopoe"]["conditional_coherence"]["by_size"]["1"], False),
+    Metric("uncond. (prior)", lambda r: r["metrics"]["mopoe"]["unconditional_coherence"], False),
+    Metric("uncond. (latent mixture)", lambda r: r["latent_sampler"]["unconditional_coherence"]["mopoe"], False),
+    Metric("SSIM", lambda r: r["metrics"]["mopoe"]["ssim"]["mean"], False),
+    Metric("digit-FD uncond.", lambda r: r["metrics"]["ours"]["digit_fd"]["unconditional"], True, 1),
+    Metric("digit-FD cond.", lambda r: r["metrics"]["ours"]["digit_fd"]["conditional"], True, 1),
+    Metric("FID uncond.", lambda r: r["metrics"]["mopoe"]["fid"]["unconditional"], True, 1),
+    Metric("log p(x)", lambda r: r["likelihood"]["joint"]["mean"], False, 0),
+)
+
+
+def _preset_settings(settings: dict) -> dict:
+    """What a run of the record's model and preset records when given no options."""
+    quick = bool(settings.get("quick"))
+    preset = settings.get("preset", "auto")
+    return recorded_settings(PolyMNISTRun(model=settings["model"], quick=quick,
+                                          preset="auto" if quick or preset not in PRESET_NAMES else preset))
+
+
+def _relevant_settings(settings: dict) -> list[str]:
+    names = ["beta", "lr", "batch_size", "arch", "minutes", "latent_dim", "likelihood_scale", "num_train", "elbo",
+             "particles", "missing_ratio", "hidden" if settings.get("arch") == "mlp" else "width"]
+    if settings["model"] == "gmrf":
+        names += ["offdiag_keep", "prior_form", "prior_lr", "prior_init_shared", "subset_posteriors"]
+        if settings.get("subset_posteriors"):
+            names += ["subset_max_size", "subset_per_example"]
+    if settings["model"] == "mmvaeplus":
+        names.append("private_dim")
+    return names
+
+
+#: Runs of one model told apart by the settings that change what is learnt; records from before
+#: the GMRF's subset terms and prior options ran the paper's objective and prior.
+POLYMNIST_VARIANTS = Variants(_preset_settings, _relevant_settings,
+                              legacy={"missing_ratio": 0.0, "prior_form": "paper", "prior_init_shared": 0, "subset_posteriors": 0,
+                                      "subset_max_size": None, "subset_per_example": False})

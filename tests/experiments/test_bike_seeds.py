@@ -1,5 +1,5 @@
-"""Assemblies summarised over seeds (pyro_mcvae.experiments.bikes.seed_summary, seed_table,
-examples/biked_seeds.py) on hand-made records whose answers are known."""
+"""Results over seeds (pyro_mcvae.experiments.seeds) with the assemblies' metrics and variants
+(pyro_mcvae.experiments.bikes, examples/biked_seeds.py) on hand-made records whose answers are known."""
 
 import json
 import subprocess
@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyro_mcvae.experiments.bikes import CPU, SEED_METRICS, runs_by_seed, seed_summary, seed_table, variant_label
+from pyro_mcvae.experiments.bikes import BIKE_VARIANTS, CPU, SEED_METRICS
+from pyro_mcvae.experiments.seeds import runs_by_seed, seed_summary, seed_table
+
+variant_label = BIKE_VARIANTS.label
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +40,7 @@ RUNS = [
 
 
 def test_seed_summary_statistics_and_verdicts():
-    s = seed_summary(RUNS)
+    s = seed_summary(RUNS, SEED_METRICS)
     assert s["seeds"] == 3 and s["models"] == ["gmrf", "mmvae", "mvae"]
     w1 = s["metrics"]["COM W1 uncond."]
     assert w1["models"]["gmrf"]["mean"] == pytest.approx(0.12)
@@ -58,29 +61,29 @@ def test_seed_summary_statistics_and_verdicts():
 
 
 def test_seed_table_marks_the_best_and_states_the_verdicts():
-    table = seed_table(seed_summary(RUNS))
-    assert "3 seed(s)" in table
+    table = seed_table(seed_summary(RUNS, SEED_METRICS))
+    assert "3 seeds;" in table
     assert "**0.120 ± 0.020**" in table  # GMRF's unconditional W1, the best mean, in bold
     assert "- COM W1 uncond.: gmrf best, beyond the seed spread" in table
     assert "- SSIM bike (cond.): gmrf best, within the seed spread" in table
 
 
 def test_seed_summary_one_seed_models_in_every_run_and_errors():
-    one = seed_summary(RUNS[:1])
+    one = seed_summary(RUNS[:1], SEED_METRICS)
     assert one["metrics"]["COM W1 uncond."]["models"]["gmrf"]["sd"] == 0.0
     partial = [RUNS[0], {"gmrf": RUNS[1]["gmrf"]}]
-    assert seed_summary(partial)["models"] == ["gmrf"]
+    assert seed_summary(partial, SEED_METRICS)["models"] == ["gmrf"]
     # without the reference model: no verdict, the statistics still
-    s = seed_summary([{k: v for k, v in run.items() if k != "gmrf"} for run in RUNS])
+    s = seed_summary([{k: v for k, v in run.items() if k != "gmrf"} for run in RUNS], SEED_METRICS)
     assert s["metrics"]["COM W1 uncond."]["verdicts"] == {} and s["metrics"]["COM W1 uncond."]["best"] == "mmvae"
     # real BIKED folders have no validity: those metrics are left out
     no_validity = [{m: {**r, "conditional": {k: v for k, v in r["conditional"].items() if k != "validity"}}
                     for m, r in run.items() if not m.startswith("_")} for run in RUNS]
-    assert "crank-BB (cond.)" not in seed_summary(no_validity)["metrics"]
+    assert "crank-BB (cond.)" not in seed_summary(no_validity, SEED_METRICS)["metrics"]
     with pytest.raises(ValueError, match="no runs"):
-        seed_summary([])
+        seed_summary([], SEED_METRICS)
     with pytest.raises(ValueError, match="no model"):
-        seed_summary([{"gmrf": RUNS[0]["gmrf"]}, {"mmvae": RUNS[0]["mmvae"]}])
+        seed_summary([{"gmrf": RUNS[0]["gmrf"]}, {"mmvae": RUNS[0]["mmvae"]}], SEED_METRICS)
 
 
 def test_variant_label_names_what_differs_from_the_preset():
@@ -108,20 +111,20 @@ def test_variant_label_names_what_differs_from_the_preset():
 def test_runs_by_seed_groups_by_the_records_seed_and_rejects_doubles():
     a, b, c = (dict(_record(0.1, 0.9), **_settings(m, seed)) for m, seed in (("gmrf", 2), ("mmvae", 0), ("gmrf", 0)))
     paper = dict(_record(0.2, 0.8), **_settings("gmrf", 0, beta=0.001, prior_form="paper", subset_posteriors=0))
-    runs = runs_by_seed([a, b, c, paper])
+    runs = runs_by_seed([a, b, c, paper], BIKE_VARIANTS)
     assert [sorted(r) for r in runs] == [["gmrf", "gmrf (beta 0.001, prior_form paper, subset_posteriors 0)", "mmvae"],
                                          ["gmrf"]]
     assert runs[1]["gmrf"] is a and runs[0]["gmrf"] is c
     with pytest.raises(ValueError, match="two records of 'gmrf' for seed 0"):
-        runs_by_seed([c, dict(c)])
+        runs_by_seed([c, dict(c)], BIKE_VARIANTS)
     with pytest.raises(ValueError, match="without settings"):
-        runs_by_seed([_record(0.1, 0.9)])
+        runs_by_seed([_record(0.1, 0.9)], BIKE_VARIANTS)
 
 
 def test_seed_summary_gives_every_gmrf_variant_a_verdict_against_the_baselines_only():
     paper = "gmrf (beta 0.001)"
     runs = [dict(run, **{paper: _record(0.05 + 0.01 * i, 0.6)}) for i, run in enumerate(RUNS)]
-    s = seed_summary(runs)
+    s = seed_summary(runs, SEED_METRICS)
     w1 = s["metrics"]["COM W1 uncond."]
     assert w1["best"] == paper and set(w1["verdicts"]) == {"gmrf", paper}
     # the paper variant is not the preset GMRF's rival, nor the reverse
@@ -155,7 +158,7 @@ def test_biked_seeds_script(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
-    assert "3 seed(s)" in text and "- COM W1 uncond.: gmrf best, beyond the seed spread" in text
+    assert "3 seeds;" in text and "- COM W1 uncond.: gmrf best, beyond the seed spread" in text
     assert "| gmrf (beta 0.001) | 0.400 ± 0.000 |" in text
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["sources"] == sources and summary["models"] == ["gmrf", "gmrf (beta 0.001)", "mmvae", "mvae"]
@@ -164,3 +167,18 @@ def test_biked_seeds_script(tmp_path):
         bad = subprocess.run([sys.executable, str(ROOT / "examples" / "biked_seeds.py"), str(missing)],
                              capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and message in bad.stderr
+
+
+def test_a_row_without_a_metric_reads_na_and_one_seed_has_no_spread_verdict():
+    # MVAE's records lack the validity (as records written before a metric existed do)
+    runs = [{m: ({**r, "conditional": {k: v for k, v in r["conditional"].items() if k != "validity"}}
+                 if m == "mvae" else r) for m, r in run.items()} for run in RUNS]
+    s = seed_summary(runs, SEED_METRICS)
+    crank = s["metrics"]["crank-BB (cond.)"]
+    assert set(crank["models"]) == {"gmrf", "mmvae"} and crank["verdicts"]["gmrf"]["best_other"] == "mmvae"
+    row = next(line for line in seed_table(s).splitlines() if line.startswith("| mvae |"))
+    assert row.split(" | ")[5] == "n/a"  # crank-BB (cond.), the fifth metric
+    one = seed_table(seed_summary(RUNS[:1], SEED_METRICS))
+    assert one.startswith("One seed.") and "±" not in one
+    assert "- COM W1 uncond.: gmrf best (one seed: no spread to judge by)" in one
+    assert not seed_summary(RUNS[:1], SEED_METRICS)["metrics"]["COM W1 uncond."]["verdicts"]["gmrf"]["separated"]
