@@ -108,8 +108,11 @@ def test_shipped_configs_parse():
     assert copula["model"]["guide"] == "gmrf" and copula["train"]["epochs"] == 200
     poly = _image_run(load_config(root / "polymnist_gmrf.toml", ["train.epochs=2"]))
     assert poly.model == "gmrf" and poly.epochs == 2 and poly.offdiag_keep == 0.25
+    assert poly.resolved_preset() == "paper" and poly.value("arch") == "resnet"
     bikes = _image_run(load_config(root / "bikes_gmrf.toml", ["model.model=mvae"]))
     assert type(bikes).__name__ == "BikeRun" and bikes.model == "mvae" and bikes.condition_on == "frame"
+    # the file's width and epochs are the full protocol's, which its preset names
+    assert bikes.resolved_preset() == "full" and bikes.value("arch") == "resnet" and bikes.value("width") == 32
 
 
 BIKES = """
