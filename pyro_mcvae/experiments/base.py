@@ -461,3 +461,10 @@ def cuda_wanted(device) -> bool:
 
         return torch.cuda.is_available()
     return False
+
+
+def bf16_wanted(run, device) -> bool:
+    """Whether an image run trains under bf16 autocast: asked for (``--amp``), or the ``gpu``
+    preset on a CUDA device (torch's per-operation choice: matrix products and convolutions in
+    bf16, reductions, logarithms and exponentials in float32)."""
+    return bool(run.amp) or (not run.quick and run.resolved_preset() == "gpu" and str(device).startswith("cuda"))

@@ -32,9 +32,9 @@ from ..nets.classifier import (
 from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, cuda_wanted, flat_components, incomplete_training_set,
-                   option, register_experiment, inception_network, model_dir, to_float, train_dir, training_mask,
-                   write_curve_png)
+from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, bf16_wanted, cuda_wanted, flat_components,
+                   incomplete_training_set, option, register_experiment, inception_network, model_dir, to_float,
+                   train_dir, training_mask, write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 from .seeds import Metric, Variants
@@ -354,7 +354,7 @@ def test_tuples(run: PolyMNISTRun) -> PolyMNISTData:
 
 
 def train_config(run: PolyMNISTRun, device) -> TrainConfig:
-    amp = run.amp or (not run.quick and run.resolved_preset() == "gpu" and torch.device(device).type == "cuda")
+    amp = bf16_wanted(run, device)
     prior_lr = run.value("prior_lr") if run.model == "gmrf" else None
     return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr, prior_lr=prior_lr,
                        elbo=run.elbo or get_method(run.model).objective, num_particles=run.particles,
@@ -719,5 +719,6 @@ def _relevant_settings(settings: dict) -> list[str]:
 #: Runs of one model told apart by the settings that change what is learnt; records from before
 #: the GMRF's subset terms and prior options ran the paper's objective and prior.
 POLYMNIST_VARIANTS = Variants(_preset_settings, _relevant_settings,
-                              legacy={"missing_ratio": 0.0, "prior_form": "paper", "prior_init_shared": 0, "subset_posteriors": 0,
+                              legacy={"missing_ratio": 0.0, "prior_form": "paper", "prior_init_shared": 0,
+                                      "subset_posteriors": 0,
                                       "subset_max_size": None, "subset_per_example": False})

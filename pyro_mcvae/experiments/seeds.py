@@ -128,8 +128,9 @@ def seed_summary(runs: list[dict], metrics: Sequence[Metric], reference: str = "
             rival = min(rivals, key=lambda m: sign * stats[m]["mean"])
             margin = sign * (stats[rival]["mean"] - stats[ref]["mean"])
             won = sum(all(sign * table[ref][i] < sign * table[m][i] for m in rivals) for i in range(len(runs)))
+            spread = stats[ref]["sd"] + stats[rival]["sd"]
             entry["verdicts"][ref] = {"best_other": rival, "margin": margin, "seeds_won": won,
-                                      "separated": bool(len(runs) > 1 and margin > stats[ref]["sd"] + stats[rival]["sd"])}
+                                      "separated": bool(len(runs) > 1 and margin > spread)}
         out["metrics"][metric.label] = entry
     return out
 

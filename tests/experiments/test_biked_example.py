@@ -68,28 +68,50 @@ def test_biked_example_rejects_bad_data_dir(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "none" in proc.stderr
 
 
-@pytest.mark.parametrize("arch", ["resnet", "mlp"])
-def test_biked_cpu_preset_budget_and_structure_curve(tmp_path, arch):
-    """The cpu preset's code path at a tiny size, on either network family: a wall-clock
-    budget, beta from the command line, and the structure curve (CSV and PNG)."""
-    out = tmp_path / "cpu"
-    nets = ["--arch", "mlp", "--hidden", "32"] if arch == "mlp" else ["--arch", "resnet", "--width", "4"]
-    cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--preset", "cpu", "--device", "cpu",
+@pytest.mark.parametrize("preset,arch", [("cpu", "resnet"), ("cpu", "mlp"), ("gpu", None)])
+def test_biked_presets_budget_and_structure_curve(tmp_path, preset, arch):
+    """The cpu preset's code path at a tiny size, on either network family, and the gpu preset's
+    (its ResNets, on the CPU here and narrow): a wall-clock budget, beta from the command line,
+    and the structure curve (CSV and PNG)."""
+    out = tmp_path / preset
+    nets = {"mlp": ["--arch", "mlp", "--hidden", "32"], "resnet": ["--arch", "resnet", "--width", "4"],
+            None: ["--width", "4", "--regressor-epochs", "1"]}[arch]
+    cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--preset", preset, "--device", "cpu",
            "--model", "gmrf", "--n-train", "64", "--n-test", "16", *nets, "--batch-size", "32",
            "--minutes", "0.1", "--curve-every", "1", "--curve-tuples", "16", "--beta", "0.5", "--fid", "off",
            "--out", str(out), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "gmrf" / "results.json").read_text())
-    assert record["settings"]["preset"] == "cpu" and record["settings"]["minutes"] == 0.1
-    assert float(record["settings"]["beta"]) == 0.5
-    assert record["settings"]["arch"] == arch
+    settings = record["settings"]
+    assert settings["preset"] == preset and settings["minutes"] == 0.1
+    assert float(settings["beta"]) == 0.5
+    assert settings["arch"] == (arch or "resnet") and settings["width"] == (8 if arch == "mlp" else 4)
+    assert settings["prior_form"] == "standardized" and settings["subset_posteriors"] == 1
     if arch == "mlp":
-        assert record["settings"]["hidden"] == [32]
+        assert settings["hidden"] == [32]
+    assert record["training"]["minutes_budget"] == 0.1 and record["training"]["steps"] >= 1
     rows = (out / "gmrf" / "curve.csv").read_text().strip().splitlines()
     assert rows[0] == "step,seconds,eval_com_w1_unconditional,eval_com_w1_conditional,eval_ssim_bike"
     assert rows[1].startswith("0,")
     assert Path(record["training"]["curve"]).stat().st_size > 2_000
+
+
+def test_bike_gpu_preset_settings_and_bf16():
+    """``auto`` is the gpu preset on CUDA: the paper's width-32 ResNets under a 14-minute budget
+    (GMRF and MMVAE+ within 35 minutes on one H100), bf16 autocast on CUDA only."""
+    from pyro_mcvae.experiments.base import bf16_wanted
+    from pyro_mcvae.experiments.bikes import BikeRun
+
+    run = BikeRun(model="gmrf", device="cuda")
+    assert run.resolved_preset() == "gpu"
+    assert (run.value("arch"), run.value("width"), run.value("minutes"), run.value("n_train")) == ("resnet", 32, 14.0,
+                                                                                                   20000)
+    assert 2 * run.value("minutes") <= 35 - 5  # two models, with five minutes for regressors and evaluation
+    assert bf16_wanted(run, "cuda:0") and not bf16_wanted(run, "cpu")
+    assert not bf16_wanted(BikeRun(model="gmrf", preset="cpu"), "cuda") and bf16_wanted(BikeRun(amp=True), "cpu")
+    assert not bf16_wanted(BikeRun(quick=True, device="cuda"), "cuda")
+    assert BikeRun(model="gmrf", device="cpu").resolved_preset() == "cpu"
 
 
 def test_bike_gmrf_training_options_reach_the_model():
