@@ -14,7 +14,10 @@ the variants alternate step by step (``interleaved``), so load on the machine af
 - ``mlp-subset1``: the ``cpu`` preset's MLPs with one subset-posterior term per step
   (``--subset-posteriors 1``), which stacks a second copy of the batch (the preset's step);
 - ``mlp-d32``: the MLPs with 32 latent coordinates per modality instead of 16 (the blockwise
-  construction's spectral norms grow with the block size).
+  construction's spectral norms grow with the block size);
+- ``mlp-elementwise``, ``mlp-d32-elementwise``, ``mlp-d64-elementwise``: the elementwise
+  construction (``--construction elementwise``: absolute values per entry, no decompositions)
+  at 16, 32 and 64 coordinates per modality.
 
 ``--profile`` adds, for every variant, the operators with the largest self time over two steps
 (``torch.profiler``).
@@ -33,21 +36,26 @@ from pyro_mcvae.experiments.polymnist import PolyMNISTRun, build_polymnist_model
 from pyro_mcvae.infer.trainer import _autocast
 
 BENCHMARK = "cpu_image_step"
-VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size per modality)
-    "resnet": ("resnet", False, 0, 16),
-    "resnet-bf16": ("resnet", True, 0, 16),
-    "mlp": ("mlp", False, 0, 16),
-    "mlp-bf16": ("mlp", True, 0, 16),
-    "mlp-subset1": ("mlp", False, 1, 16),
-    "mlp-d32": ("mlp", False, 0, 32),
+VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size per modality, construction)
+    "resnet": ("resnet", False, 0, 16, "blockwise"),
+    "resnet-bf16": ("resnet", True, 0, 16, "blockwise"),
+    "mlp": ("mlp", False, 0, 16, "blockwise"),
+    "mlp-bf16": ("mlp", True, 0, 16, "blockwise"),
+    "mlp-subset1": ("mlp", False, 1, 16, "blockwise"),
+    "mlp-d32": ("mlp", False, 0, 32, "blockwise"),
+    "mlp-elementwise": ("mlp", False, 0, 16, "elementwise"),
+    "mlp-d32-elementwise": ("mlp", False, 0, 32, "elementwise"),
+    "mlp-d64-elementwise": ("mlp", False, 0, 64, "elementwise"),
 }
+#: The variants a run without ``--variants`` times (those recorded in docs/benchmarks.md section 7).
+DEFAULT_VARIANTS = ["resnet", "resnet-bf16", "mlp", "mlp-bf16", "mlp-subset1", "mlp-d32"]
 
 
 def build_stepper(name: str, data, width: int, hidden, seed: int) -> ImageStepper:
-    arch, bf16, subsets, latent = VARIANTS[name]
+    arch, bf16, subsets, latent, construction = VARIANTS[name]
     run = PolyMNISTRun(model="gmrf", arch=arch, width=width, hidden=list(hidden), subset_posteriors=subsets,
                        subset_max_size=1 if subsets else None, latent_dim=latent, prior_form="standardized",
-                       prior_init_shared=8)
+                       prior_init_shared=8, construction=construction)
     torch.manual_seed(seed)
     stepper = ImageStepper(build_polymnist_model(run), data, "meanfield")
     if bf16:
@@ -73,7 +81,7 @@ def main() -> None:
     p = make_parser(__doc__)
     p.add_argument("--batch", type=int, default=None, help="tuples per step (default 128; quick 8)")
     p.add_argument("--width", type=int, default=None, help="ResNet base channels (default 16; quick 4)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
                    help="the first is the reference of the ratio column")
     p.add_argument("--profile", action="store_true", help="print each variant's most expensive operators")
     args = p.parse_args()
@@ -95,10 +103,10 @@ def main() -> None:
     results = step_summary(times, args.variants)
     rows = []
     for name in args.variants:
-        arch, bf16, subsets, latent = VARIANTS[name]
+        arch, bf16, subsets, latent, construction = VARIANTS[name]
         r = results[name]
         r |= {"speedup": 1 / r["ratio"], "arch": arch, "bf16": bf16, "subset_posteriors": subsets,
-              "latent_dim": latent, "loss": steppers[name].last_loss}
+              "latent_dim": latent, "construction": construction, "loss": steppers[name].last_loss}
         rows.append([name, f"{r['ms_median']:.0f}", f"{r['ms_q1']:.0f}-{r['ms_q3']:.0f}", f"{r['speedup']:.2f}x"])
     print(markdown_table(["variant", "ms/step (median)", "IQR", f"speed-up ratio vs {args.variants[0]}"], rows))
     if args.profile:
