@@ -724,6 +724,6 @@ def _relevant_settings(settings: dict) -> list[str]:
 #: Runs of one model told apart by the settings that change what is learnt; records from before
 #: the GMRF's subset terms and prior options ran the paper's objective and prior.
 POLYMNIST_VARIANTS = Variants(_preset_settings, _relevant_settings,
-                              legacy={"missing_ratio": 0.0, "construction": "blockwise", "prior_form": "paper", "prior_init_shared": 0,
-                                      "subset_posteriors": 0,
-                                      "subset_max_size": None, "subset_per_example": False})
+                              legacy={"missing_ratio": 0.0, "construction": "blockwise", "prior_form": "paper",
+                                      "prior_init_shared": 0, "subset_posteriors": 0, "subset_max_size": None,
+                                      "subset_per_example": False})

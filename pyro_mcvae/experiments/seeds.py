@@ -28,7 +28,7 @@ __all__ = ["Metric", "Variants", "runs_by_seed", "seed_summary", "seed_table", "
 @dataclass(frozen=True)
 class Metric:
     """One column: ``value`` reads it from a model's record (``KeyError``/``TypeError`` where the
-    record lacks it: the column is then left out)."""
+    record lacks it: that row reads n/a, and a column no row has is left out)."""
 
     label: str
     value: Callable[[dict], float]
