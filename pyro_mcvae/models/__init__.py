@@ -16,7 +16,7 @@ _EXPORTS = {
     "ALMRFConfig": ".almrf", "ALMRFGuide": ".almrf", "ALMRFPrior": ".almrf",
     "NNMRFConfig": ".nnmrf", "NeuralMRFEnergy": ".nnmrf", "NeuralMRFPrior": ".nnmrf", "EnergyMRF": ".nnmrf",
     "MVAE": ".mvae", "MVAEConfig": ".mvae", "ProductOfExpertsGuide": ".mvae",
-    "MMVAEConfig": ".mmvae", "MixtureOfExpertsGuide": ".mmvae", "StrataSite": ".mmvae",
+    "MMVAEConfig": ".mmvae", "MixtureOfExpertsGuide": ".mmvae", "StrataSite": ".mmvae", "MixtureDraw": ".mmvae",
     "MoPoEConfig": ".mopoe",
     "MMVAEPlus": ".mmvaeplus", "MMVAEPlusConfig": ".mmvaeplus", "MMVAEPlusGuide": ".mmvaeplus",
     "Method": ".registry", "build_model": ".registry", "get_method": ".registry", "method_names": ".registry",

@@ -32,7 +32,7 @@ from ..nets import VectorDecoder
 from .base import CommonConfig, EncoderGuide
 from .layouts import SharedLatentVAE, StandardPrior
 
-__all__ = ["MMVAEConfig", "MixtureOfExpertsGuide", "StrataSite", "build_mmvae"]
+__all__ = ["MMVAEConfig", "MixtureDraw", "MixtureOfExpertsGuide", "StrataSite", "build_mmvae"]
 
 
 class StrataSite(dist.TorchDistribution):
@@ -70,6 +70,42 @@ class StrataSite(dist.TorchDistribution):
         return lp.movedim(-1, -2)
 
 
+class MixtureDraw(dist.TorchDistribution):
+    """A stratified mixture seen as an ordinary site: each draw (every entry of ``sample_shape``
+    and the batch) comes from one component picked at its mixture weight, and is scored by the
+    whole mixture. The pick's law does not depend on the parameters, so the draw is a
+    reparameterisation of the mixture (``z = mu_s + sigma_s eps`` with ``(s, eps)`` free of them):
+    pathwise gradients, the importance-weighted bounds and DReG treat it as any reparameterised
+    site (it is not a :class:`~pyro_mcvae.infer.objectives.iwae.MixtureScoredSite`). One decoder
+    pass per draw, where :class:`StrataSite` needs one per stratum."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, mixture: StratifiedMixture):
+        self.mixture = mixture
+        super().__init__(mixture.batch_shape, mixture.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.mixture.support
+
+    def expand(self, batch_shape, _instance=None):
+        return MixtureDraw(self.mixture.expand(batch_shape))
+
+    def rsample(self, sample_shape=torch.Size()):
+        sample_shape = torch.Size(sample_shape)
+        draws = self.mixture.rsample(sample_shape)  # sample_shape + (K,) + batch + E: one per stratum
+        k, ev = self.mixture.num_components, len(self.event_shape)
+        weights = self.mixture.log_weights.exp().expand(sample_shape + self.batch_shape + (k,))
+        pick = torch.multinomial(weights.reshape(-1, k), 1).reshape(sample_shape + (1,) + self.batch_shape)
+        index = pick.reshape(pick.shape + (1,) * ev).expand(pick.shape + self.event_shape)
+        return draws.gather(len(sample_shape), index).squeeze(len(sample_shape))
+
+    def log_prob(self, value):
+        return self.mixture.log_prob(value)
+
+
 class MixtureOfExpertsGuide(EncoderGuide):
     """Mixture posteriors over a latent shared by all components, trained with the stratified
     estimator: one draw from every mixture component, weighted by its mixture weight and scored
@@ -85,48 +121,72 @@ class MixtureOfExpertsGuide(EncoderGuide):
     own component, giving ``sum_k w_k ELBO_k``, a lower bound of the mixture's ELBO (Jensen; the
     per-subset KL terms of MoPoE-VAE's reference objective) at ``O(K)`` cost, which matters for
     MoPoE's ``2^M - 1`` strata.
+    ``strata``: ``"every"`` (default) draws one latent per stratum (the stratified estimator);
+    ``"one"`` draws one latent per datum from the mixture (:class:`MixtureDraw`, scored by the
+    mixture, so ``density="mixture"`` only): an unbiased estimate of the same mixture ELBO at one
+    decoder pass instead of ``K`` (31 for MoPoE-VAE's five modalities), with more variance; MoPoE-VAE's
+    reference implementation likewise reconstructs from one subset per datum.
     """
+
+    #: leave out the strata absent from a whole batch (their weight is zero); False where a
+    #: stratum's position means something beyond its expert (MMVAE+: stratum m scores w_m)
+    prune_strata = True
 
     def __init__(self, component_dims: Sequence[int], latent_dim: int, hidden=(64, 64),
                  min_var: float = 1e-4, subsets: bool = False, family: str = "normal",
-                 density: str = "mixture", encoder_dim: int | None = None):
+                 density: str = "mixture", encoder_dim: int | None = None, strata: str = "every"):
         super().__init__(component_dims, latent_dim, hidden, min_var, encoder_dim=encoder_dim)
         latent_law(family, torch.zeros(()), torch.ones(()))  # validates the family
         if density not in ("mixture", "stratum"):
             raise ValueError(f"density must be 'mixture' or 'stratum', got {density!r}")
-        self.subsets, self.family, self.density = subsets, family, density
+        if strata not in ("every", "one"):
+            raise ValueError(f"strata must be 'every' or 'one', got {strata!r}")
+        if strata == "one" and density != "mixture":
+            raise ValueError("strata='one' scores each draw by the mixture (its stratum is not kept): it needs "
+                             f"density='mixture', got density={density!r}")
+        self.subsets, self.family, self.density, self.strata = subsets, family, density, strata
         self.num_strata = len(nonempty_subsets(self.num_components)) if subsets else self.num_components
 
     def _mixture(self, loc, var, mask=None) -> StratifiedMixture:
-        """Mixture over ``(batch, K, L)`` experts (or their subset products)."""
+        """Mixture over ``(batch, K, L)`` experts (or their subset products). Strata absent from
+        every datum of the batch are left out: they have weight zero, and each stratum is one more
+        decoder pass per draw (a single given component of MoPoE-VAE's five keeps 1 of 31)."""
         std = var.sqrt()
         if self.subsets:
             loc, std, mask = mixture_of_products(loc, std, mask, validate=False)
+        if mask is not None and self.prune_strata:
+            keep = mask.any(0)
+            if not bool(keep.all()):
+                loc, std, mask = loc[:, keep], std[:, keep], mask[:, keep]
         return StratifiedMixture(latent_law(self.family, loc, std).to_event(1), mask=mask)
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> StratifiedMixture:
         return self._mixture(*self.encoder(xs), mask)
 
     def stratum_weights(self, mask, batch: int, device=None, dtype=None) -> torch.Tensor:
-        """Mixture weights ``(K, batch)``: uniform over the present experts (or valid subsets)."""
+        """Mixture weights ``(S, batch)``: uniform over the present experts (or valid subsets), the
+        strata of the guide's mixture (those absent from the whole batch left out)."""
         dtype = dtype or torch.get_default_dtype()
+        if self.strata == "one":  # one draw from the whole mixture: no strata plate of its own
+            return torch.ones(1, batch, device=device, dtype=dtype)
         if mask is None:
             return torch.full((self.num_strata, batch), 1.0 / self.num_strata, device=device, dtype=dtype)
-        w = (valid_subsets(mask) if self.subsets else mask).to(dtype)  # (batch, K)
+        present = valid_subsets(mask) if self.subsets else mask  # (batch, K)
+        w = (present[:, present.any(0)] if self.prune_strata else present).to(dtype)
         return (w / w.sum(-1, keepdim=True)).T
 
     def _sample_latents(self, xs: list[torch.Tensor], mask):
-        """One draw per stratum (the objective's ``strata`` plate), scored by the mixture."""
-        return pyro.sample("z", StrataSite(self._posterior(xs, mask), own_density=self.density == "stratum"))
+        """One draw per stratum (the objective's ``strata`` plate), scored by the mixture; with
+        ``strata="one"``, one draw per datum from the mixture."""
+        q = self._posterior(xs, mask)
+        if self.strata == "one":
+            return pyro.sample("z", MixtureDraw(q).expand((1, *q.batch_shape)))
+        return pyro.sample("z", StrataSite(q, own_density=self.density == "stratum"))
 
     @staticmethod
     def _draw(q: StratifiedMixture, num_samples: int) -> torch.Tensor:
         """``(num_samples, batch, L)`` draws from the mixture: a stratum picked by its weight."""
-        draws = q.sample((num_samples,))  # (S, K, batch, L): one per stratum
-        pick = torch.multinomial(q.log_weights.exp().reshape(-1, q.num_components), num_samples,
-                                 replacement=True).T  # (S, batch)
-        index = pick[:, None, :, None].expand(-1, 1, -1, draws.shape[-1])
-        return draws.gather(1, index).squeeze(1)
+        return MixtureDraw(q).sample((num_samples,))
 
     def conditional_latent(self, prior, data, components, num_samples: int, use_mean: bool = True):
         """Draws ``(num_samples, batch, d)`` from the mixture of the observed experts (MoPoE: of
@@ -142,15 +202,18 @@ class MixtureOfExpertsGuide(EncoderGuide):
 class MMVAEConfig(CommonConfig):
     """MMVAE. ``shared_dim``: size of the shared latent. ``family``: ``"normal"`` or ``"laplace"``
     experts. ``density``: ``"mixture"`` (exact stratified ELBO) or ``"stratum"`` (each draw scored
-    by its own expert, a cheaper lower bound)."""
+    by its own expert, a cheaper lower bound). ``strata``: ``"every"`` (one draw per stratum) or
+    ``"one"`` (one draw per datum from the mixture; see :class:`MixtureOfExpertsGuide`)."""
 
     shared_dim: int = 3
     family: str = "normal"
     density: str = "mixture"
+    strata: str = "every"
 
 
 def build_mmvae(component_dims: Sequence[int], config: MMVAEConfig, subsets: bool = False) -> SharedLatentVAE:
     dims, d, c = [int(x) for x in component_dims], config.shared_dim, config
-    guide = MixtureOfExpertsGuide(dims, d, c.hidden, subsets=subsets, family=c.family, density=c.density)
+    guide = MixtureOfExpertsGuide(dims, d, c.hidden, subsets=subsets, family=c.family, density=c.density,
+                                  strata=c.strata)
     return SharedLatentVAE(dims, d, StandardPrior(d, c.family), guide, VectorDecoder(dims, d, c.hidden),
                            c.likelihoods(dims), c)

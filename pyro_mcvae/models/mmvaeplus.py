@@ -52,6 +52,8 @@ class MMVAEPlusGuide(MixtureOfExpertsGuide):
     size ``d + M d_w``.
     """
 
+    prune_strata = False  # stratum m scores its own private latent w_m: every stratum stays
+
     def __init__(self, component_dims: Sequence[int], latent_dim: int, private_dim: int,
                  hidden=(64, 64), min_var: float = 1e-4, family: str = "normal",
                  density: str = "mixture"):

@@ -208,3 +208,22 @@ def test_construction_option_reaches_prior_and_posterior():
     q = model.guide.posterior(xs)
     assert q.event_shape == (30,) and bool((torch.linalg.eigvalsh(q.covariance_matrix) > 0).all())
     assert build_polymnist_model(PolyMNISTRun(hidden=[8], latent_dim=2)).guide.mode == "blockwise"
+
+
+def test_mopoe_strata_option_picks_the_draw_and_its_density():
+    """cpu/gpu presets: MoPoE-VAE draws one latent per tuple from its mixture, scored by the
+    mixture; --mopoe-strata every (and the paper preset): one per subset, each by its own."""
+    from pyro_mcvae.experiments.base import get_experiment, parse_config
+    from pyro_mcvae.experiments.polymnist import PolyMNISTRun, build_polymnist_model, recorded_settings
+
+    assert parse_config(get_experiment("polymnist"), ["--mopoe-strata", "every"]).mopoe_strata == "every"
+    with pytest.raises(SystemExit):
+        parse_config(get_experiment("polymnist"), ["--mopoe-strata", "some"])
+    for run, strata, density in ((PolyMNISTRun(model="mopoe", preset="cpu"), "one", "mixture"),
+                                 (PolyMNISTRun(model="mopoe", preset="gpu"), "one", "mixture"),
+                                 (PolyMNISTRun(model="mopoe", preset="paper"), "every", "stratum"),
+                                 (PolyMNISTRun(model="mopoe", preset="cpu", mopoe_strata="every"), "every", "stratum")):
+        run.hidden, run.width, run.latent_dim = [8], 4, 4
+        guide = build_polymnist_model(run).guide
+        assert (guide.strata, guide.density) == (strata, density), run.preset
+        assert recorded_settings(run)["mopoe_strata"] == strata

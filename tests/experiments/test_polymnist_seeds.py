@@ -42,7 +42,10 @@ def test_polymnist_variant_labels():
     base = {k: v for k, v in CPU_GMRF.items() if k not in ("prior_form",)}
     assert label({"settings": {**base, "model": "mmvaeplus", "latent_dim": 32}}) == "mmvaeplus"
     assert label({"settings": {**base, "model": "mmvaeplus", "latent_dim": 32, "beta": 2.5}}) == "mmvaeplus (beta 2.5)"
-    assert label({"settings": {**base, "model": "mopoe", "latent_dim": 512, "subset_posteriors": 0}}) == "mopoe"
+    mopoe = {**base, "model": "mopoe", "latent_dim": 512, "subset_posteriors": 0}
+    assert label({"settings": {**mopoe, "mopoe_strata": "one"}}) == "mopoe"
+    # a record from before --mopoe-strata drew every subset's latent
+    assert label({"settings": mopoe}) == "mopoe (mopoe_strata every)"
     assert label({"settings": {**base, "model": "mvae", "latent_dim": 64}}) == "mvae (latent_dim 64)"
     # the network: hidden sizes count for MLPs, the width for ResNets
     assert label(_settings(width=64)) == "gmrf"
