@@ -9,7 +9,7 @@ does instead (five 64x64 grayscale components, Bernoulli likelihood, GMRF latent
 component; default width 8, the example's quick networks).
 
     .venv/bin/python benchmarks/polymnist_step.py [--dataset bikes] [--quick] [--width 16]
-        [--batch 64] [--device cuda] [--json PATH]
+        [--batch 64] [--models gmrf mopoe ...] [--mopoe-strata every one] [--device cuda] [--json PATH]
 
 On a CPU the paper's networks (width 64) are slow; the default is a narrow network (width 16)
 with the paper's latents; ``--quick`` shrinks both.
@@ -49,6 +49,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None, help="tuples per step (default 64; quick 8)")
     p.add_argument("--modalities", type=int, default=5, help="PolyMNIST modalities (bikes: always 5)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--mopoe-strata", nargs="+", choices=("every", "one"), default=None,
+                   help="MoPoE-VAE's draws (examples/polymnist.py --mopoe-strata), one row each "
+                        "(default: the preset's)")
     args = p.parse_args()
     bikes = args.dataset == "bikes"
     width = args.width or (4 if args.quick else 8 if bikes else 16)
@@ -64,28 +67,36 @@ def main() -> None:
     else:
         images = torch.randint(0, 256, (batch, m, size), generator=gen, dtype=torch.uint8).float().div(255)
     data = [x.to(device) for x in images.unbind(1)]
-    steppers, sizes = {}, {}
-    for name in args.models:
-        if bikes:
-            build = lambda: build_bike_model(BikeRun(model=name, width=width))  # noqa: E731
-        else:
-            run = PolyMNISTRun(model=name, width=width, quick=args.quick, num_modalities=m)
-            build = lambda: build_polymnist_model(run)  # noqa: E731
-        torch.manual_seed(args.seed)
-        model = build().to(device)
-        sizes[name] = sum(p.numel() for p in model.parameters())
-        steppers[name] = ImageStepper(model, data, OBJECTIVE[name])
+    steppers, sizes, rows_of = {}, {}, {}
+    for model_name in args.models:
+        variants = [None]
+        if model_name == "mopoe" and args.mopoe_strata and not bikes:
+            variants = args.mopoe_strata
+        for strata in variants:
+            name = model_name if strata is None else f"mopoe ({strata})"
+            if bikes:
+                build = lambda: build_bike_model(BikeRun(model=model_name, width=width))  # noqa: E731
+            else:
+                run = PolyMNISTRun(model=model_name, width=width, quick=args.quick, num_modalities=m,
+                                   mopoe_strata=strata)
+                build = lambda: build_polymnist_model(run)  # noqa: E731
+            torch.manual_seed(args.seed)
+            model = build().to(device)
+            sizes[name], rows_of[name] = sum(p.numel() for p in model.parameters()), model_name
+            steppers[name] = ImageStepper(model, data, OBJECTIVE[model_name])
+    names = list(steppers)
     times = interleaved({n: (s.active, s.step) for n, s in steppers.items()}, reps, inner=1, warmup=1,
                         device=device)
-    results = step_summary(times, args.models)
+    results = step_summary(times, names)
     rows = []
-    for name in args.models:
-        r = results[name] | {"parameters": sizes[name], "objective": OBJECTIVE[name]}
+    for name in names:
+        objective = OBJECTIVE[rows_of[name]]
+        r = results[name] | {"parameters": sizes[name], "objective": objective}
         results[name] = r
-        rows.append([name, OBJECTIVE[name], f"{sizes[name] / 1e6:.2f} M", f"{r['ms_median']:.0f}",
+        rows.append([name, objective, f"{sizes[name] / 1e6:.2f} M", f"{r['ms_median']:.0f}",
                      f"{r['ms_q1']:.0f}-{r['ms_q3']:.0f}", f"{r['ratio']:.2f}x"])
     print(markdown_table(["model", "objective", "parameters", "ms/step (median)", "IQR",
-                          f"ratio vs {args.models[0]}"], rows))
+                          f"ratio vs {names[0]}"], rows))
     if args.json:
         write_json(args.json, BENCHMARK, args, info,
                    {"models": results, "settings": {"dataset": args.dataset, "width": width, "batch": batch,

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["step_time.py", "conditional_sampling.py", "pyro_overhead.py", "scaling.py", "image_nets.py",
            "cpu_image_step.py --profile --variants resnet-bf16 mlp-subset1",
            "bike_render.py", "completion.py", "ssim.py", "likelihood_strata.py",
-           "polymnist_step.py", "polymnist_step.py --dataset bikes"]
+           "polymnist_step.py", "polymnist_step.py --dataset bikes",
+           "polymnist_step.py --models gmrf mopoe --mopoe-strata every one"]
 # A markdown table cell holding a ratio such as "| 1.23x |" or "| 1,234.5x |".
 RATIO_CELL = re.compile(r"\|\s*\d[\d,]*\.\d+x\s*\|")
 
