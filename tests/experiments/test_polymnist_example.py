@@ -227,3 +227,19 @@ def test_mopoe_strata_option_picks_the_draw_and_its_density():
         guide = build_polymnist_model(run).guide
         assert (guide.strata, guide.density) == (strata, density), run.preset
         assert recorded_settings(run)["mopoe_strata"] == strata
+
+
+def test_gmrf_trains_at_the_papers_beta_in_the_presets():
+    """The GMRF's beta is the paper's 1e-3 in the cpu, gpu and paper presets (1 in the quick run);
+    the baselines' is 1; --beta overrides both, and the record holds the value trained with."""
+    import torch
+
+    from pyro_mcvae.experiments.polymnist import PolyMNISTRun, recorded_settings, train_config
+
+    for preset in ("cpu", "gpu", "paper"):
+        assert PolyMNISTRun(preset=preset).resolved_beta() == 0.001
+        assert PolyMNISTRun(model="mmvaeplus", preset=preset).resolved_beta() == 1.0
+    assert PolyMNISTRun(quick=True).resolved_beta() == 1.0
+    assert PolyMNISTRun(beta=0.25).resolved_beta() == 0.25
+    assert train_config(PolyMNISTRun(preset="cpu"), torch.device("cpu")).beta == 0.001
+    assert recorded_settings(PolyMNISTRun(preset="cpu"))["beta"] == 0.001

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 label = POLYMNIST_VARIANTS.label
 
 # the settings examples/polymnist.py records for the GMRF on the cpu preset, given no options
-CPU_GMRF = {"model": "gmrf", "seed": 0, "preset": "cpu", "quick": False, "beta": 1.0, "lr": 0.001, "batch_size": 128,
+CPU_GMRF = {"model": "gmrf", "seed": 0, "preset": "cpu", "quick": False, "beta": 0.001, "lr": 0.001, "batch_size": 128,
             "arch": "mlp", "hidden": [512, 512], "width": 16, "minutes": 22.0, "latent_dim": 16,
             "likelihood_scale": 0.75, "num_train": None, "elbo": None, "particles": 1, "missing_ratio": 0.0,
             "offdiag_keep": 0.25, "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8,
@@ -28,8 +28,8 @@ def _settings(**changes):
 
 def test_polymnist_variant_labels():
     assert label(_settings()) == "gmrf"
-    assert label(_settings(beta=0.001)) == "gmrf (beta 0.001)"
-    assert label(_settings(beta="1")) == "gmrf"  # --beta's text as recorded
+    assert label(_settings(beta=1.0)) == "gmrf (beta 1.0)"  # the preset's GMRF before 2026-11-27
+    assert label(_settings(beta="0.001")) == "gmrf"  # --beta's text as recorded
     # the paper's objective: the subset terms' own settings no longer count
     assert label(_settings(subset_posteriors=0, subset_max_size=None)) == "gmrf (subset_posteriors 0)"
     # a record from before the subset terms and --subset-per-example existed
@@ -39,7 +39,7 @@ def test_polymnist_variant_labels():
     assert label(old) == "gmrf (subset_posteriors 0)"
     assert label(_settings(subset_per_example=False)) == "gmrf (subset_per_example False)"
     # baselines: their own latent sizes are the preset's; the GMRF's settings are not theirs
-    base = {k: v for k, v in CPU_GMRF.items() if k not in ("prior_form",)}
+    base = {k: v for k, v in CPU_GMRF.items() if k not in ("prior_form",)} | {"beta": 1.0}
     assert label({"settings": {**base, "model": "mmvaeplus", "latent_dim": 32}}) == "mmvaeplus"
     assert label({"settings": {**base, "model": "mmvaeplus", "latent_dim": 32, "beta": 2.5}}) == "mmvaeplus (beta 2.5)"
     mopoe = {**base, "model": "mopoe", "latent_dim": 512, "subset_posteriors": 0}
@@ -55,7 +55,8 @@ def test_polymnist_variant_labels():
     gpu["settings"]["width"] = 32
     assert label(gpu) == "gmrf (width 32)"
     quick = _settings(quick=True, preset="quick", arch="resnet", hidden=None, width=8, minutes=None, latent_dim=4,
-                      prior_form="paper", prior_init_shared=0, subset_posteriors=0, subset_max_size=None)
+                      prior_form="paper", prior_init_shared=0, subset_posteriors=0, subset_max_size=None,
+                      beta=1.0)
     assert label(quick) == "gmrf"
 
 
@@ -72,14 +73,15 @@ def _result(cond, uncond, fd=100.0, logp=None, mixture=None):
 
 def test_polymnist_metrics_over_seeds():
     records = [dict(_result(0.40 + 0.02 * s, 0.07, logp=-6400.0), **_settings(seed=s)) for s in (0, 1)]
-    records += [dict(_result(0.30 + 0.02 * s, 0.01), **_settings(seed=s, beta=0.001)) for s in (0, 1)]
+    records += [dict(_result(0.30 + 0.02 * s, 0.01), **_settings(seed=s, beta=1.0)) for s in (0, 1)]
     records += [dict(_result(0.80, 0.30 + 0.01 * s, fd=90.0, mixture=0.7),
-                     settings={**CPU_GMRF, "model": "mmvaeplus", "latent_dim": 32, "seed": s}) for s in (0, 1)]
+                     settings={**CPU_GMRF, "model": "mmvaeplus", "latent_dim": 32, "seed": s, "beta": 1.0})
+                for s in (0, 1)]
     s = seed_summary(runs_by_seed(records, POLYMNIST_VARIANTS), SEED_METRICS)
-    assert s["models"] == ["gmrf", "gmrf (beta 0.001)", "mmvaeplus"]
+    assert s["models"] == ["gmrf", "gmrf (beta 1.0)", "mmvaeplus"]
     cond = s["metrics"]["cond. coherence"]
     assert cond["models"]["gmrf"]["mean"] == pytest.approx(0.41) and cond["best"] == "mmvaeplus"
-    assert cond["verdicts"]["gmrf (beta 0.001)"]["margin"] == pytest.approx(0.31 - 0.80)
+    assert cond["verdicts"]["gmrf (beta 1.0)"]["margin"] == pytest.approx(0.31 - 0.80)
     assert s["metrics"]["1 given"]["models"]["mmvaeplus"]["mean"] == pytest.approx(0.75)
     assert s["metrics"]["digit-FD cond."]["best"] == "mmvaeplus" and s["metrics"]["digit-FD cond."]["lower_is_better"]
     assert "FID uncond." not in s["metrics"]  # no Inception weights: no column
@@ -94,7 +96,8 @@ def test_polymnist_seeds_script(tmp_path, monkeypatch, capsys):
             path = tmp_path / f"{model}{seed}.json"
             path.write_text(json.dumps(dict(_result(cond + 0.01 * seed, 0.1),
                                             settings={**CPU_GMRF, "model": model, "seed": seed, "latent_dim":
-                                                      16 if model == "gmrf" else 512})))
+                                                      16 if model == "gmrf" else 512,
+                                                      "beta": 0.001 if model == "gmrf" else 1.0})))
             files.append(str(path))
     out = tmp_path / "table.md"
     # the example in this process, as `python examples/polymnist_seeds.py FILES --out table.md` runs it
