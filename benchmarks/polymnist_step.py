@@ -67,7 +67,7 @@ def main() -> None:
     else:
         images = torch.randint(0, 256, (batch, m, size), generator=gen, dtype=torch.uint8).float().div(255)
     data = [x.to(device) for x in images.unbind(1)]
-    steppers, sizes, rows_of = {}, {}, {}
+    steppers, sizes, model_of = {}, {}, {}
     for model_name in args.models:
         variants = [None]
         if model_name == "mopoe" and args.mopoe_strata and not bikes:
@@ -82,7 +82,7 @@ def main() -> None:
                 build = lambda: build_polymnist_model(run)  # noqa: E731
             torch.manual_seed(args.seed)
             model = build().to(device)
-            sizes[name], rows_of[name] = sum(p.numel() for p in model.parameters()), model_name
+            sizes[name], model_of[name] = sum(p.numel() for p in model.parameters()), model_name
             steppers[name] = ImageStepper(model, data, OBJECTIVE[model_name])
     names = list(steppers)
     times = interleaved({n: (s.active, s.step) for n, s in steppers.items()}, reps, inner=1, warmup=1,
@@ -90,7 +90,7 @@ def main() -> None:
     results = step_summary(times, names)
     rows = []
     for name in names:
-        objective = OBJECTIVE[rows_of[name]]
+        objective = OBJECTIVE[model_of[name]]
         r = results[name] | {"parameters": sizes[name], "objective": objective}
         results[name] = r
         rows.append([name, objective, f"{sizes[name] / 1e6:.2f} M", f"{r['ms_median']:.0f}",

@@ -172,19 +172,17 @@ class PolyMNISTRun:
     def value(self, name: str):
         """A setting with its quick or full default filled in."""
         v = getattr(self, name)
-        if v is not None:
-            return v
-        if self.quick:
-            return QUICK[name]
-        return PRESETS[self.resolved_preset()][name]
+        return self.preset_value(name) if v is None else v
+
+    def preset_value(self, name: str):
+        """The quick run's or the preset's value of ``name``."""
+        return QUICK[name] if self.quick else PRESETS[self.resolved_preset()][name]
 
     def resolved_beta(self):
         """``beta``, or its default: the preset's for the GMRF (quick: 1), 1 for the baselines."""
         if self.beta is not None:
             return self.beta
-        if self.model != "gmrf":
-            return 1.0
-        return QUICK["gmrf_beta"] if self.quick else PRESETS[self.resolved_preset()]["gmrf_beta"]
+        return self.preset_value("gmrf_beta") if self.model == "gmrf" else 1.0
 
     def resolved_preset(self) -> str:
         """``preset`` with ``auto`` decided: ``gpu`` when the run's device is CUDA, else ``cpu``."""

@@ -178,16 +178,18 @@ def test_one_draw_matches_the_mixture_moments(guide):
 
 
 def test_one_draw_decodes_once_and_needs_the_mixture_density():
-    model = build_one()
-    _, xs = build("mopoe")
     from pyro_mcvae.infer.objectives.base import MultimodalObjective
 
-    model_fn, guide_fn, *_ = TraceELBO()._programs(model.model, model.guide, (xs,), {})
-    guide_tr = poutine.trace(guide_fn).get_trace(xs)
-    model_tr = poutine.trace(poutine.replay(model_fn, trace=guide_tr)).get_trace(xs)
-    assert guide_tr.nodes["z"]["value"].shape == (1, 4, 2)  # one latent per datum, not one per subset (7)
-    assert all(model_tr.nodes[f"x{k}"]["value"].shape == (4, 2) for k in range(3))
-    assert MultimodalObjective.strata_weights(model.guide, (xs,), {}).shape == (1, 4)
+    _, xs = build("mopoe")
+    for strata, draws in (("every", 7), ("one", 1)):  # one latent per subset, or one per datum
+        model = build_one(strata=strata)
+        model_fn, guide_fn, *_ = TraceELBO()._programs(model.model, model.guide, (xs,), {})
+        guide_tr = poutine.trace(guide_fn).get_trace(xs)
+        model_tr = poutine.trace(poutine.replay(model_fn, trace=guide_tr)).get_trace(xs)
+        assert guide_tr.nodes["z"]["value"].shape == (draws, 4, 2)
+        # the decoders' laws: one per latent drawn
+        assert all(model_tr.nodes[f"x{k}"]["fn"].batch_shape == (draws, 4) for k in range(3)), strata
+        assert MultimodalObjective.strata_weights(model.guide, (xs,), {}).shape == (draws, 4)
     with pytest.raises(ValueError, match="density='mixture'"):
         MCVAE.build([2, 2], 2, guide="mopoe", strata="one", mixture_density="stratum")
     with pytest.raises(ValueError, match="strata must be"):
