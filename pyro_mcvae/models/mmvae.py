@@ -154,11 +154,19 @@ class MixtureOfExpertsGuide(EncoderGuide):
         std = var.sqrt()
         if self.subsets:
             loc, std, mask = mixture_of_products(loc, std, mask, validate=False)
-        if mask is not None and self.prune_strata:
-            keep = mask.any(0)
-            if not bool(keep.all()):
-                loc, std, mask = loc[:, keep], std[:, keep], mask[:, keep]
+        keep = None if mask is None else self._kept_strata(mask)
+        if keep is not None:
+            loc, std, mask = loc[:, keep], std[:, keep], mask[:, keep]
         return StratifiedMixture(latent_law(self.family, loc, std).to_event(1), mask=mask)
+
+    def _kept_strata(self, present: torch.Tensor) -> torch.Tensor | None:
+        """Bool ``(K,)``: the strata present in some datum of the ``(batch, K)`` matrix ``present``;
+        None where every stratum stays (none absent, or ``prune_strata`` off). The one rule behind
+        both the guide's mixture and :meth:`stratum_weights`, so the two always agree."""
+        if not self.prune_strata:
+            return None
+        keep = present.any(0)
+        return None if bool(keep.all()) else keep
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> StratifiedMixture:
         return self._mixture(*self.encoder(xs), mask)
@@ -172,7 +180,8 @@ class MixtureOfExpertsGuide(EncoderGuide):
         if mask is None:
             return torch.full((self.num_strata, batch), 1.0 / self.num_strata, device=device, dtype=dtype)
         present = valid_subsets(mask) if self.subsets else mask  # (batch, K)
-        w = (present[:, present.any(0)] if self.prune_strata else present).to(dtype)
+        keep = self._kept_strata(present)
+        w = (present if keep is None else present[:, keep]).to(dtype)
         return (w / w.sum(-1, keepdim=True)).T
 
     def _sample_latents(self, xs: list[torch.Tensor], mask):
