@@ -66,7 +66,15 @@ class NeuralMRFEnergy(nn.Module):
 class EnergyMRF(dist.TorchDistribution):
     """``p(z) = exp(-E(z)) / Z`` as a Pyro site's law, for training: ``log_prob`` is ``-E(z)``
     plus a zero-valued term whose gradient is ``-grad log Z`` estimated from prior ``samples``
-    (so the value lacks ``-log Z``, which is unknown, but every gradient is right)."""
+    (so the value lacks ``-log Z``, which is unknown, but every gradient is right).
+
+    ``penalty > 0`` subtracts an energy regulariser from every datum's value. ``"level"``:
+    ``penalty (U_data + U_chains)``, unbiased estimates (:func:`square_of_mean`) of the squared
+    mean energy of the data (``value``'s last batch dim; leading dims, e.g. particles, averaged
+    per datum) and of the chains (``samples (C, D)``), so with independent data and chains
+    whose energies have mean 0 its expected gradient is 0 for every batch size and ``C``; a term
+    with a single draw (one datum, one chain) is 0. ``"square"``: ``penalty (E(z)^2 + mean
+    E(z_chain)^2)``."""
 
     arg_constraints: dict = {}
     support = constraints.real_vector
@@ -101,10 +109,15 @@ class EnergyMRF(dist.TorchDistribution):
                 # also penalises the spread of E over the data, which flattens the learned law.
                 out = out - self.penalty * (energy.pow(2) + chain_energy.pow(2).mean())
             else:
-                # "level": only the mean energies of the batch and of the chains, so a runaway
+                # "level": the squared mean energies of the data and of the chains, so a runaway
                 # gap between them is penalised but not the shape of E over either set; a
-                # constant (the potentials' biases) can meet it without changing the law.
-                level = energy.mean().pow(2) + chain_energy.mean().pow(2)
+                # constant (the potentials' biases) can meet it without changing the law. Each
+                # square is estimated without bias (a squared sample mean would add Var(E)/n,
+                # whose gradient widens the law by 2 penalty Cov(E, grad E) / n at the true law).
+                # The data are the last batch dim (the data plate); leading dims (particles)
+                # are averaged per datum first, since draws of one datum are not independent.
+                per_datum = energy.reshape(-1, energy.shape[-1]).mean(0) if energy.dim() else energy.reshape(1)
+                level = square_of_mean(per_datum) + square_of_mean(chain_energy.reshape(-1))
                 out = out - self.penalty * level.expand_as(energy)
         return out
 
@@ -113,6 +126,18 @@ class EnergyMRF(dist.TorchDistribution):
 
 
 PENALTY_FORMS = ("square", "level")
+
+
+def square_of_mean(draws: torch.Tensor) -> torch.Tensor:
+    """Unbiased estimate of ``(E[X])^2`` from ``n`` independent draws ``(n,)``: the U-statistic
+    ``sum_{i != j} x_i x_j / (n (n - 1)) = mean^2 - var / n`` (``var`` with ``n - 1``), so its
+    expected gradient is ``2 E[X] E[grad X]``, zero where ``E[X] = 0``. It can be negative. One
+    draw gives no unbiased square: with ``n < 2`` it is 0 (no value, no gradient)."""
+    n = draws.shape[0]
+    if n < 2:
+        return draws.new_zeros(())
+    # The centred variance keeps the value exact to rounding when the mean is near 0.
+    return draws.mean().square() - draws.var(correction=1) / n
 
 
 def check_penalty_form(form: str) -> str:
@@ -145,8 +170,9 @@ class NeuralMRFPrior(nn.Module):
     ESS per coordinate and of the energy and ``|z - mean|^2``, divergences and ``mixing_ok``.
     ``penalty``: weight of the energy regulariser (0 turns it off; the unregularised estimator
     let the energy run away on the copula data, see the docs); ``penalty_form``: ``"level"``
-    (default: the squares of the batch's and the chains' mean energies, which a constant in the
-    energy meets without changing the law, so the true law stays a stationary point) or
+    (default: unbiased estimates of the squares of the data's and the chains' mean energies,
+    which a constant in the energy meets without changing the law, so at the true law the
+    expected gradient is 0 for any batch size and ``num_chains >= 2``; see :class:`EnergyMRF`) or
     ``"square"`` (``E(z)^2 + E(z_chain)^2`` per datum, which also penalises the spread of ``E``
     and widens the learned law; on the copula data the latent scale then grew to 3.5-3.9 per
     coordinate instead of 1.8-2.2, docs/results/nn_mrf.md).
@@ -175,6 +201,9 @@ class NeuralMRFPrior(nn.Module):
         super().__init__()
         if readapt_every < 0:
             raise ValueError(f"readapt_every must be >= 0, got {readapt_every!r}")
+        if penalty and penalty_form == "level" and num_chains < 2:
+            raise ValueError(f"the level penalty needs num_chains >= 2 (one chain gives no unbiased "
+                             f"square of the chains' mean energy), got {num_chains!r}")
         self.readapt_every = int(readapt_every)
         self.penalty, self.penalty_form = float(penalty), check_penalty_form(penalty_form)
         self.energy = NeuralMRFEnergy(num_components, component_dim, hidden, graph, confinement)
