@@ -1,7 +1,7 @@
 """Latent laws with block structure, and the expert combinations of the baseline guides."""
 
 from .asymmetric_laplace import GIGMixtureNormal, MultivariateAsymmetricLaplace, log_bessel_k, sample_gig
-from .completion import PriorCompletion
+from .completion import PriorCompletion, RowGroups, SampledCompletion, mask_groups
 from .experts import (
     LATENT_FAMILIES,
     StratifiedMixture,
@@ -20,12 +20,15 @@ __all__ = [
     "LATENT_FAMILIES",
     "MultivariateAsymmetricLaplace",
     "PriorCompletion",
+    "RowGroups",
+    "SampledCompletion",
     "StratifiedMixture",
     "as_gmrf",
     "complete_from_prior",
     "component_indices",
     "latent_law",
     "log_bessel_k",
+    "mask_groups",
     "mixture_of_products",
     "nonempty_subsets",
     "product_of_gaussian_experts",

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..distributions import MultivariateAsymmetricLaplace, PriorCompletion
+from ..distributions import MultivariateAsymmetricLaplace, PriorCompletion, RowGroups, mask_groups
 from ..nets import as_nets
 from ..validation import check_components
 from .base import has_absent
@@ -84,24 +84,25 @@ class ALMRFGuide(GMRFGuide):
                 mode=self.mode, graph=self.graph, validate=False)
         # Absent components: as the GMRF guide, q(z_A) from the present components (zeros feed the
         # global network, no couplings to absent blocks), the rest from the prior's exact
-        # conditional (a GIG mixture, whose parameter depends on |A|: one A for the whole batch).
-        present = mask[0]
-        if not bool((mask == present).all()):
-            raise NotImplementedError("the ALMRF guide takes absent components only when the same ones are "
-                                      "absent in every row of the batch (the prior's conditional law depends "
-                                      "on how many are present)")
+        # conditional, a GIG mixture whose parameter depends on |A|: one law per pattern of
+        # present components in the batch (at most 2^M - 1), joined row by row.
         if self.prior_ref is None:
             raise ValueError("ALMRFGuide needs the model's prior for samples with absent components: build it "
                              "with prior=<the model's prior module>")
-        comps = present.nonzero().flatten().tolist()
         xs = [torch.where(mask[:, k, None], x, torch.zeros_like(x)) for k, x in enumerate(xs)]
         loc, var = self.encoder(xs)
         pair = mask[:, :, None] & mask[:, None, :]
         offdiag = torch.where(pair[..., None, None], self.global_net(xs), 0.0)
-        q = MultivariateAsymmetricLaplace.from_blocks(
-            loc, self._skew(xs, var), var, offdiag, eps=self.eps, delta=self.delta, mode=self.mode,
-            graph=self.graph, validate=False)
-        return PriorCompletion(q.marginal(comps), self.prior_ref(), comps, self.num_components, self.latent_dim)
+        skew, prior = self._skew(xs, var), self.prior_ref()
+        laws, groups = [], mask_groups(mask)
+        for present, rows in groups:
+            q = MultivariateAsymmetricLaplace.from_blocks(
+                loc[rows], skew[rows], var[rows], offdiag[rows], eps=self.eps, delta=self.delta, mode=self.mode,
+                graph=self.graph, validate=False)
+            comps = present.nonzero().flatten().tolist()
+            laws.append(q if len(comps) == self.num_components else
+                        PriorCompletion(q.marginal(comps), prior, comps, self.num_components, self.latent_dim))
+        return laws[0] if len(laws) == 1 else RowGroups(laws, [rows for _, rows in groups])
 
     def _observed_latent(self, data, components, use_mean: bool) -> torch.Tensor:
         loc, var = self.encode(data, components)

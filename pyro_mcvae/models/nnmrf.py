@@ -20,12 +20,13 @@ from torch import nn
 import pyro.distributions as dist
 from torch.distributions import constraints
 
+from ..distributions import GMRF, SampledCompletion
 from ..mcmc import PersistentHMC
 from ..nets import StackedMLP
-from .gmrf import BlockPosteriorConfig, block_model, gmrf_guide
+from .gmrf import BlockPosteriorConfig, GMRFGuide, block_model, gmrf_guide
 from .layouts import BlockLatentVAE
 
-__all__ = ["EnergyMRF", "NNMRFConfig", "NeuralMRFEnergy", "NeuralMRFPrior", "build_nnmrf"]
+__all__ = ["EnergyMRF", "NNMRFConfig", "NNMRFGuide", "NeuralMRFEnergy", "NeuralMRFPrior", "build_nnmrf"]
 
 
 class NeuralMRFEnergy(nn.Module):
@@ -190,6 +191,8 @@ class NeuralMRFPrior(nn.Module):
     twice the fixed ``num_steps`` trajectory (the adapted trajectory is usually far shorter).
     ``readapt_every``: in training, every this many transitions after a warm-up the sampler
     warms up again (step size, mass, trajectory) for the energy as it is then (0: only once).
+    ``completion_warmup``: warm-up transitions of :meth:`complete` (absent components in
+    training).
     """
 
     def __init__(self, num_components: int, component_dim: int, hidden=(32,), graph=None,
@@ -197,14 +200,16 @@ class NeuralMRFPrior(nn.Module):
                  step_size: float = 0.1, num_steps: int = 8, warmup: int = 200, penalty: float = 0.1,
                  jitter: float = 0.3, adapt_trajectory: bool = True, adapt_mass: bool = True,
                  max_steps: int | None = None, keep: int = 1000, penalty_form: str = "level",
-                 dense_mass: bool = True, readapt_every: int = 1000):
+                 dense_mass: bool = True, readapt_every: int = 1000, completion_warmup: int = 100):
         super().__init__()
         if readapt_every < 0:
             raise ValueError(f"readapt_every must be >= 0, got {readapt_every!r}")
         if penalty and penalty_form == "level" and num_chains < 2:
             raise ValueError(f"the level penalty needs num_chains >= 2 (one chain gives no unbiased "
                              f"square of the chains' mean energy), got {num_chains!r}")
-        self.readapt_every = int(readapt_every)
+        if completion_warmup < 0:
+            raise ValueError(f"completion_warmup must be >= 0, got {completion_warmup!r}")
+        self.readapt_every, self.completion_warmup = int(readapt_every), int(completion_warmup)
         self.penalty, self.penalty_form = float(penalty), check_penalty_form(penalty_form)
         self.energy = NeuralMRFEnergy(num_components, component_dim, hidden, graph, confinement)
         self.num_components, self.component_dim = num_components, component_dim
@@ -302,17 +307,72 @@ class NeuralMRFPrior(nn.Module):
 
         init = torch.randn(fixed.shape[0], len(ib), dtype=z_a.dtype, device=z_a.device)
         groups = torch.arange(batch, device=z_a.device).repeat(num_samples)  # the datum of each chain
-        if num_steps is None:
-            num_steps = max(1, round(math.pi / 2 / step_size))  # T = pi / 2 (see above)
-        adapt_trajectory = self._hmc_args["adapt_trajectory"] and num_samples >= 2
-        # The sampler enables gradients itself, also inside no_grad callers.
-        hmc = PersistentHMC(energy_b, init, step_size=step_size, num_steps=num_steps, warmup=warmup,
-                            keep=max(4, thin), jitter=self._hmc_args["jitter"], groups=groups,
-                            adapt_trajectory=adapt_trajectory, adapt_mass=self._hmc_args["adapt_mass"],
-                            max_steps=32)
-        hmc.step(warmup + max(4, thin))  # at least 4 recorded transitions for the diagnostics
+        hmc = self._conditional_hmc(energy_b, init, groups, num_samples >= 2, warmup, thin, step_size, num_steps)
         self.last_condition_diagnostics = hmc.diagnostics()
         return hmc.samples.detach().reshape(num_samples, batch, len(ib))
+
+    def complete(self, z: torch.Tensor, present: torch.Tensor, warmup: int | None = None, thin: int = 5,
+                 step_size: float = 0.05, num_steps: int | None = None) -> torch.Tensor:
+        """``z (C, M*d)`` with the blocks absent from each row (``present (C, M)`` False) drawn
+        from the prior's conditional law given the row's present blocks: ``(C, M*d)``, detached.
+        The sampler of :meth:`condition` with one chain per row (``num_samples=1``); rows may
+        miss different blocks. ``warmup``: default ``completion_warmup``.
+
+        Each chain moves all ``M d`` coordinates, so that rows of every pattern share one run:
+        the energy reads the given values at the present coordinates, and the chain's own values
+        there are auxiliary ``N(0, 1)`` variables independent of the rest, which leave the law of
+        the absent coordinates the conditional exactly. Rows with every block present are left
+        as they are."""
+        if present.dtype != torch.bool or present.shape != (z.shape[0], self.num_components):
+            raise ValueError(f"present must be bool ({z.shape[0]}, {self.num_components}), got "
+                             f"{present.dtype} {tuple(present.shape)}")
+        out = z.detach().clone()
+        rows = (~present).any(-1).nonzero().flatten()
+        if len(rows) == 0:
+            return out
+        given = present[rows].repeat_interleave(self.component_dim, -1)  # (C', M d)
+        fixed = out[rows]
+
+        def energy_padded(state):
+            return self.energy(torch.where(given, fixed, state)) + 0.5 * (state * given).pow(2).sum(-1)
+
+        groups = torch.arange(len(rows), device=z.device)  # every row its own target
+        warmup = self.completion_warmup if warmup is None else warmup
+        hmc = self._conditional_hmc(energy_padded, torch.randn_like(fixed), groups, False, warmup, thin,
+                                    step_size, num_steps)
+        out[rows] = torch.where(given, fixed, hmc.samples.detach())
+        return out
+
+    def _conditional_hmc(self, energy_fn, init, groups, adapt_trajectory: bool, warmup: int, thin: int,
+                         step_size: float, num_steps: int | None) -> PersistentHMC:
+        """The conditioning sampler (see :meth:`condition`), run for ``warmup + max(4, thin)``
+        transitions."""
+        if num_steps is None:
+            num_steps = max(1, round(math.pi / 2 / step_size))  # T = pi / 2 (see condition)
+        # The sampler enables gradients itself, also inside no_grad callers.
+        hmc = PersistentHMC(energy_fn, init, step_size=step_size, num_steps=num_steps, warmup=warmup,
+                            keep=max(4, thin), jitter=self._hmc_args["jitter"], groups=groups,
+                            adapt_trajectory=self._hmc_args["adapt_trajectory"] and adapt_trajectory,
+                            adapt_mass=self._hmc_args["adapt_mass"], max_steps=32)
+        hmc.step(warmup + max(4, thin))  # at least 4 recorded transitions for the diagnostics
+        return hmc
+
+
+class NNMRFGuide(GMRFGuide):
+    """The GMRF posterior, completing absent components from the NN-MRF prior: with components
+    absent from a row, ``q(z_A | x_A) p(z_B | z_A)``, the conditional drawn by the prior's HMC
+    (:meth:`NeuralMRFPrior.complete`). Its density is intractable, so the law is a
+    :class:`~pyro_mcvae.distributions.SampledCompletion`: the ELBO's gradient stays unbiased, the
+    loss value leaves out ``E log p(z_B | z_A)``, and importance-weighted objectives refuse it."""
+
+    def _complete(self, loc, covariance, mask) -> SampledCompletion:
+        if not isinstance(self.prior_ref, NeuralMRFPrior):
+            raise ValueError("NNMRFGuide completes absent components from a NeuralMRFPrior: build it with "
+                             "prior=<the model's NeuralMRFPrior>")
+        # Absent blocks of the encoders' law are N(0, I) and uncoupled (GMRFGuide._posterior).
+        padded = GMRF(loc, covariance_matrix=covariance, num_components=self.num_components,
+                      component_dim=self.latent_dim, validate_args=False)
+        return SampledCompletion(padded, mask, self.prior_ref.complete, self.latent_dim)
 
 
 @dataclass
@@ -320,7 +380,7 @@ class NNMRFConfig(BlockPosteriorConfig):
     """The NN-MRF MCVAE: the GMRF posterior's fields (``graph`` also limits the prior's pairwise
     potentials), ``potential_hidden`` (the potentials' MLP sizes), ``hmc_warmup`` (the chains'
     warm-up transitions), and the prior's ``energy_penalty``, ``penalty_form``, ``num_chains``,
-    ``dense_mass`` and ``readapt_every`` (:class:`NeuralMRFPrior`)."""
+    ``dense_mass``, ``readapt_every`` and ``completion_warmup`` (:class:`NeuralMRFPrior`)."""
 
     potential_hidden: tuple = (32,)
     hmc_warmup: int = 200
@@ -329,11 +389,13 @@ class NNMRFConfig(BlockPosteriorConfig):
     num_chains: int = 64
     dense_mass: bool = True
     readapt_every: int = 1000
+    completion_warmup: int = 100
 
 
 def build_nnmrf(component_dims: Sequence[int], config: NNMRFConfig) -> BlockLatentVAE:
     c = config
     prior = NeuralMRFPrior(len(component_dims), c.block_dim, hidden=tuple(c.potential_hidden), graph=c.graph,
                            warmup=c.hmc_warmup, penalty=c.energy_penalty, penalty_form=c.penalty_form,
-                           num_chains=c.num_chains, dense_mass=c.dense_mass, readapt_every=c.readapt_every)
-    return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior))
+                           num_chains=c.num_chains, dense_mass=c.dense_mass, readapt_every=c.readapt_every,
+                           completion_warmup=c.completion_warmup)
+    return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior, NNMRFGuide))

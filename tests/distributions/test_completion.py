@@ -90,3 +90,73 @@ def test_completion_moments_per_row_against_dense_float64():
         want_cov[np.ix_(b, b)] = (cov_p[np.ix_(b, b)] - gain @ cov_p[np.ix_(a, b)]) + gain @ s_aa @ gain.T
         np.testing.assert_allclose(closed.mean[row].numpy(), want_mean, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(closed.covariance_matrix[row].numpy(), want_cov, rtol=1e-10, atol=1e-10)
+
+
+def test_row_groups_join_the_groups_laws_row_by_row():
+    """Rows 0, 2 from one law and rows 1, 3, 4 from another (near-deterministic draws at distinct
+    means): draws and densities land on their own rows, also after expanding to particles."""
+    import pyro.distributions as dist
+    from pyro_mcvae.distributions import RowGroups
+
+    first = dist.Normal(torch.tensor([[0.0, 0.0], [2.0, 2.0]]), 1e-6).to_event(1)
+    second = dist.Normal(torch.tensor([[10.0, 10.0], [30.0, 30.0], [40.0, 40.0]]), 1e-6).to_event(1)
+    law = RowGroups([first, second], [torch.tensor([0, 2]), torch.tensor([1, 3, 4])])
+    assert law.batch_shape == (5,) and law.event_shape == (2,) and law.has_rsample
+    want = torch.tensor([0.0, 10.0, 2.0, 30.0, 40.0])
+    torch.testing.assert_close(law.rsample((3,)), want[:, None].expand(3, 5, 2), atol=1e-4, rtol=0)
+    value = torch.randn(3, 5, 2)
+    lp = law.log_prob(value)
+    torch.testing.assert_close(lp[:, [0, 2]], first.log_prob(value[:, [0, 2]]))
+    torch.testing.assert_close(lp[:, [1, 3, 4]], second.log_prob(value[:, [1, 3, 4]]))
+    wide = law.expand((4, 5))
+    assert wide.batch_shape == (4, 5) and wide.sample().shape == (4, 5, 2)
+    torch.testing.assert_close(wide.log_prob(value[0]), lp[0].expand(4, 5))
+    with pytest.raises(ValueError, match="partition"):
+        RowGroups([first, second], [torch.tensor([0, 1]), torch.tensor([1, 3, 4])])
+
+
+def padded_case(seed=0, m=3, d=2):
+    """A posterior over the present blocks of each row (rows miss different components),
+    padded with N(0, I) uncoupled absent blocks, as the block guides build it."""
+    rng = np.random.default_rng(seed)
+    n, t = m * d, torch.as_tensor
+    present = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 1], [1, 1, 0]], dtype=bool)
+    loc, cov = np.zeros((len(present), n)), np.tile(np.eye(n), (len(present), 1, 1))
+    for row, flags in enumerate(present):
+        a = np.repeat(flags, d)
+        loc[row, a] = rng.standard_normal(a.sum())
+        cov[row][np.ix_(a, a)] = random_spd(rng, int(a.sum()))
+    padded = GMRF(t(loc), covariance_matrix=t(cov), num_components=m, component_dim=d)
+    return padded, t(present), loc, cov
+
+
+def test_sampled_completion_scores_the_present_blocks_alone():
+    """log_prob is log q_A(z_A) of each row's present blocks (dense SciPy reference), whatever
+    the absent blocks hold; draws keep the padded law's present blocks (with their gradient)
+    and take the absent ones from the sampler."""
+    from scipy.stats import multivariate_normal
+    from pyro_mcvae.distributions import SampledCompletion
+
+    padded, present, loc, cov = padded_case()
+    filler = torch.full((6,), 7.0, dtype=torch.float64)
+
+    def complete(z, given):
+        return torch.where(given.repeat_interleave(2, -1), z, filler)
+
+    law = SampledCompletion(padded, present, complete, 2)
+    torch.manual_seed(0)
+    z = law.sample((5,))  # (5, 4, 6)
+    a = present.repeat_interleave(2, -1)
+    assert bool((z[:, ~a] == 7.0).all()) and law.expand((5, 4)).log_prob(z).shape == (5, 4)
+    lp = law.log_prob(z + 3.0 * ~a)  # the absent blocks' values do not matter
+    for row in range(4):
+        keep = a[row].numpy()
+        want = multivariate_normal(loc[row, keep], cov[row][np.ix_(keep, keep)]).logpdf(z[:, row, keep].numpy())
+        np.testing.assert_allclose(lp[:, row].numpy(), want, rtol=1e-10, atol=1e-10)
+    loc_t = padded.loc.clone().requires_grad_()
+    again = SampledCompletion(GMRF(loc_t, covariance_matrix=padded.covariance_matrix, num_components=3),
+                              present, complete, 2)
+    again.rsample().sum().backward()
+    torch.testing.assert_close(loc_t.grad, a.to(torch.float64))  # dz_A / dloc = 1, nothing to z_B
+    with pytest.raises(ValueError, match="True in every row"):
+        SampledCompletion(padded, torch.zeros(4, 3, dtype=torch.bool), complete, 2)

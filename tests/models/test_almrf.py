@@ -8,7 +8,7 @@ import torch
 from pyro_mcvae.infer.objectives import TraceELBO
 
 from pyro_mcvae import MCVAE, TrainConfig, fit
-from pyro_mcvae.distributions import MultivariateAsymmetricLaplace, PriorCompletion
+from pyro_mcvae.distributions import MultivariateAsymmetricLaplace, PriorCompletion, RowGroups
 from pyro_mcvae.infer import seed_everything
 
 
@@ -105,11 +105,26 @@ def test_absent_components_are_completed_from_the_prior_conditional():
     assert math.isfinite(loss)
 
 
-def test_absent_components_are_refused_clearly():
+def test_rows_missing_different_components_each_get_their_own_completion():
+    """Rows of one batch missing different components (one row complete): the guide's law is, row
+    by row, the law that row's pattern gives on its own (q itself, or q(z_A) p(z_B | z_A) with the
+    GIG parameter of its |A|), and the ELBO is finite."""
     model, xs = almrf()
-    mask = torch.tensor([[True, False, True]] * 4 + [[True, True, False]])
-    with pytest.raises(NotImplementedError, match="the same ones are absent in every row"):
-        TraceELBO().loss(model.model, model.guide, xs, mask=mask)
+    mask = torch.tensor([[True, False, True], [True, True, True], [False, True, False], [True, False, True],
+                         [True, True, False]])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        q = model.guide._posterior(xs, mask)
+        assert isinstance(q, RowGroups) and q.batch_shape == (5,) and q.event_shape == (6,)
+        z = q.sample((3,))
+        for b in range(5):
+            alone = model.guide._posterior([x[b:b + 1] for x in xs], mask[b:b + 1])
+            assert isinstance(alone, MultivariateAsymmetricLaplace if bool(mask[b].all()) else PriorCompletion)
+            torch.testing.assert_close(q.log_prob(z)[:, b], alone.log_prob(z[:, b:b + 1])[:, 0])
+    assert math.isfinite(TraceELBO().loss(model.model, model.guide, xs, mask=mask))
+
+
+def test_a_prior_other_than_precision_or_covariance_is_refused():
     with pytest.raises(ValueError, match="ALMRF prior"):
         MCVAE.build([2, 2], 2, guide="almrf", prior="standard")
     pyro.clear_param_store()

@@ -58,6 +58,7 @@ from pyro.infer import ELBO
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.poutine.util import site_is_subsample
 
+from ...distributions import SampledCompletion
 from .base import MAX_PLATE_NESTING, MultimodalObjective
 
 __all__ = ["ImportanceWeightedELBO", "MixtureScoredSite", "detach_distribution", "scored_entries"]
@@ -181,9 +182,13 @@ class ImportanceWeightedELBO(MultimodalObjective, ELBO):
                 continue
             lp = _site_log_prob(site)
             log_w = log_w + (beta * lp if name in guide_tr.nodes else lp)
-        for site in guide_tr.nodes.values():
+        for name, site in guide_tr.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
                 continue
+            if isinstance(site["fn"], SampledCompletion):
+                raise ValueError(f"importance weights need the guide's whole density, and site {name!r} completes "
+                                 "absent components by sampling (the NN-MRF): train with masks using "
+                                 "elbo='trace'")
             fn = detach_distribution(site["fn"]) if self.dreg else site["fn"]
             log_w = log_w - beta * _site_log_prob(dict(site, fn=fn))
             latents.append((site["value"], len(site["fn"].event_shape),
