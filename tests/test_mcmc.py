@@ -236,7 +236,7 @@ def test_diagnostics_are_plain_values_and_inference_data_carries_energy_and_sqno
     expected = {"max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "acceptance_rate", "step_size",
                 "draws_per_chain", "chains", "rhat_energy", "ess_bulk_energy", "rhat_sqnorm", "ess_bulk_sqnorm",
                 "lag1_autocorr_energy", "lag1_autocorr_sqnorm", "trajectory_length", "mean_leapfrog_steps",
-                "mixing_ok", "warnings"}
+                "kernels", "mixing_ok", "warnings"}
     assert set(d) == expected
     assert all(type(v) in (float, int, bool, str) for v in d.values()), {k: type(v) for k, v in d.items()}
     assert d["draws_per_chain"] == 40 and hmc.draws.shape == (16, 40, 3)
