@@ -52,8 +52,25 @@ def inverse_softplus(x: float) -> float:
     return x + math.log(-math.expm1(-x))
 
 
+def _upper_cholesky(a: torch.Tensor) -> torch.Tensor:
+    """Upper-triangular ``R`` with ``a = R R^T`` (the Cholesky factor of ``a`` in reversed order)."""
+    return torch.linalg.cholesky(a.flip(-2, -1)).flip(-2, -1)
+
+
+def _inverse_cholesky(a: torch.Tensor) -> torch.Tensor:
+    """Lower-triangular Cholesky factor of ``a^-1``: ``R^-T`` for ``a = R R^T``, ``R`` upper
+    (one triangular solve; accurate for the well-conditioned matrices it is given here)."""
+    r = _upper_cholesky(a)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    return torch.linalg.solve_triangular(r.transpose(-1, -2), eye, upper=False)
+
+
 class GMRFPrior(nn.Module):
-    """Learnable GMRF prior, SPD for every parameter value.
+    """Learnable GMRF prior, SPD for every parameter value in exact arithmetic. In floating point
+    what counts is the condition number of the built matrix scaled to a unit diagonal: below
+    ``(1 + eps) / (1 - eps)`` for the paper's construction, ``((1 + eps) / (1 - eps))^2`` for the
+    standardised one, whose law is moreover built from triangular factors without refactorising
+    (float32 against float64: ``tests/models/test_gmrf_prior_float32.py``).
 
     Args:
         num_components, component_dim: ``M`` and ``d``.
@@ -68,9 +85,11 @@ class GMRFPrior(nn.Module):
         eps, mode, graph, delta: passed to the block assembly.
         learn_loc: learn the mean (else zero).
         standardized: apply the construction to the standardised matrix (identity diagonal
-            blocks, couplings in units of the diagonal) and scale it by lower-triangular factors
-            ``L_i`` of the diagonal blocks (learned, see :meth:`block_factors`),
-            ``L A(I, T) L^T``. SPD by the same theorem (congruence), and the coupling a
+            blocks, couplings in units of the diagonal) and scale it by block-diagonal factors,
+            ``F A(I, T) F^T`` with ``F_i F_i^T = S_i W_i S_i``: ``S_i`` the square roots of
+            ``diag``, ``W_i`` a learned within-block correlation matrix whose spectrum the same
+            margin ``eps`` keeps in ``(1 - eps, 1 + eps)`` (:meth:`block_correlations`,
+            :meth:`block_factors`). SPD by the same theorem (congruence), and the coupling a
             coordinate may carry no longer shrinks with the smallest diagonal entry of its
             block: with a precision, any partial-correlation pattern whose rows sum below
             ``eps`` is reachable, so correlations near 1 across all ``M`` components are
@@ -116,7 +135,7 @@ class GMRFPrior(nn.Module):
             self.register_buffer("loc", torch.zeros(m, d))
         self.raw_diag = nn.Parameter(torch.full((m, d), inverse_softplus(1.0)))
         self.offdiag = nn.Parameter(init_offdiag * torch.randn(m, m, d, d))
-        if self.standardized:  # the strictly lower triangles of the diagonal blocks' factors
+        if self.standardized:  # within-block couplings (strict lower triangles), see block_correlations
             self.raw_tril = nn.Parameter(torch.zeros(m, d, d))
         if init_shared:
             self._init_shared(int(init_shared))
@@ -143,10 +162,25 @@ class GMRFPrior(nn.Module):
         else:
             self.raw_diag.copy_(torch.log(torch.expm1((F.softplus(self.raw_diag) + 1e-4) / var - 1e-4)))
 
+    def block_correlations(self) -> torch.Tensor:
+        """Within-block correlation matrices ``W_i (M, d, d)``: unit diagonal, the strict lower
+        triangle of ``raw_tril`` mirrored and scaled down by the elementwise construction with
+        this prior's margin ``eps`` (each coordinate a ``1 x 1`` block), so every eigenvalue of
+        ``W_i`` lies in ``(1 - eps, 1 + eps)`` whatever ``raw_tril`` holds."""
+        m, d = self.num_components, self.component_dim
+        upper = self.raw_tril.transpose(-1, -2)[..., None, None]  # (M, d, d, 1, 1); entries r < c used
+        return assemble_block_covariance(upper.new_ones(m, d, 1), upper, eps=self.eps, delta=self.delta,
+                                         mode="elementwise", validate=False)
+
     def block_factors(self, diag: torch.Tensor) -> torch.Tensor:
-        """Lower-triangular factors ``L_i (M, d, d)`` of the diagonal blocks, ``L_i L_i^T``:
-        ``sqrt(diag)`` on the diagonal, free entries below it."""
-        return torch.diag_embed(diag.sqrt()) + torch.tril(self.raw_tril, -1)
+        """Factors ``F_i (M, d, d)`` of the built matrix's diagonal blocks,
+        ``F_i F_i^T = S_i W_i S_i`` with ``S_i = diag(sqrt(diag_i))`` and ``W_i`` from
+        :meth:`block_correlations`: ``S_i`` times the lower Cholesky factor of ``W_i`` for a
+        covariance, times the upper one (``W_i = R_i R_i^T``) for a precision, so that the law's
+        covariance factor is a product of lower-triangular matrices (:meth:`forward`)."""
+        w = self.block_correlations()
+        factor = _upper_cholesky(w) if self.parameterization == "precision" else torch.linalg.cholesky(w)
+        return diag.sqrt().unsqueeze(-1) * factor
 
     def forward(self) -> GMRF:
         """The prior GMRF, batch shape ``()``, event shape ``(M*d,)``."""
@@ -158,11 +192,19 @@ class GMRFPrior(nn.Module):
                                     **self._assembly())
         diag, offdiag = self._blocks()
         unit = assemble_block_covariance(torch.ones_like(diag), offdiag, **self._assembly())
-        factor = torch.block_diag(*self.block_factors(diag))  # (M*d, M*d), lower triangular
-        matrix = factor @ unit @ factor.T
-        matrix = 0.5 * (matrix + matrix.T)  # exactly symmetric in floating point
-        key = "covariance_matrix" if self.parameterization == "covariance" else "precision_matrix"
-        return GMRF(self.loc, **{key: matrix}, num_components=m, component_dim=d, validate_args=False)
+        # The built matrix is F U F^T (F = blockdiag(F_i), block_factors). The law gets the
+        # covariance's Cholesky factor as a product of lower-triangular factors of well-conditioned
+        # matrices, never the matrix to refactorise: a covariance F U F^T has the factor
+        # F chol(U); for a precision F_i = S_i R_i is upper, so the covariance F^-T U^-1 F^-1 has
+        # the factor F^-T chol(U^-1), with F_i^-T = S_i^-1 chol(W_i^-1).
+        if self.parameterization == "covariance":
+            inner, outer = self.block_factors(diag), torch.linalg.cholesky(unit)
+        else:
+            inner = diag.rsqrt().unsqueeze(-1) * _inverse_cholesky(self.block_correlations())
+            outer = _inverse_cholesky(unit)
+        n = m * d
+        scale_tril = (inner @ outer.reshape(m, d, n)).reshape(n, n)  # block-diagonal times lower: lower
+        return GMRF(self.loc, scale_tril=scale_tril, num_components=m, component_dim=d, validate_args=False)
 
     def _blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Diagonal variances ``(M, d)`` and off-diagonal blocks ``(M, M, d, d)`` before assembly."""
