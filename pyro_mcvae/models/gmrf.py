@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._precision import full_precision
 from ..covariance import assemble_block_covariance
 from ..distributions import GMRF
 from ..nets import MLPNets, NetworkFactory, VectorDecoder
@@ -182,6 +183,7 @@ class GMRFPrior(nn.Module):
         factor = _upper_cholesky(w) if self.parameterization == "precision" else torch.linalg.cholesky(w)
         return diag.sqrt().unsqueeze(-1) * factor
 
+    @full_precision  # under autocast too: the factor products and solves need float32
     def forward(self) -> GMRF:
         """The prior GMRF, batch shape ``()``, event shape ``(M*d,)``."""
         m, d = self.num_components, self.component_dim
