@@ -21,6 +21,7 @@ from ..distributions import MultivariateAsymmetricLaplace, PriorCompletion, RowG
 from ..nets import as_nets
 from ..validation import check_components
 from .base import has_absent
+from .checks import field_problems, positive_number
 from .gmrf import GMRFConfig, GMRFGuide, GMRFPrior, block_model, gmrf_guide
 from .layouts import BlockLatentVAE
 
@@ -122,11 +123,18 @@ class ALMRFConfig(GMRFConfig):
 
     max_skew: float = 3.0
 
+    def problems(self) -> list[str]:
+        return super().problems() + field_problems(self, prior=_almrf_prior, max_skew=positive_number)
+
+
+def _almrf_prior(value) -> str | None:
+    ok = value in ("precision", "covariance")
+    return None if ok else f"must be 'precision' or 'covariance' (how the ALMRF prior is built), got {value!r}"
+
+
 
 def build_almrf(component_dims: Sequence[int], config: ALMRFConfig) -> BlockLatentVAE:
     c = config
-    if c.prior not in ("precision", "covariance"):
-        raise ValueError(f"the ALMRF prior is built as 'precision' or 'covariance', got {c.prior!r}")
     prior = ALMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph)
     guide = gmrf_guide(component_dims, c, prior, ALMRFGuide, max_skew=c.max_skew)
     return block_model(component_dims, c, prior, guide)

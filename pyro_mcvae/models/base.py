@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..validation import check_component_indices, check_components, check_mask
-from ..nets import VectorEncoder, as_nets
-from .likelihoods import ComponentLikelihood
+from ..nets import NetworkFactory, VectorEncoder, as_nets
+from .checks import field_problems, positive_number, sizes
+from .likelihoods import LIKELIHOODS, ComponentLikelihood
 
 __all__ = [
     "CommonConfig",
@@ -107,12 +108,40 @@ class CommonConfig:
     likelihood: object = "normal"
     scale: object = "learned"
 
+    def __post_init__(self):
+        bad = self.problems()
+        if bad:
+            raise ValueError(f"{type(self).__name__}: bad setting{'s' if len(bad) > 1 else ''}: {'; '.join(bad)}")
+
+    def problems(self) -> list[str]:
+        """Every bad setting, as ``"<field> must be ..., got ..."`` (checked when the config is
+        built; a subclass adds the checks of its own fields to ``super().problems()``)."""
+        return field_problems(self, hidden=_network, likelihood=_likelihoods, scale=_scale)
+
     def likelihoods(self, component_dims: Sequence[int]) -> list[ComponentLikelihood]:
         m = len(component_dims)
         kinds = [self.likelihood] * m if isinstance(self.likelihood, str) else list(self.likelihood)
         if len(kinds) != m:
             raise ValueError(f"need one likelihood per component ({m}), got {len(kinds)}")
         return [ComponentLikelihood(k, int(dim), self.scale) for k, dim in zip(kinds, component_dims)]
+
+
+def _network(value) -> str | None:
+    if isinstance(value, NetworkFactory) or sizes(value) is None:
+        return None
+    return f"must be MLP hidden sizes (positive integers) or a network factory (MLPNets, ResNetNets), got {value!r}"
+
+
+def _likelihoods(value) -> str | None:
+    kinds = [value] if isinstance(value, str) else value
+    ok = isinstance(kinds, Sequence) and len(kinds) > 0 and all(isinstance(k, str) and k in LIKELIHOODS for k in kinds)
+    return None if ok else f"must be one of {LIKELIHOODS} or a list of them (one per component), got {value!r}"
+
+
+def _scale(value) -> str | None:
+    if (isinstance(value, str) and value == "learned") or positive_number(value) is None:
+        return None
+    return f"must be 'learned' or a positive number, got {value!r}"
 
 
 # -- the guide's common part ----------------------------------------------------------------------

@@ -28,6 +28,8 @@ from ..covariance import assemble_block_covariance
 from ..distributions import GMRF
 from ..nets import MLPNets, NetworkFactory, VectorDecoder
 from .base import CommonConfig, has_absent
+from .checks import (boolean, field_problems, fraction, graph_matrix, non_negative_int, one_of, optional,
+                     positive_int, unit_open)
 from .layouts import BlockGuide, BlockLatentVAE, subset_rows
 
 __all__ = [
@@ -322,6 +324,11 @@ class BlockPosteriorConfig(CommonConfig):
     graph: object = None
     offdiag_keep: float = 1.0
 
+    def problems(self) -> list[str]:
+        return super().problems() + field_problems(self, block_dim=positive_int, eps=unit_open,
+                                                   mode=one_of("blockwise", "elementwise"), graph=graph_matrix,
+                                                   offdiag_keep=fraction)
+
 
 @dataclass
 class GMRFConfig(BlockPosteriorConfig):
@@ -338,6 +345,12 @@ class GMRFConfig(BlockPosteriorConfig):
     subset_posteriors: int = 0
     subset_max_size: int | None = None
     subset_per_example: bool = False
+
+    def problems(self) -> list[str]:
+        return super().problems() + field_problems(
+            self, prior=one_of(*PRIOR_PARAMETERIZATIONS), prior_eps=optional(unit_open), prior_standardized=boolean,
+            prior_init_shared=non_negative_int, subset_posteriors=non_negative_int,
+            subset_max_size=optional(positive_int), subset_per_example=boolean)
 
 
 class GMRFVAE(BlockLatentVAE):
@@ -384,10 +397,8 @@ def gmrf_guide(component_dims: Sequence[int], config: BlockPosteriorConfig, prio
 
 def build_gmrf(component_dims: Sequence[int], config: GMRFConfig) -> BlockLatentVAE:
     c = config
-    if isinstance(c.subset_posteriors, bool) or not isinstance(c.subset_posteriors, int) or c.subset_posteriors < 0:
-        raise ValueError(f"subset_posteriors must be a non-negative integer, got {c.subset_posteriors!r}")
-    top = c.subset_max_size
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 1 <= top < len(component_dims)):
+    top = c.subset_max_size  # its type is checked by GMRFConfig, its bound needs M
+    if top is not None and not top < len(component_dims):
         raise ValueError(f"subset_max_size must be None or an integer in [1, M - 1] = [1, {len(component_dims) - 1}], "
                          f"got {top!r}")
     prior = GMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph,
@@ -400,6 +411,9 @@ class IndependentConfig(CommonConfig):
     """The no-MRF ablation: independent Gaussian prior and posterior, ``block_dim`` per component."""
 
     block_dim: int = 2
+
+    def problems(self) -> list[str]:
+        return super().problems() + field_problems(self, block_dim=positive_int)
 
 
 def build_independent(component_dims: Sequence[int], config: IndependentConfig) -> BlockLatentVAE:

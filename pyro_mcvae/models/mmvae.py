@@ -22,6 +22,7 @@ import pyro.distributions as dist
 import torch
 
 from ..distributions import (
+    LATENT_FAMILIES,
     StratifiedMixture,
     latent_law,
     mixture_of_products,
@@ -30,9 +31,14 @@ from ..distributions import (
 )
 from ..nets import VectorDecoder
 from .base import CommonConfig, EncoderGuide
+from .checks import field_problems, one_of, positive_int
 from .layouts import SharedLatentVAE, StandardPrior
 
-__all__ = ["MMVAEConfig", "MixtureDraw", "MixtureOfExpertsGuide", "StrataSite", "build_mmvae"]
+__all__ = ["DENSITIES", "MMVAEConfig", "MixtureDraw", "MixtureOfExpertsGuide", "STRATA", "StrataSite", "build_mmvae"]
+
+#: How a mixture guide scores its draws, and how many it draws (see MixtureOfExpertsGuide).
+DENSITIES = ("mixture", "stratum")
+STRATA = ("every", "one")
 
 
 class StrataSite(dist.TorchDistribution):
@@ -137,9 +143,9 @@ class MixtureOfExpertsGuide(EncoderGuide):
                  density: str = "mixture", encoder_dim: int | None = None, strata: str = "every"):
         super().__init__(component_dims, latent_dim, hidden, min_var, encoder_dim=encoder_dim)
         latent_law(family, torch.zeros(()), torch.ones(()))  # validates the family
-        if density not in ("mixture", "stratum"):
+        if density not in DENSITIES:
             raise ValueError(f"density must be 'mixture' or 'stratum', got {density!r}")
-        if strata not in ("every", "one"):
+        if strata not in STRATA:
             raise ValueError(f"strata must be 'every' or 'one', got {strata!r}")
         if strata == "one" and density != "mixture":
             raise ValueError("strata='one' scores each draw by the mixture (its stratum is not kept): it needs "
@@ -218,6 +224,10 @@ class MMVAEConfig(CommonConfig):
     family: str = "normal"
     density: str = "mixture"
     strata: str = "every"
+
+    def problems(self) -> list[str]:
+        return super().problems() + field_problems(self, shared_dim=positive_int, family=one_of(*LATENT_FAMILIES),
+                                                   density=one_of(*DENSITIES), strata=one_of(*STRATA))
 
 
 def build_mmvae(component_dims: Sequence[int], config: MMVAEConfig, subsets: bool = False) -> SharedLatentVAE:

@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributions import latent_law
+from ..distributions import LATENT_FAMILIES, latent_law
 from ..nets import VectorDecoder
 from ..validation import check_components, check_mask
 from .base import CommonConfig, MCVAE, check_no_beta
+from .checks import field_problems, one_of, optional, positive_int
 from .layouts import StandardPrior
-from .mmvae import MixtureOfExpertsGuide, StrataSite
+from .mmvae import DENSITIES, MixtureOfExpertsGuide, StrataSite
 
 __all__ = ["MMVAEPlus", "MMVAEPlusConfig", "MMVAEPlusGuide", "build_mmvaeplus", "own_private"]
 
@@ -185,6 +186,10 @@ class MMVAEPlusConfig(CommonConfig):
     private_dim: int | None = None
     family: str = "normal"
     density: str = "mixture"
+
+    def problems(self) -> list[str]:
+        return super().problems() + field_problems(self, shared_dim=positive_int, private_dim=optional(positive_int),
+                                                   family=one_of(*LATENT_FAMILIES), density=one_of(*DENSITIES))
 
 
 def build_mmvaeplus(component_dims: Sequence[int], config: MMVAEPlusConfig) -> MMVAEPlus:

@@ -14,9 +14,10 @@ from typing import Sequence
 import pyro.distributions as dist
 import torch
 
-from ..distributions import latent_law, product_of_gaussian_experts
+from ..distributions import LATENT_FAMILIES, latent_law, product_of_gaussian_experts
 from ..nets import VectorDecoder
 from .base import CommonConfig, EncoderGuide
+from .checks import boolean, field_problems, non_negative_int, one_of, positive_int
 from .layouts import SharedLatentVAE, StandardPrior, subset_rows
 
 __all__ = ["MVAE", "MVAEConfig", "ProductOfExpertsGuide", "build_mvae", "middle_subsets"]
@@ -97,6 +98,10 @@ class MVAEConfig(CommonConfig):
     family: str = "normal"
     subsampled: bool = True
     random_subsets: int = 0
+
+    def problems(self) -> list[str]:
+        return super().problems() + field_problems(self, shared_dim=positive_int, family=one_of(*LATENT_FAMILIES),
+                                                   subsampled=boolean, random_subsets=non_negative_int)
 
 
 def build_mvae(component_dims: Sequence[int], config: MVAEConfig) -> MVAE:

@@ -23,6 +23,7 @@ from torch.distributions import constraints
 from ..distributions import GMRF, SampledCompletion
 from ..mcmc import PersistentHMC
 from ..nets import StackedMLP
+from .checks import boolean, field_problems, non_negative_int, non_negative_number, one_of, positive_int, sizes
 from .gmrf import BlockPosteriorConfig, GMRFGuide, block_model, gmrf_guide
 from .layouts import BlockLatentVAE
 
@@ -390,6 +391,12 @@ class NNMRFConfig(BlockPosteriorConfig):
     dense_mass: bool = True
     readapt_every: int = 1000
     completion_warmup: int = 100
+
+    def problems(self) -> list[str]:
+        return super().problems() + field_problems(
+            self, potential_hidden=sizes, hmc_warmup=non_negative_int, energy_penalty=non_negative_number,
+            penalty_form=one_of(*PENALTY_FORMS), num_chains=positive_int, dense_mass=boolean,
+            readapt_every=non_negative_int)
 
 
 def build_nnmrf(component_dims: Sequence[int], config: NNMRFConfig) -> BlockLatentVAE:

@@ -25,8 +25,8 @@ def test_builtin_methods_are_registered_with_their_objectives():
     assert get_method("mmvaeplus").objective == "dreg" and get_method("mvae").latent_field == "shared_dim"
 
 
-@pytest.mark.parametrize("name", BUILTIN)
-def test_every_builtin_method_builds_and_trains_by_name(name, tmp_path):
+@pytest.mark.parametrize("name", method_names())
+def test_every_registered_method_builds_and_trains_by_name(name, tmp_path):
     torch.manual_seed(0)
     model = build_model(name, [2, 2, 2], hidden=(8,))
     assert model.method == name and model.default_objective == get_method(name).objective
@@ -46,6 +46,46 @@ def test_settings_are_checked_by_name():
         MCVAE.build([2, 2], 2, guide="gmrf", private_dim=3)  # the old build ignored it silently
     with pytest.raises(ValueError, match="already registered"):
         register("gmrf", get_method("gmrf").config, get_method("gmrf").builder)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_config_names_all_its_bad_settings_in_one_error(name):
+    config = get_method(name).config
+    config()  # the defaults are valid
+    with pytest.raises(ValueError) as err:
+        build_model(name, [2, 2], hidden=(0,), likelihood="poisson", scale=-1.0)
+    message = str(err.value)
+    assert message.startswith(f"{config.__name__}: bad settings: ")
+    assert all(f"{field} must be" in message for field in ("hidden", "likelihood", "scale")), message
+    latent = get_method(name).latent_field
+    with pytest.raises(ValueError, match=f"{latent} must be a positive integer, got 0"):
+        config(**{latent: 0})
+
+
+def test_the_methods_own_settings_are_checked_when_built():
+    from pyro_mcvae.models import GMRFConfig, MMVAEConfig, MMVAEPlusConfig, MVAEConfig, NNMRFConfig
+
+    cases = [(GMRFConfig, dict(eps=1.5, mode="diagonalwise", prior="banana", offdiag_keep=0.0, prior_eps=2.0,
+                               subset_posteriors=-1, subset_max_size=0, subset_per_example="yes",
+                               graph=[[True, False], [True, True]]),
+              ["eps", "mode", "prior", "offdiag_keep", "prior_eps must be None or", "subset_posteriors",
+               "subset_max_size must be None or", "subset_per_example", "graph must be symmetric"]),
+             (NNMRFConfig, dict(potential_hidden=(0,), hmc_warmup=-1, energy_penalty=-0.1, penalty_form="cubic",
+                                num_chains=0, dense_mass=1, readapt_every=-5),
+              ["potential_hidden", "hmc_warmup", "energy_penalty", "penalty_form", "num_chains", "dense_mass",
+               "readapt_every"]),
+             (MVAEConfig, dict(shared_dim=2.5, family="cauchy", subsampled=None, random_subsets=-1),
+              ["shared_dim", "family", "subsampled", "random_subsets"]),
+             (MMVAEConfig, dict(density="exact", strata="some"), ["density", "strata"]),
+             (MMVAEPlusConfig, dict(private_dim=0), ["private_dim must be None or a positive integer"])]
+    for config, bad, named in cases:
+        with pytest.raises(ValueError) as err:
+            config(**bad)
+        assert all(n in str(err.value) for n in named), str(err.value)
+        assert str(err.value).count(" must be ") == len(bad), str(err.value)  # one phrase per bad field
+    with pytest.raises(ValueError, match="ALMRF prior"):
+        get_method("almrf").config(prior="standard")
+    GMRFConfig(hidden=(8,), likelihood=["normal", "bernoulli"], scale=0.5, graph=torch.eye(2, dtype=torch.bool))
 
 
 # -- a new method in a few lines (the one in docs/architecture.md) --------------------------------
