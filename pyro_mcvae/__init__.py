@@ -16,7 +16,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 _EXPORTS = {
     "assemble_block_covariance": ".covariance",
     "GMRF": ".distributions",
-    "TrainConfig": ".infer", "fit": ".infer",
+    "TrainConfig": ".infer", "fit": ".infer", "load_model": ".infer", "save_model": ".infer",
     "MCVAE": ".models", "ComponentLikelihood": ".models", "DiagonalGaussianGuide": ".models",
     "DiagonalGaussianPrior": ".models", "GMRFGuide": ".models", "GMRFPrior": ".models",
     "build_model": ".models", "register": ".models",

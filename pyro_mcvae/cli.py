@@ -29,9 +29,11 @@ A config is a TOML file::
     [train]                     # TrainConfig fields
     epochs = 50
 
-``train`` writes ``<out>/train/checkpoint.pt`` (rerunning resumes) and a copy of the config;
-``evaluate`` reads the checkpoint and writes ``<out>/metrics.json``; ``sample`` writes
-unconditional draws and draws conditioned on each single component of the test set.
+``train`` writes ``<out>/train/checkpoint.pt`` (rerunning resumes an interrupted run and reuses a
+finished one; a run there of other settings is refused, naming them, unless ``--restart``) and a
+copy of the config; ``evaluate`` reads the checkpoint and writes ``<out>/metrics.json``;
+``sample`` writes unconditional draws and draws conditioned on each single component of the test
+set. ``pyro_mcvae.load_model("<out>/train")`` rebuilds the trained model from its checkpoint alone.
 """
 
 from __future__ import annotations
@@ -98,11 +100,22 @@ def _image_run(config: dict):
     return file_commands(config["dataset"]).settings(config)
 
 
-def cmd_train(config: dict) -> dict:
+def cmd_train(config: dict, restart: bool = False) -> dict:
+    """Train (or resume) the run of ``config`` and write the config beside it; a run of other
+    settings already in ``out`` is refused before anything is written, ``config.json`` included."""
+    from .infer import RunConflictError
+
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        record = file_commands(config["dataset"]).train(config, restart=restart)
+    except RunConflictError:
+        raise  # the directory holds another run: left as it was
+    except BaseException:
+        (out / "config.json").write_text(json.dumps(config, indent=2))  # this config's interrupted run
+        raise
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    return file_commands(config["dataset"]).train(config)
+    return record
 
 
 def cmd_evaluate(config: dict) -> dict:
@@ -138,11 +151,9 @@ def cmd_curves(specs, column: str, out: str, title: str = "", chance: float | No
 
 def cmd_run(name: str, argv) -> int:
     """``pyro-mcvae run EXPERIMENT [options]``: the options come from the experiment's Config."""
-    from .experiments import get_experiment, parse_config, run_experiment
+    from .experiments import command_line, get_experiment
 
-    experiment = get_experiment(name)
-    run_experiment(experiment, parse_config(experiment, argv, prog=f"pyro-mcvae run {name}"))
-    return 0
+    return command_line(get_experiment(name), argv, prog=f"pyro-mcvae run {name}")
 
 
 def main(argv=None) -> int:
@@ -160,6 +171,10 @@ def main(argv=None) -> int:
         p.add_argument("--config", required=True, help="TOML config file")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value (TOML syntax), e.g. train.epochs=5")
+        if name == "train":
+            p.add_argument("--restart", action="store_true",
+                           help="train from the start, replacing the run in <out>/train (without it an interrupted "
+                                "run resumes, a finished one is reused and one of other settings is refused)")
         if name == "sample":
             p.add_argument("--num", type=int, default=100)
             p.add_argument("--output", help="default: <out>/samples.pt")
@@ -191,7 +206,7 @@ def main(argv=None) -> int:
             return 0
         config = load_config(args.config, args.set)
         if args.command == "train":
-            record = cmd_train(config)
+            record = cmd_train(config, args.restart)
             print(json.dumps({k: v for k, v in record.items() if k in ("steps", "final_loss", "training")},
                              indent=2, default=str))
         elif args.command == "evaluate":

@@ -49,6 +49,9 @@ class RunConfig:
     jobs: int | None = option(None, "train this many runs at once in separate processes, one thread each "
                                     "(default: one per CPU core, at most one per run)")
     no_progress: bool = option(False, "no progress bars")
+    restart: bool = option(False, "train every run again from the start, replacing the runs already in --out "
+                                  "(without it a finished run is reused, an interrupted one resumed, and a run "
+                                  "trained with other settings is refused, naming them)")
 
     def check(self) -> None:
         """Normalise and validate (a ``ValueError`` names the bad option)."""

@@ -72,7 +72,9 @@ class VectorFiles:
         return restore(self.model(config, dataset), Path(config["out"]) / "train", device,
                        hint="run `pyro-mcvae train` with this config first")
 
-    def train(self, config: dict) -> dict:
+    def train(self, config: dict, restart: bool = False) -> dict:
+        """Train (resume, or reuse) the run in ``<out>/train``; a run there of other settings is
+        refused, naming them; ``restart`` trains afresh over it."""
         from ..infer import TrainConfig
 
         device = resolve_device(config["device"])
@@ -84,8 +86,10 @@ class VectorFiles:
             train_config = TrainConfig(**settings | {"device": str(device)})
         except TypeError as err:
             raise ConfigError(f"config [train]: {err}") from None
-        result, _ = train_or_resume(model, torch.as_tensor(dataset.train), train_config, Path(config["out"]) / "train")
-        record = {"steps": result.steps, "final_loss": result.losses[-1], "checkpoint": str(result.checkpoint)}
+        result, trained = train_or_resume(model, torch.as_tensor(dataset.train), train_config,
+                                          Path(config["out"]) / "train", restart=restart)
+        record = {"steps": result.steps, "final_loss": result.losses[-1], "checkpoint": str(result.checkpoint),
+                  "train_config": trained["train_config"], "model_config": trained["model_config"]}
         (Path(config["out"]) / "training.json").write_text(json.dumps(record, indent=2))
         return record
 
@@ -152,13 +156,16 @@ class ImageFiles:
                 settings[key] = value
         return self.run_class(**settings)
 
-    def _stages(self, config: dict, stages) -> dict:
-        record = self.run(self.settings(config), stages=stages)
+    def _stages(self, config: dict, stages, restart: bool = False) -> dict:
+        settings = self.settings(config)
+        if restart:  # the run settings' own switch (--restart of the image benchmarks)
+            settings = dataclasses.replace(settings, resume=False)
+        record = self.run(settings, stages=stages)
         record.pop("_samples", None)
         return record
 
-    def train(self, config: dict) -> dict:
-        return self._stages(config, ("train",))
+    def train(self, config: dict, restart: bool = False) -> dict:
+        return self._stages(config, ("train",), restart)
 
     def evaluate(self, config: dict) -> dict:
         return self._stages(config, ("evaluate",))

@@ -3,8 +3,10 @@ restore, the per-model/per-seed loop (in worker processes with ``jobs > 1``), ``
 with provenance, ``table.md`` and figures.
 
 Layout of a run: ``OUT/<model>/seed<S>/`` holds each run's log and checkpoint (running the same
-command again resumes an interrupted run and reuses a finished one), ``OUT/results.json``,
-``OUT/table.md`` and the experiment's figures.
+command again resumes an interrupted run and reuses a finished one; with other settings it is
+refused before anything runs, naming them, unless ``--restart`` asks to train again),
+``OUT/results.json`` (with the settings each checkpoint was trained with), ``OUT/table.md`` and
+the experiment's figures.
 """
 
 from __future__ import annotations
@@ -19,42 +21,79 @@ from pathlib import Path
 import torch
 
 from ..infer import TrainConfig, fit, load_checkpoint, resolve_device, seed_everything
+from ..infer.checkpoint import CHECKPOINT_NAME, RunConflictError, load_weights
+from ..infer.config import settings_record
+from ..infer.trainer import run_differences
 from ..models.base import MCMCPrior
+from ..models.records import model_record, plain
 from ..parallel import map_in_processes
 from ..provenance import provenance
 from .base import Experiment, parse_config
 
-__all__ = ["EVAL_SEED_OFFSET", "command_line", "restore", "resolve_device", "run_experiment", "run_one",
-           "save_prior_chains", "train_or_resume"]
+__all__ = ["EVAL_SEED_OFFSET", "check_runs", "command_line", "restore", "resolve_device", "run_experiment", "run_one",
+           "save_prior_chains", "train_config", "train_or_resume"]
 
 #: Generation after training draws from its own stream: seed + this.
 EVAL_SEED_OFFSET = 1_000_000
 
 
-def train_or_resume(model, data, config: TrainConfig, run_dir, progress: bool = True, **fit_options) -> tuple:
+def train_or_resume(model, data, config: TrainConfig, run_dir, progress: bool = True, restart: bool = False,
+                    **fit_options) -> tuple:
     """Train ``model`` with its log and checkpoint in ``run_dir``: an interrupted run resumes, a
-    finished one only loads. Returns the :class:`TrainResult` and a record of the run (the
-    run's own clock from its log: a reused run reports its original time)."""
+    finished one only loads, one of other settings is refused (naming them); ``restart`` (or,
+    as the image benchmarks' ``--restart`` passes it, ``resume=False``) trains afresh over it.
+    Returns the :class:`TrainResult` and a record of the run: the run's own clock from its log
+    (a reused run reports its original time), the training settings and the model's settings
+    its checkpoint holds (``train_config``, ``model_config``)."""
+    restart = restart or not fit_options.pop("resume", True)
     started = time.perf_counter()
-    result = fit(model, data, config, out_dir=run_dir, progress=progress, **fit_options)
+    result = fit(model, data, config, out_dir=run_dir, progress=progress, overwrite=restart, **fit_options)
     seconds = result.history[-1]["seconds"] if result.history else time.perf_counter() - started
     record = {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
-              "train_seconds": round(seconds, 2), "ms_per_step": round(1000 * seconds / max(result.steps, 1), 2)}
+              "train_seconds": round(seconds, 2), "ms_per_step": round(1000 * seconds / max(result.steps, 1), 2),
+              "train_config": plain(settings_record(config)), "model_config": plain(model_record(model))}
     return result, record
 
 
 def restore(model, run_dir, device="cpu", hint: str = "train it first (same settings and output directory)"):
     """``model`` (freshly built) with the weights of the training run in ``run_dir``, on
-    ``device`` in eval mode; clear errors when there is no checkpoint or it does not fit."""
-    path = Path(run_dir) / "checkpoint.pt"
+    ``device`` in eval mode; clear errors when there is no checkpoint, or it holds a model of
+    other settings (named) or shapes. :func:`pyro_mcvae.load_model` needs no model."""
+    path = Path(run_dir) / CHECKPOINT_NAME
     if not path.is_file():
         raise ValueError(f"no trained model at {path}; {hint}")
-    device = resolve_device(device)
-    try:
-        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{path} was written by a different model configuration: {err}") from None
-    return model.to(device).eval()
+    return load_weights(model, path, device)
+
+
+def check_runs(experiment: Experiment, config, data) -> None:
+    """Before any run starts: every (model, seed) whose run directory already holds a checkpoint
+    must have been trained with this command's settings (it is then resumed or reused), else
+    :class:`~pyro_mcvae.infer.RunConflictError` names the runs and settings that differ and
+    nothing is written. ``config.restart`` skips the check (those runs are trained again)."""
+    if getattr(config, "restart", False):
+        return
+    conflicts = []
+    for name in config.model:
+        for seed in experiment.seeds(config):
+            path = experiment.run_dir(config, name, seed) / CHECKPOINT_NAME
+            if not path.is_file():
+                continue
+            model = build_seeded(experiment, config, data, name, seed)
+            train = experiment.train_data(data)
+            n = len(train[0]) if isinstance(train, (list, tuple)) else len(train)
+            differences = run_differences(load_checkpoint(path), model, train_config(experiment, config, name, seed), n)
+            if differences:
+                conflicts.append(f"{path.parent} holds a run of {differences}")
+    if conflicts:
+        raise RunConflictError("; ".join(conflicts) + ". Rerun with the settings those runs were trained with, or "
+                               "choose another --out (nothing was changed)")
+
+
+def train_config(experiment: Experiment, config, model_name: str, seed: int) -> TrainConfig:
+    """The training settings of one run."""
+    elbo, particles = experiment.objective(config, model_name)
+    return TrainConfig(**experiment.train_settings(config), elbo=elbo, num_particles=particles, seed=seed,
+                       device=str(resolve_device(config.device)))
 
 
 def build_seeded(experiment: Experiment, config, data, model_name: str, seed: int):
@@ -67,16 +106,15 @@ def run_one(experiment: Experiment, config, data, model_name: str, seed: int, th
     """Train (or resume, or reuse) one model for one seed and evaluate it."""
     if threads:
         torch.set_num_threads(threads)
-    device = str(resolve_device(config.device))
     model = build_seeded(experiment, config, data, model_name, seed)
-    elbo, particles = experiment.objective(config, model_name)
-    train_config = TrainConfig(**experiment.train_settings(config), elbo=elbo, num_particles=particles,
-                               seed=seed, device=device)
+    settings = train_config(experiment, config, model_name, seed)
     run_dir = experiment.run_dir(config, model_name, seed)
-    _, record = train_or_resume(model, experiment.train_data(data), train_config, run_dir,
+    _, record = train_or_resume(model, experiment.train_data(data), settings, run_dir,
                                 progress=not config.no_progress and config.jobs == 1,
-                                mask=experiment.train_mask(data), callbacks=experiment.callbacks(config, run_dir))
-    record = {"seed": seed, "elbo": elbo, "particles": particles, "epochs": train_config.epochs} | record
+                                restart=getattr(config, "restart", False), mask=experiment.train_mask(data),
+                                callbacks=experiment.callbacks(config, run_dir))
+    record = {"seed": seed, "elbo": settings.elbo, "particles": settings.num_particles,
+              "epochs": settings.epochs} | record
     if isinstance(model.prior, MCMCPrior):
         record |= save_prior_chains(model.prior, run_dir, getattr(config, "chain_transitions", 0))
     record |= experiment.evaluate(model, data, config, seed)
@@ -131,6 +169,8 @@ def run_experiment(experiment: Experiment, config) -> dict:
     if experiment.shortcut(config):  # a mode that replaces the runs
         return {}
     data = experiment.data(config)
+    if experiment.run_model is None:  # the image benchmarks' pipelines check inside fit, model by model
+        check_runs(experiment, config, data)
     started = time.perf_counter()
     results = run_all(experiment, config, data)
     if int(os.environ.get("RANK", "0")) != 0:  # data-parallel training (torchrun): rank 0 reports

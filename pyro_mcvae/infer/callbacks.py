@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_netcdf, atomic_write_csv, read_number_csv
 from ..models.base import MCMCPrior
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import RunConflictError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 
 __all__ = [
     "Callback",
@@ -586,20 +586,33 @@ class Checkpoint(Callback):
     at a ``KeyboardInterrupt`` (at the last finished step). Never after any other error: the last
     good checkpoint stays.
 
-    ``resume``: if ``path`` exists, the run continues from it (in :meth:`setup`), with the numbers
-    an uninterrupted run would have had.
+    A run has one identity. If ``path`` exists, with ``resume`` the run continues from it (in
+    :meth:`setup`), with the numbers an uninterrupted run would have had (a finished run is
+    reused as it is), and a run of other settings is refused (the trainer's
+    ``load_state_dict`` names them); without ``resume`` it is refused. Both refusals
+    (:class:`~.checkpoint.RunConflictError`) come before anything is written. ``overwrite``:
+    discard an existing checkpoint and start afresh, the one way to replace a run.
     """
 
     order = 100
 
-    def __init__(self, path, every_steps: int = 0, resume: bool = True):
-        self.path, self.every_steps, self.resume = Path(path), int(every_steps), resume
+    def __init__(self, path, every_steps: int = 0, resume: bool = True, overwrite: bool = False):
+        self.path, self.every_steps, self.resume, self.overwrite = Path(path), int(every_steps), resume, overwrite
         self._saved_step = None
 
     def setup(self, trainer) -> None:
-        if self.resume and self.path.exists():
-            # On the CPU: generator states must stay there; load_state_dict copies to the device.
-            trainer.load_state_dict(load_checkpoint(self.path, map_location="cpu"), source=f"checkpoint {self.path}")
+        if self.path.exists():
+            if self.overwrite:
+                if trainer.is_main:
+                    self.path.unlink()
+            elif not self.resume:
+                raise RunConflictError(f"{self.path} already holds a training run; fit(..., resume=False) does not "
+                                       "replace it. Resume or reuse it (resume=True, with the settings it was "
+                                       "trained with), or train into another out_dir (nothing was changed)")
+            else:
+                # On the CPU: generator states must stay there; load_state_dict copies to the device.
+                trainer.load_state_dict(load_checkpoint(self.path, map_location="cpu"),
+                                        source=f"checkpoint {self.path}")
         self._saved_step = trainer.state["step"]
 
     def save(self, trainer, collective: bool = True) -> None:

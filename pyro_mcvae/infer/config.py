@@ -7,7 +7,7 @@ both can import it; :mod:`pyro_mcvae.infer.train` re-exports every name here.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pyro
@@ -15,9 +15,10 @@ import torch
 
 from . import distributed
 from .objectives import OBJECTIVES, objective_for
-from .schedules import parse_beta_schedule
+from .schedules import ConstantBeta, CyclicalBeta, LinearWarmup, parse_beta_schedule
 
-__all__ = ["TrainConfig", "build_objective", "seed_everything", "amp_dtype", "AMP_DTYPES"]
+__all__ = ["TrainConfig", "build_objective", "seed_everything", "amp_dtype", "AMP_DTYPES", "RUNTIME_FIELDS",
+           "settings_record", "train_differences"]
 
 AMP_DTYPES = {"bf16": torch.bfloat16}
 
@@ -119,3 +120,64 @@ def build_objective(model, config: TrainConfig):
     :func:`~pyro_mcvae.infer.objectives.objective_for`. The one place that decides it (the loop
     never builds objectives itself)."""
     return objective_for(model, config.elbo, config.num_particles)
+
+
+#: Settings of where and how a run executes, not of what it computes: a run may be resumed or
+#: reused with other values of these (say on another device).
+RUNTIME_FIELDS = ("device", "data_device", "checkpoint_every", "validate", "tensorboard", "distributed",
+                  "find_unused_parameters")
+
+
+def settings_record(config: TrainConfig) -> dict:
+    """``config`` as a checkpoint and ``results.json`` record it (``beta`` and ``amp`` as text)."""
+    return asdict(config) | {"beta": config.beta if isinstance(config.beta, (int, float)) else str(config.beta),
+                             "amp": str(config.amp)}
+
+
+def train_differences(saved: dict, config: TrainConfig, default_elbo: str) -> list[str]:
+    """``"<setting>: <saved> in the checkpoint, <now> here"`` for every setting of ``config``
+    that differs from the run a checkpoint recorded (``saved``, :func:`settings_record`).
+    Not compared: :data:`RUNTIME_FIELDS`; ``epochs`` unless ``lr_final`` is set (a run may go on
+    to more epochs, but a decay to ``lr_final`` is spread over all of them); a ``beta`` given as
+    a function of the step (it has no recorded form). ``elbo=None`` is the method's
+    ``default_elbo``."""
+    out = []
+    for f in fields(TrainConfig):
+        name = f.name
+        if name in RUNTIME_FIELDS or name not in saved:
+            continue
+        if name == "epochs" and config.lr_final is None and saved.get("lr_final") is None:
+            continue
+        old, new = saved[name], getattr(config, name)
+        if name == "elbo":
+            same = (old or default_elbo) == (new or default_elbo)
+        elif name == "beta":
+            old_law, new_law = _schedule(old), _schedule(new)
+            same = old_law is None or new_law is None or old_law == new_law
+        elif name == "amp":
+            same = _amp(old) == _amp(new)
+        else:
+            same = old == new
+        if not same:
+            out.append(f"{name}: {old!r} in the checkpoint, {new!r} here")
+    return out
+
+
+def _schedule(beta):
+    """A beta setting as a comparable schedule, or ``None`` for a function of the step."""
+    if isinstance(beta, (ConstantBeta, LinearWarmup, CyclicalBeta)):
+        return beta
+    if callable(beta):
+        return None
+    try:
+        return parse_beta_schedule(beta)
+    except ValueError:  # the text of a function recorded by an earlier checkpoint
+        return None
+
+
+def _amp(value):
+    value = {"False": False, "True": True, "None": None}.get(value, value) if isinstance(value, str) else value
+    try:
+        return amp_dtype(value)
+    except ValueError:
+        return value

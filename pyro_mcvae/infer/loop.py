@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 from .callbacks import Checkpoint, StepInfo
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import capture_rng_state, restore_rng_state
 
 __all__ = ["TrainResult", "TrainingLoop", "SupervisedTrainer"]
-
-CHECKPOINT_FORMAT = "pyro_mcvae-1"
 
 
 @dataclass

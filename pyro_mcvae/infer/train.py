@@ -20,6 +20,7 @@ import torch
 
 from .callbacks import CHAIN_FIELDS, summary_writer_class  # noqa: F401 - re-exported
 from .callbacks import ChainDiagnostics, Checkpoint, CSVLogger, ProgressBar, StopOnNaN, TensorBoard, TrainingDivergedError
+from .checkpoint import CHECKPOINT_NAME
 from .config import AMP_DTYPES  # noqa: F401 - re-exported
 from .config import TrainConfig, build_objective, seed_everything
 from .loop import TrainResult
@@ -28,24 +29,24 @@ from .trainer import Trainer
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "fit", "seed_everything",
            "build_objective", "default_callbacks"]
-CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 TENSORBOARD_DIR = "tensorboard"
 
 
 def default_callbacks(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = True,
-                      progress: bool = True) -> list:
+                      progress: bool = True, overwrite: bool = False) -> list:
     """The callbacks :func:`fit` trains with: NaN stop, MCMC chain diagnostics and the progress
     bar; with ``out_dir``, ``log.csv`` and ``checkpoint.pt`` there (every
-    ``config.checkpoint_every`` steps and at epoch ends, resumed from when ``resume``), and
-    ``tensorboard/`` when ``config.tensorboard``."""
+    ``config.checkpoint_every`` steps and at epoch ends; ``resume`` and ``overwrite`` as in
+    :class:`~.callbacks.Checkpoint`), and ``tensorboard/`` when ``config.tensorboard``."""
     callbacks = [StopOnNaN(), ChainDiagnostics(), ProgressBar(progress)]
     if config.tensorboard and out_dir is None:
         raise ValueError("TrainConfig(tensorboard=True) needs an out_dir to write to")
     if out_dir is not None:
         out = Path(out_dir)
         callbacks += [CSVLogger(out / LOG_NAME),
-                      Checkpoint(out / CHECKPOINT_NAME, every_steps=config.checkpoint_every, resume=resume)]
+                      Checkpoint(out / CHECKPOINT_NAME, every_steps=config.checkpoint_every, resume=resume,
+                                 overwrite=overwrite)]
         if config.tensorboard:
             callbacks.append(TensorBoard(out / TENSORBOARD_DIR))  # fails now if tensorboard is missing
     return callbacks
@@ -61,6 +62,7 @@ def fit(
     mask: torch.Tensor | None = None,
     batch_transform: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
     callbacks: Sequence = (),
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``model`` (an :class:`~pyro_mcvae.MCVAE` or any module with ``.model``/``.guide``
     programs taking ``(xs, beta=...)``) with SVI.
@@ -70,9 +72,17 @@ def fit(
             a tensor ``(N, M, ...)`` or list of tensors ``(N, ...)`` of any dtype (e.g. ``uint8``
             images).
         mask: optional bool ``(N, M)``, False where a component is absent from a sample.
-        out_dir: where ``log.csv`` and ``checkpoint.pt`` go; with ``resume`` an existing
-            checkpoint there continues the same run (same numbers as an uninterrupted run).
-            A ``KeyboardInterrupt`` writes a checkpoint at the last finished step first.
+        out_dir: where ``log.csv`` and ``checkpoint.pt`` go. The checkpoint records the model's
+            settings (method, config, component sizes) and the training settings beside the
+            weights: :func:`~pyro_mcvae.load_model` rebuilds the model from it alone. A
+            ``KeyboardInterrupt`` writes a checkpoint at the last finished step first.
+        resume: an existing checkpoint in ``out_dir`` continues the same run (the numbers of an
+            uninterrupted run; a finished run returns at once). A run directory has one identity:
+            a checkpoint of another model or other training settings (``lr``, ``beta``, ``seed``,
+            ...; not the device or logging options) is refused with the settings that differ, and
+            so is any existing checkpoint when ``resume=False``. Nothing is changed by a refusal.
+        overwrite: discard an existing run in ``out_dir`` and train afresh (the one way to
+            replace a run).
         batch_transform: applied to each minibatch (a list of ``M`` tensors) on the training
             device after indexing, e.g. ``lambda xs: [x.float() / 255 for x in xs]``; the data
             checks run on the transformed first batch.
@@ -89,5 +99,5 @@ def fit(
     Clears Pyro's global parameter store: the model's parameters are registered anew.
     """
     config = config or TrainConfig()
-    everything = [*default_callbacks(config, out_dir, resume, progress), *callbacks]
+    everything = [*default_callbacks(config, out_dir, resume, progress, overwrite), *callbacks]
     return Trainer(model, data, config, everything, mask=mask, batch_transform=batch_transform).fit()

@@ -11,7 +11,6 @@ checkpoints and resuming, progress, chain diagnostics, evaluation, stopping -- i
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Callable, Sequence
 
 import pyro
@@ -20,13 +19,13 @@ from pyro.infer import SVI
 
 from ..validation import check_components, check_finite, check_mask
 from . import distributed
-from .checkpoint import capture_rng_state, restore_rng_state
-from .config import TrainConfig, amp_dtype, build_objective, seed_everything
+from .checkpoint import RunConflictError, capture_rng_state, model_differences, model_settings, restore_rng_state
+from .config import TrainConfig, amp_dtype, build_objective, seed_everything, settings_record, train_differences
 from .loop import TrainingLoop
 from .objectives.base import StratifiedGuide
 from .schedules import parse_beta_schedule
 
-__all__ = ["Trainer", "LOG_FIELDS", "resolve_device"]
+__all__ = ["Trainer", "LOG_FIELDS", "resolve_device", "run_differences"]
 
 LOG_FIELDS = ["epoch", "step", "loss", "beta", "seconds", "step_ms", "samples_per_s"]
 # The data stay on a GPU when they take at most this share of its free memory ("auto").
@@ -189,6 +188,10 @@ class Trainer(TrainingLoop):
         self.batch_transform = batch_transform
         model.to(device)
         super().__init__(model, n, config.epochs, config.batch_size, config.seed, callbacks)
+        # What rebuilds the model (method, config, sizes): computed once, it also refuses early a
+        # config that could not be saved.
+        self._model_settings = model_settings(model)
+
 
     @property
     def is_main(self) -> bool:
@@ -222,22 +225,26 @@ class Trainer(TrainingLoop):
         ranks_rng = None
         if ctx is not None and collective:
             ranks_rng = distributed.gather_objects(capture_rng_state())  # every rank takes part
-        return super().state_dict(collective) | {
+        return super().state_dict(collective) | self._model_settings | {
             "model": self.model.state_dict(),
             "param_store": pyro.get_param_store().get_state(),
             "optimizer": self.optim.get_state(),
             "rng_ranks": ranks_rng,  # data-parallel: every rank's generators, for an exact resume
-            "config": asdict(config) | {"beta": str(config.beta), "amp": str(config.amp)},
+            "config": settings_record(config),
             "world_size": 1 if ctx is None else ctx.world_size,
         }
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        differences = run_differences(state, self.model, self.config, self.num_samples)
+        if differences:
+            raise RunConflictError(f"{source} holds a run of {differences}. Resume or reuse it with the settings it "
+                                   "was trained with, or train into another out_dir (nothing was changed)")
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
             raise ValueError(
                 f"{source} was written by a different model (its parameters do not "
-                f"match); use another out_dir or resume=False. Details: {err}"
+                f"match); train into another out_dir. Details: {err}"
             ) from None
         store = state["param_store"]
         # Module parameters are already in the model; only bare pyro.param sites go back to the store.
@@ -305,6 +312,21 @@ class Trainer(TrainingLoop):
             # Every rank returns once rank 0's files are complete: a rank that went on to read the
             # checkpoint (a resumed fit) would otherwise find the previous one, mid-replacement.
             distributed.barrier(self.context)
+
+
+def run_differences(state: dict, model, config: TrainConfig, num_samples: int | None = None) -> str:
+    """How a run of ``model`` under ``config`` on ``num_samples`` training samples differs from
+    the run a checkpoint's ``state`` holds (``""``: it does not): the model's settings
+    (:func:`~.checkpoint.model_differences`), the training settings that change the numbers
+    (:func:`~.config.train_differences`) and the number of training samples."""
+    model_diff = model_differences(state, model)
+    train = train_differences(state.get("config", {}), config, getattr(model, "default_objective", "meanfield"))
+    perm = (state.get("loop") or {}).get("perm")
+    if num_samples is not None and perm is not None and len(perm) != num_samples:
+        train.append(f"training samples: {len(perm)} in the checkpoint, {num_samples} here")
+    parts = ([f"a different model ({'; '.join(model_diff)})"] if model_diff else []) + (
+        [f"other training settings ({'; '.join(train)})"] if train else [])
+    return " and ".join(parts)
 
 
 def _seed_rank(ctx, seed: int, ckpt: dict | None, step: int) -> None:

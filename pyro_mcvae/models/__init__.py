@@ -21,6 +21,7 @@ _EXPORTS = {
     "MMVAEPlus": ".mmvaeplus", "MMVAEPlusConfig": ".mmvaeplus", "MMVAEPlusGuide": ".mmvaeplus",
     "Method": ".registry", "build_model": ".registry", "get_method": ".registry", "method_names": ".registry",
     "register": ".registry",
+    "build_from_record": ".records", "model_record": ".records", "record_differences": ".records",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

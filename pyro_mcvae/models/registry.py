@@ -74,7 +74,9 @@ def build_model(name: str, component_dims: Sequence[int], config=None, **fields)
         raise ValueError(f"{method.config.__name__} has no field(s) {unknown}; fields: {sorted(known)}")
     config = dataclasses.replace(config, **fields)
     model = method.builder(list(component_dims), config)
-    model.method, model.default_objective = name, method.objective
+    # What a checkpoint records to rebuild the model (models/records.py): the name and the config
+    # the builder was given.
+    model.method, model.default_objective, model.config = name, method.objective, config
     return model
 
 

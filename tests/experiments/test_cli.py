@@ -71,6 +71,22 @@ def test_set_overrides_and_resume(tmp_path):
     assert len(log) == 3  # resumed: one more epoch, not two
 
 
+def test_train_rerun_with_other_settings_is_refused_unless_restart(tmp_path, capsys):
+    cfg = _write(tmp_path)
+    assert main(["train", "--config", str(cfg)]) == 0
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted((tmp_path / "out").rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--set", "train.lr=0.01", "--set", "model.likelihood='laplace'"]) == 2
+    err = capsys.readouterr().err
+    assert "likelihood: 'normal' in the checkpoint, 'laplace' here" in err and "lr: 0.001 in the checkpoint, 0.01" in err
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files  # config.json included
+    assert main(["train", "--config", str(cfg), "--set", "train.lr=0.01", "--restart"]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["train"]["lr"] == 0.01
+    from pyro_mcvae import load_model
+
+    assert load_model(tmp_path / "out").config.likelihood == "normal"  # the one run below out/
+
+
 def test_config_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")

@@ -87,3 +87,40 @@ def test_cli_run_command(tmp_path, capsys):
     assert main(["run", "copula", *TINY, "--model", "mvae", "--out", str(tmp_path)]) == 0
     assert "| mvae |" in capsys.readouterr().out
     assert json.loads((tmp_path / "results.json").read_text())["results"]["mvae"][0]["elbo"] == "meanfield"
+
+
+def _files(folder):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_cli_rerun_with_other_settings_is_refused_and_restart_trains_again(tmp_path, capsys, monkeypatch):
+    from pyro_mcvae.cli import main
+
+    monkeypatch.setattr(type(get_experiment("copula")), "figures", lambda *args: [])  # their drawing is slow
+    args = ["run", "copula", *TINY, "--likelihood-samples", "0", "--sampler-components", "0", "--model", "gmrf",
+            "mvae", "--out", str(tmp_path)]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["results"]["gmrf"][0]["train_config"]["lr"] == 0.002
+    assert record["results"]["gmrf"][0]["model_config"]["config"]["prior"] == "precision"
+    before = _files(tmp_path)
+    capsys.readouterr()
+    # Other settings into the finished runs: one line naming every run and setting, nothing changed.
+    assert main([*args, "--lr", "0.02"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "lr: 0.002 in the checkpoint, 0.02 here" in err and "gmrf" in err and "mvae" in err
+    assert main([*args, "--latent-dim", "3"]) == 2
+    assert "block_dim: 2 in the checkpoint, 3 here" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    # Asked for explicitly: trained again, and results.json records what the checkpoint holds.
+    assert main([*args, "--model", "gmrf", "--lr", "0.02", "--restart"]) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["results"]["gmrf"][0]["train_config"]["lr"] == 0.02
+    assert load_checkpoint_settings(tmp_path / "gmrf" / "seed0")["lr"] == 0.02
+
+
+def load_checkpoint_settings(run_dir):
+    from pyro_mcvae.infer import load_checkpoint
+
+    return load_checkpoint(run_dir / "checkpoint.pt")["config"]
