@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from .models.base import MCVAE
-from .validation import check_components, check_finite
+from .validation import check_finite
 
 __all__ = ["GaussianMixture", "LatentSampler", "encode_latents", "fit_latent_sampler"]
 
@@ -237,7 +237,7 @@ def encode_latents(model: MCVAE, data, use_mean: bool = True, batch_size: int = 
     ``(N, D_k)`` or one ``(N, M, D)``) in batches, with the model in eval mode (restored after).
     With ``use_mean=False`` the draws use the torch RNG seeded with ``seed`` (forked: the global
     stream is left as it was)."""
-    xs = check_components(data, model.component_dims)
+    xs = model.check_data(data)
     batch_size = _positive_int(batch_size, "batch_size")
     n = xs[0].shape[0]
     if n == 0:

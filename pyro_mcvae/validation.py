@@ -1,10 +1,18 @@
-"""Input checks shared by the package: each raises a ``ValueError`` naming what was expected."""
+"""Input checks shared by the package: each raises a ``ValueError`` naming what was expected.
+
+Data reach a model as ``torch`` tensors or NumPy arrays of floating point, in any floating dtype:
+:func:`check_components` converts them to the model's dtype (and, where asked, device), so that
+``torch.from_numpy`` output (float64) works with a float32 model. Integer data are refused rather
+than converted (8-bit images need scaling, which only the caller knows).
+"""
 
 from __future__ import annotations
 
+import numbers
 import operator
 from typing import Sequence
 
+import numpy as np
 import torch
 
 
@@ -20,13 +28,19 @@ def check_components(
     component_dims: Sequence[int],
     name: str = "data",
     check_values: bool = True,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
 ) -> list[torch.Tensor]:
     """Normalise multi-component input to a list of ``(batch, D_i)`` tensors and check it.
 
-    ``xs`` is either a list of ``M`` tensors ``(batch, D_i)`` or one tensor ``(batch, M, D)`` when
-    every component has the same size ``D``.
+    ``xs`` is either a list of ``M`` tensors or NumPy arrays ``(batch, D_i)`` or one ``(batch, M,
+    D)`` when every component has the same size ``D``, of floating point. ``dtype`` and ``device``
+    (``None``: as given; NumPy arrays: the default dtype and the CPU) are what the tensors are
+    converted to, the model's. ``check_values``: refuse NaN and infinite values.
     """
     m = len(component_dims)
+    if isinstance(xs, np.ndarray):
+        xs = _as_tensor(xs, name)
     if isinstance(xs, torch.Tensor):
         if xs.dim() != 3:
             raise ValueError(
@@ -47,10 +61,7 @@ def check_components(
         )
     batch = None
     for i, (x, dim) in enumerate(zip(xs, component_dims)):
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name} component {i} must be a torch tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} component {i} must be floating point, got {x.dtype}")
+        x = xs[i] = _as_tensor(x, f"{name} component {i}", dtype, device)
         if x.dim() != 2 or x.shape[-1] != dim:
             raise ValueError(
                 f"{name} component {i} must have shape (batch, {dim}), got {tuple(x.shape)}"
@@ -88,11 +99,65 @@ def check_component_indices(indices, num_components: int, name: str = "component
 
 
 def check_mask(mask, batch: int, num_components: int) -> torch.Tensor | None:
-    """A presence mask: ``None`` (all present) or bool ``(batch, M)``, True where present."""
+    """A presence mask: ``None`` (all present) or bool ``(batch, M)`` (tensor or NumPy array), True
+    where present."""
     if mask is None:
         return None
+    if isinstance(mask, np.ndarray) and mask.dtype == np.bool_:
+        mask = torch.from_numpy(mask)
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor (batch, M), got {getattr(mask, 'dtype', type(mask))}")
     if mask.shape != (batch, num_components):
         raise ValueError(f"mask must have shape (batch={batch}, M={num_components}), got {tuple(mask.shape)}")
     return mask
+
+
+def _as_tensor(x, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    """``x`` (tensor or NumPy array of floating point) as a tensor of ``dtype`` on ``device``."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind != "f":
+            raise ValueError(f"{name} must be floating point, got a NumPy array of {x.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        dtype = dtype or torch.get_default_dtype()
+    elif not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch tensor or a NumPy array, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {x.dtype} (convert it, e.g. x.float() / 255 for "
+                         "8-bit images)")
+    return x.to(device=device, dtype=dtype)
+
+
+def check_domains(xs: Sequence[torch.Tensor], domains: Sequence, name: str = "data",
+                  mask: torch.Tensor | None = None, labels: Sequence[int] | None = None) -> None:
+    """Raise if a component's values leave its likelihood's domain. ``domains``: per component
+    ``None`` (any real number) or ``(kind, low, high)``, e.g. ``("bernoulli", 0.0, 1.0)``;
+    ``mask`` (bool ``(batch, M)``): only the present rows of each component are checked;
+    ``labels``: the components' indices in messages (default ``0..M-1``)."""
+    for i, (x, domain) in enumerate(zip(xs, domains)):
+        if domain is None:
+            continue
+        kind, low, high = domain
+        values = x if mask is None else x[mask[:, i].to(x.device)]
+        if values.numel() and not bool(((values >= low) & (values <= high)).all()):
+            lo, hi = float(values.min()), float(values.max())
+            raise ValueError(f"{name} component {i if labels is None else labels[i]} has values in [{lo:g}, {hi:g}]; its {kind} likelihood takes "
+                             f"values in [{low:g}, {high:g}]")
+
+
+def check_sizes(sizes, name: str = "component sizes") -> list[int]:
+    """A non-empty sequence of positive integers (e.g. the components' sizes), as ``int``s."""
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
+        raise ValueError(f"{name} must be a non-empty list of positive integers, got {sizes!r}")
+    for k in sizes:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not k >= 1:
+            raise ValueError(f"{name} must be positive integers, got {list(sizes)!r}")
+    return [int(k) for k in sizes]
+
+
+def module_dtype(module: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of a module's first floating-point parameter or buffer (the default
+    dtype and the CPU for a module with none): what the data it takes are converted to."""
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return torch.get_default_dtype(), torch.device("cpu")

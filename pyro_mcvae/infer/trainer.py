@@ -17,7 +17,8 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from ..validation import check_components, check_finite, check_mask
+from ..models.base import MCVAE
+from ..validation import check_components, check_domains, check_finite, check_mask, module_dtype
 from . import distributed
 from .checkpoint import RunConflictError, capture_rng_state, model_differences, model_settings, restore_rng_state
 from .config import TrainConfig, amp_dtype, build_objective, seed_everything, settings_record, train_differences
@@ -76,16 +77,16 @@ def resolve_device(name) -> torch.device:
     return device
 
 
-def _components(data, component_dims: Sequence[int], batch_transform, probe_size: int, device):
+def _components(data, component_dims: Sequence[int], batch_transform, probe_size: int, device, dtype):
     """The training data as a list of ``M`` tensors ``(N, ...)``, checked.
 
     Without ``batch_transform`` the data must be what the model takes (floating point, finite,
-    ``(N, D_k)``). With it, the raw tensors may be of any dtype and shape ``(N, ...)``; the first
+    ``(N, D_k)``; tensors or NumPy arrays, converted to the model's ``dtype``). With it, the raw tensors may be of any dtype and shape ``(N, ...)``; the first
     ``probe_size`` rows are transformed on ``device`` and checked instead (floating-point raw data
     are also checked for NaN and infinite values in full).
     """
     if batch_transform is None:
-        return check_components(data, component_dims, "training data")
+        return check_components(data, component_dims, "training data", dtype=dtype)
     m = len(component_dims)
     if isinstance(data, torch.Tensor):
         if data.dim() < 3:
@@ -107,7 +108,7 @@ def _components(data, component_dims: Sequence[int], batch_transform, probe_size
         if x.is_floating_point():
             check_finite(x, f"training data component {i}")
     probe = batch_transform([x[:probe_size].to(device) for x in xs])
-    check_components(probe, component_dims, "training data after batch_transform")
+    check_components(probe, component_dims, "training data after batch_transform", dtype=dtype)
     return xs
 
 
@@ -176,11 +177,14 @@ class Trainer(TrainingLoop):
             distributed.check_objective(self.objective)
         device = self.device = self.context.device if self.context is not None else resolve_device(config.device)
 
-        xs = _components(data, model.component_dims, batch_transform, config.batch_size, device)
+        dtype, _ = module_dtype(model)  # the data are converted to it (e.g. float64 NumPy arrays)
+        xs = _components(data, model.component_dims, batch_transform, config.batch_size, device, dtype)
         n = xs[0].shape[0]
         mask = check_mask(mask, n, len(xs))
         if mask is not None and not bool(mask.any(-1).all()):
             raise ValueError("every sample needs at least one present component (a row of mask is all False)")
+        if batch_transform is None and isinstance(model, MCVAE):
+            check_domains(xs, [lik.domain for lik in model.likelihoods], "training data", mask)
         data_device = _data_device(config.data_device, device, xs)
         self.staged = data_device.type == "cpu" and device.type == "cuda"
         self.xs = [x.to(data_device) for x in xs]

@@ -307,7 +307,7 @@ def _check(model, xs, num_samples, chunk, batch_size):
     if isinstance(model.prior, (SelfSamplingPrior, MCMCPrior)):
         raise ValueError(f"{type(model.prior).__name__} has no normalised density (an energy sampled by "
                          "MCMC): its likelihood cannot be estimated by importance sampling")
-    xs = check_components(xs, model.component_dims)
+    xs = model.check_data(xs)
     if xs[0].shape[0] == 0:
         raise ValueError("xs holds no data (batch size 0)")
     return xs

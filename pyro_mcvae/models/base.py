@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ..validation import check_component_indices, check_components, check_mask
+from ..validation import check_component_indices, check_components, check_domains, check_mask, module_dtype
 from ..nets import NetworkFactory, VectorEncoder, as_nets
 from .checks import field_problems, positive_number, sizes
 from .likelihoods import LIKELIHOODS, ComponentLikelihood
@@ -169,15 +169,15 @@ class EncoderGuide(nn.Module):
         """Marginal posterior of the given components from their own data only: ``loc`` and
         diagonal variances ``(batch, K, d)``."""
         if components is None:
-            xs = check_components(xs, self.component_dims)
+            xs = check_components(xs, self.component_dims, "data", True, *module_dtype(self))
         else:
             components = check_component_indices(components, self.num_components)
-            xs = check_components(xs, [self.component_dims[k] for k in components])
+            xs = check_components(xs, [self.component_dims[k] for k in components], "data", True, *module_dtype(self))
         return self.encoder(xs, components)
 
     def posterior(self, xs) -> dist.Distribution:
         """``q(z | x)``, batch shape ``(batch,)``; ``xs`` is ``(batch, M, D)`` or ``M`` tensors."""
-        return self._posterior(check_components(xs, self.component_dims, check_values=False))
+        return self._posterior(check_components(xs, self.component_dims, "data", False, *module_dtype(self)))
 
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> dist.Distribution:
         raise NotImplementedError
@@ -186,7 +186,7 @@ class EncoderGuide(nn.Module):
         """The guide program. ``mask``: optional bool ``(batch, M)``, False where absent."""
         check_no_beta(beta)
         pyro.module("guide", self)
-        xs = check_components(xs, self.component_dims, check_values=False)
+        xs = check_components(xs, self.component_dims, "data", False, *module_dtype(self))
         batch = xs[0].shape[0]
         mask = check_mask(mask, batch, self.num_components)
         with pyro.plate("data", batch, dim=-1):
@@ -275,8 +275,20 @@ class MCVAE(nn.Module):
             pyro.sample(f"x{k}", law, obs=xs[k])
 
     def _checked(self, xs, mask):
-        xs = check_components(xs, self.component_dims, check_values=False)
+        xs = self.check_data(xs, check_values=False)
         return xs, check_mask(mask, xs[0].shape[0], self.num_components)
+
+    def check_data(self, xs, name: str = "data", components: Sequence[int] | None = None,
+                   check_values: bool = True) -> list[torch.Tensor]:
+        """``xs`` (every component, or those listed in ``components``) as the model takes them: a
+        list of tensors ``(batch, D_k)`` in the model's dtype, on its device (NumPy arrays and
+        other floating dtypes are converted). ``check_values``: also refuse NaN, infinite values
+        and values outside a likelihood's domain (Bernoulli: [0, 1]), naming the component."""
+        comps = list(range(self.num_components)) if components is None else list(components)
+        xs = check_components(xs, [self.component_dims[k] for k in comps], name, check_values, *module_dtype(self))
+        if check_values:
+            check_domains(xs, [self.likelihoods[k].domain for k in comps], name, labels=comps)
+        return xs
 
     def model(self, xs, mask=None, beta=None):
         """The generative program ``z ~ p(z)``, ``x_k ~ p(x_k | z)`` (each decoder reads its part
@@ -317,7 +329,7 @@ class MCVAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, xs, use_mean: bool = True, sample_likelihood: bool = False):
         """Encode all components jointly and decode; ``M`` tensors ``(batch, D_k)``."""
-        xs = check_components(xs, self.component_dims)
+        xs = self.check_data(xs)
         return self.decode(self.guide.reconstruction_latent(xs, use_mean), sample_likelihood)
 
     @torch.no_grad()
@@ -341,8 +353,7 @@ class MCVAE(nn.Module):
             raise ValueError("observed must be a non-empty dict {component index: data}")
         comps = check_component_indices(observed.keys(), self.num_components, "observed component")
         observed = {int(k): v for k, v in observed.items()}
-        data = check_components([observed[k] for k in comps], [self.component_dims[k] for k in comps],
-                                "observed")
+        data = self.check_data([observed[k] for k in comps], "observed", comps)
         if len(comps) == self.num_components:
             raise ValueError("every component is observed; use reconstruct() instead")
         z = self.guide.conditional_latent(self.prior(), data, comps, num_samples, use_mean)

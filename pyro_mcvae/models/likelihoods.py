@@ -42,6 +42,12 @@ class ComponentLikelihood(nn.Module):
                     raise ValueError(f"a fixed scale must be positive, got {value}")
                 self.register_buffer("log_scale", torch.full((dim,), math.log(value)))
 
+    @property
+    def domain(self) -> tuple[str, float, float] | None:
+        """``(kind, low, high)``: the values the data may take (Bernoulli: ``[0, 1]``, the
+        probabilities its log density extends to), or ``None`` for any real number."""
+        return ("bernoulli", 0.0, 1.0) if self.kind == "bernoulli" else None
+
     def forward(self, params: torch.Tensor) -> dist.Distribution:
         """Distribution with event shape ``(D_k,)`` and batch shape ``params.shape[:-1]``."""
         if self.kind == "bernoulli":

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..distributions import LATENT_FAMILIES, latent_law
 from ..nets import VectorDecoder
-from ..validation import check_components, check_mask
+from ..validation import check_components, check_mask, module_dtype
 from .base import CommonConfig, MCVAE, check_no_beta
 from .checks import field_problems, one_of, optional, positive_int
 from .layouts import StandardPrior
@@ -98,7 +98,7 @@ class MMVAEPlusGuide(MixtureOfExpertsGuide):
         degenerate as soon as ``x_j`` pins its private latent down, and ``p(w_j) / r_j(w_j)`` has
         infinite variance under ``r_j`` once ``r_j`` is narrower than ``p / sqrt(2)``."""
         pyro.module("guide", self)
-        xs = check_components(xs, self.component_dims, check_values=False)
+        xs = check_components(xs, self.component_dims, "data", False, *module_dtype(self))
         batch = xs[0].shape[0]
         mask = check_mask(mask, batch, self.num_components)
         with pyro.plate("data", batch, dim=-1):
@@ -130,7 +130,7 @@ class MMVAEPlusGuide(MixtureOfExpertsGuide):
         return torch.cat([z, w.flatten(-2)], -1)
 
     def reconstruction_latent(self, xs, use_mean: bool = True) -> torch.Tensor:
-        xs = check_components(xs, self.component_dims)
+        xs = check_components(xs, self.component_dims, "data", True, *module_dtype(self))
         (z_loc, z_var), (w_loc, w_var) = self._split(*self.encoder(xs))
         q = self._mixture(z_loc, z_var)
         z = q.mean if use_mean else self._draw(q, 1)[0]

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..validation import check_sizes
 from .base import MCVAE
 
 __all__ = ["Method", "build_from_legacy", "build_model", "get_method", "method_names", "register"]
@@ -73,7 +74,7 @@ def build_model(name: str, component_dims: Sequence[int], config=None, **fields)
     if unknown:
         raise ValueError(f"{method.config.__name__} has no field(s) {unknown}; fields: {sorted(known)}")
     config = dataclasses.replace(config, **fields)
-    model = method.builder(list(component_dims), config)
+    model = method.builder(check_sizes(component_dims), config)
     # What a checkpoint records to rebuild the model (models/records.py): the name and the config
     # the builder was given.
     model.method, model.default_objective, model.config = name, method.objective, config

@@ -16,11 +16,15 @@ import math
 from contextlib import ExitStack, nullcontext
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from ...validation import module_dtype
 
 __all__ = ["MAX_PLATE_NESTING", "LatentScale", "MultimodalObjective", "StratifiedGuide", "check_beta"]
 
@@ -62,15 +66,16 @@ class LatentScale(Messenger):
             msg["scale"] = self.beta * msg["scale"]
 
 
-def _batch_of(args) -> tuple[int, torch.Tensor]:
-    """Batch size and a reference tensor (device, dtype) of the programs' first argument, the data
-    ``(batch, M, D)`` or a list of ``M`` tensors ``(batch, D_k)``."""
+def _batch_of(args) -> tuple[int, torch.device]:
+    """Batch size and device of the programs' first argument, the data ``(batch, M, D)`` or a list
+    of ``M`` tensors ``(batch, D_k)`` (or NumPy arrays: on the CPU)."""
+    data = (torch.Tensor, np.ndarray)
     xs = args[0] if args else None
-    first = xs if isinstance(xs, torch.Tensor) else (xs[0] if isinstance(xs, (list, tuple)) and xs else None)
-    if not isinstance(first, torch.Tensor):
+    first = xs if isinstance(xs, data) else (xs[0] if isinstance(xs, (list, tuple)) and xs else None)
+    if not isinstance(first, data):
         raise ValueError("the objective expects the data as the programs' first argument "
                          "(a (batch, M, D) tensor or a list of M tensors (batch, D_k))")
-    return first.shape[0], first
+    return first.shape[0], first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
 
 
 class MultimodalObjective:
@@ -85,9 +90,12 @@ class MultimodalObjective:
         """``(S, batch)`` weights of a :class:`StratifiedGuide`, else ``None``."""
         if not isinstance(guide, StratifiedGuide):
             return None
-        batch, ref = _batch_of(args)
-        dtype = ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
-        return guide.stratum_weights(kwargs.get("mask"), batch, ref.device, dtype)
+        batch, device = _batch_of(args)
+        # The weights scale the guide's densities: in its dtype (the data may come in another).
+        dtype, device = module_dtype(guide) if isinstance(guide, nn.Module) else (torch.get_default_dtype(), device)
+        mask = kwargs.get("mask")
+        return guide.stratum_weights(torch.from_numpy(mask) if isinstance(mask, np.ndarray) else mask, batch,
+                                     device, dtype)
 
     def _programs(self, model, guide, args, kwargs):
         kwargs = dict(kwargs)
