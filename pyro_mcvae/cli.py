@@ -38,12 +38,12 @@ set. ``pyro_mcvae.load_model("<out>/train")`` rebuilds the trained model from it
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tomllib
 from pathlib import Path
 
+from .experiments.errors import OneLineParser, run_command
 from .experiments.files import SECTIONS, ConfigError, file_commands
 
 
@@ -157,7 +157,7 @@ def cmd_run(name: str, argv) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="pyro-mcvae", description="Multi-component VAEs with MRF latents.")
+    parser = OneLineParser(prog="pyro-mcvae", description="Multi-component VAEs with MRF latents.")
     sub = parser.add_subparsers(dest="command", required=True)
     from .experiments import experiment_names
 
@@ -198,29 +198,28 @@ def main(argv=None) -> int:
         return cmd_run(args.experiment, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    from .metrics.fid import InceptionWeightsUnavailable
+    if args.command == "sample" and args.num < 1:
+        parser.error("--num must be >= 1")
+    # One mechanism for every subcommand (``run`` goes through command_line, which uses it too):
+    # a user error or Ctrl-C ends with one line on stderr and exit status 2.
+    return run_command(lambda: _file_command(args), "pyro-mcvae")
 
-    try:
-        if args.command == "curves":
-            print(f"wrote {cmd_curves(args.runs, args.column, args.out, args.title, args.chance, args.ylabel)}")
-            return 0
-        config = load_config(args.config, args.set)
-        if args.command == "train":
-            record = cmd_train(config, args.restart)
-            print(json.dumps({k: v for k, v in record.items() if k in ("steps", "final_loss", "training")},
-                             indent=2, default=str))
-        elif args.command == "evaluate":
-            cmd_evaluate(config)
-            print(f"wrote metrics to {config['out']}")
-        else:
-            if args.num < 1:
-                parser.error("--num must be >= 1")
-            print(f"wrote {cmd_sample(config, args.num, args.output)}")
-    except (ValueError, FileNotFoundError, InceptionWeightsUnavailable) as err:
-        # ConfigError, missing data or checkpoints, inputs the experiments refuse: one clear line
-        print(f"pyro-mcvae: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+def _file_command(args) -> None:
+    """``train``, ``evaluate`` and ``sample`` on a config file, and ``curves``."""
+    if args.command == "curves":
+        print(f"wrote {cmd_curves(args.runs, args.column, args.out, args.title, args.chance, args.ylabel)}")
+        return
+    config = load_config(args.config, args.set)
+    if args.command == "train":
+        record = cmd_train(config, args.restart)
+        print(json.dumps({k: v for k, v in record.items() if k in ("steps", "final_loss", "training")},
+                         indent=2, default=str))
+    elif args.command == "evaluate":
+        cmd_evaluate(config)
+        print(f"wrote metrics to {config['out']}")
+    else:
+        print(f"wrote {cmd_sample(config, args.num, args.output)}")
 
 
 if __name__ == "__main__":

@@ -431,8 +431,10 @@ def config_from_args(config_class, args: argparse.Namespace):
 def parse_config(experiment: Experiment, argv=None, prog: str | None = None, description: str | None = None,
                  defaults: dict | None = None):
     """Parse ``argv`` into the experiment's checked ``Config`` (exit 2 with the reason)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description or experiment.description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .errors import OneLineParser
+
+    parser = OneLineParser(prog=prog, description=description or experiment.description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, experiment.Config, defaults)
     config = config_from_args(experiment.Config, parser.parse_args(argv))
     try:

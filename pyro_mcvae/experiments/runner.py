@@ -29,6 +29,7 @@ from ..models.records import model_record, plain
 from ..parallel import map_in_processes
 from ..provenance import provenance
 from .base import Experiment, parse_config
+from .errors import run_command
 
 __all__ = ["EVAL_SEED_OFFSET", "check_runs", "command_line", "restore", "resolve_device", "run_experiment", "run_one",
            "save_prior_chains", "train_config", "train_or_resume"]
@@ -204,15 +205,9 @@ def _json_value(value):
 
 
 def command_line(experiment: Experiment, argv=None, prog: str | None = None, description: str | None = None) -> int:
-    """Parse the options generated from the experiment's ``Config`` and run it; a bad setting or
-    a missing input ends with exit status 2 and one line naming it (no traceback)."""
-    from ..metrics.fid import InceptionWeightsUnavailable
-
+    """Parse the options generated from the experiment's ``Config`` and run it; a bad setting, a
+    missing input or Ctrl-C ends with exit status 2 and one line (no traceback; see
+    :func:`~pyro_mcvae.experiments.errors.run_command`)."""
     prog = prog or os.path.basename(sys.argv[0])
-    config = parse_config(experiment, argv, prog=prog, description=description)
-    try:
-        run_experiment(experiment, config)
-    except (ValueError, FileNotFoundError, InceptionWeightsUnavailable) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: run_experiment(experiment, parse_config(experiment, argv, prog=prog,
+                                                                       description=description)), prog)

@@ -60,6 +60,7 @@ __all__ = [
     "Checkpoint",
     "CHAIN_FIELDS",
     "chain_columns",
+    "saved_checkpoint",
 ]
 
 # Log columns of the MCMC prior's diagnostics that have carried these names since before the
@@ -635,5 +636,12 @@ class Checkpoint(Callback):
             # Other ranks may not be interrupted at the same point: no collective here; ranks > 0
             # then draw fresh noise on resume.
             self.save(trainer, collective=False)
+            trainer.error.pyro_mcvae_checkpoint = self.path  # read by saved_checkpoint
         elif trainer.error is None and trainer.state["step"] != self._saved_step:
             self.save(trainer)  # a stop request ended the run mid-epoch
+
+
+def saved_checkpoint(err: BaseException) -> Path | None:
+    """The checkpoint a :class:`Checkpoint` callback wrote when ``err`` (a ``KeyboardInterrupt``)
+    stopped its run, or ``None``: what the command line tells the user after Ctrl-C."""
+    return getattr(err, "pyro_mcvae_checkpoint", None)
