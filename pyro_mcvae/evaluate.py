@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -123,24 +125,26 @@ def _joint_scores(model, dataset, device, population_n: int, sample_likelihood: 
 def likelihood_scores(model, xs, num_samples: int = 1000, seed: int = 0, batch_size: int = 256,
                       chunk: int = 100) -> dict:
     """Importance-sampled log-likelihoods of ``xs`` (``(N, M, D)`` or ``M`` tensors ``(N, D_k)``),
-    each model's own estimator (:mod:`pyro_mcvae.metrics.likelihood`), ``K = num_samples``:
+    each model's own estimator (:mod:`pyro_mcvae.metrics.likelihood`, with its defensive share of
+    prior draws), ``K = num_samples``:
 
-    - ``joint``: ``log p(x_1..x_M)`` from the full posterior;
-    - ``marginal[k]``: ``log p(x_k)`` from the subset posterior of ``k``;
-    - ``conditional[k]``: ``log p(x_rest | x_k) = log p(x) - log p(x_k)``, the difference of the
-      two (their Monte Carlo errors in quadrature);
+    - ``joint``: ``log p(x_1..x_M)`` from the full posterior, a stochastic lower bound;
+    - ``marginal[k]``: ``log p(x_k)`` from the subset posterior of ``k``, likewise;
+    - ``conditional[k]``: ``log p(x_rest | x_k)``, the joint minus the marginal moved up by twice
+      its estimated Jensen gap (``conditional_by_difference``): first-order bias negative, about
+      ``-se^2 / 2``;
     - ``conditional_ratio[k]``: the same quantity by the ratio estimator on draws from the subset
-      posterior of ``k`` (for the GMRF: ``k``'s encoder and the prior's closed-form conditional for
-      the other blocks). Consistent, but where ``x_rest`` pins the latents far more than the
-      prior's conditional does its numerator's weights degenerate (small ``min_ess``) and it
-      runs low at practical ``K``;
+      posterior of ``k`` (first-order bias negative too). Where ``x_rest`` pins the latents far
+      more than that proposal does, its numerator's weights degenerate (small ``min_ess``) and
+      it runs far low at practical ``K``;
     - ``conditional_mean`` and ``conditional_ratio_mean``: averages over the given ``k``.
 
     Nats per tuple. Each value is a summary (mean over the tuples, its standard error over data,
-    the Monte Carlo error, the smallest effective sample size). A prior without a normalised
-    density (the NN-MRF) gives ``{"skipped": reason}``.
+    the Monte Carlo error, NaN when some tuple's effective sample size is below the estimator's
+    ``min_ess``, the count of such tuples in ``unreliable``, the smallest effective sample size).
+    A prior without a normalised density (the NN-MRF) gives ``{"skipped": reason}``.
     """
-    from .metrics.likelihood import LikelihoodEstimate, conditional_log_likelihood, log_likelihood
+    from .metrics.likelihood import conditional_by_difference, conditional_log_likelihood, log_likelihood
     from .models.base import MCMCPrior, SelfSamplingPrior
 
     if isinstance(model.prior, (SelfSamplingPrior, MCMCPrior)):
@@ -148,34 +152,33 @@ def likelihood_scores(model, xs, num_samples: int = 1000, seed: int = 0, batch_s
                            "likelihood"}
     m = model.num_components
     options = dict(batch_size=batch_size, chunk=chunk)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the summaries count the tuples of tiny ESS
         joint = log_likelihood(model, xs, num_samples, seed=seed, **options)
         marginal = {k: log_likelihood(model, xs, num_samples, components=[k], seed=seed + 1 + k, **options)
                     for k in range(m)}
         ratio = {k: conditional_log_likelihood(model, xs, [k], [j for j in range(m) if j != k], num_samples,
-                                               seed=seed + 1 + m + k, **options) for k in range(m)}
-    def minus(first: LikelihoodEstimate, second: LikelihoodEstimate) -> LikelihoodEstimate:
-        """``first - second`` of independent estimates (errors in quadrature)."""
-        return LikelihoodEstimate(first.per_datum - second.per_datum,
-                                  (first.std_error.pow(2) + second.std_error.pow(2)).sqrt(),
-                                  torch.minimum(first.ess, second.ess), num_samples)
-
-    def average(estimates: dict) -> LikelihoodEstimate:
-        """The mean over ``k`` of independent estimates."""
-        stack = [torch.stack([getattr(e, name) for e in estimates.values()])
-                 for name in ("per_datum", "std_error", "ess")]
-        return LikelihoodEstimate(stack[0].mean(0), stack[1].pow(2).sum(0).sqrt() / m, stack[2].amin(0),
-                                  num_samples)
-
-    difference = {k: minus(joint, mk) for k, mk in marginal.items()}
-    # mean over k of log p^(x) - log p^(x_k) = log p^(x) - mean_k log p^(x_k): the joint's error
-    # enters once, not averaged away
-    difference_mean = minus(joint, average(marginal))
+                                               "ratio", seed=seed + 1 + m + k, **options) for k in range(m)}
+        difference = {k: conditional_by_difference(joint, [mk]) for k, mk in marginal.items()}
+        # mean over k of log p^(x) - U_k: the joint's error enters once, not averaged away
+        difference_mean = conditional_by_difference(joint, list(marginal.values()))
     return {"joint": joint.summary(), "marginal": {k: e.summary() for k, e in marginal.items()},
             "conditional": {k: e.summary() for k, e in difference.items()},
             "conditional_mean": difference_mean.summary(),
             "conditional_ratio": {k: e.summary() for k, e in ratio.items()},
-            "conditional_ratio_mean": average(ratio).summary()}
+            "conditional_ratio_mean": _average(list(ratio.values())).summary()}
+
+
+def _average(estimates: list):
+    """The mean over independent estimates of the same data (errors in quadrature)."""
+    from .metrics.likelihood import LikelihoodEstimate
+
+    n = len(estimates)
+    stack = {name: torch.stack([getattr(e, name) for e in estimates])
+             for name in ("per_datum", "std_error", "ess", "variance")}
+    return LikelihoodEstimate(stack["per_datum"].mean(0), stack["std_error"].pow(2).sum(0).sqrt() / n,
+                              stack["ess"].amin(0), estimates[0].num_samples, stack["variance"].sum(0) / n**2,
+                              estimates[0].min_ess)
 
 
 def latent_sampler_scores(model, train, test, num_components=(1, 10), protocols=None, seed: int = 0) -> dict:

@@ -77,7 +77,9 @@ def test_same_seed_same_numbers(tmp_path):
     a, b = one["results"]["gmrf"][0], two["results"]["gmrf"][0]
     assert a["final_loss"] == b["final_loss"]
     assert a["unconditional"] == b["unconditional"] and a["quantile_errors"] == b["quantile_errors"]
-    assert a["likelihood"]["joint"] == b["likelihood"]["joint"] and a["latent_sampler"][2]["mean"] == b["latent_sampler"][2]["mean"]
+    # (JSON text: a Monte Carlo error is NaN where some tuple has too few effective draws)
+    assert json.dumps(a["likelihood"]["joint"]) == json.dumps(b["likelihood"]["joint"])
+    assert a["latent_sampler"][2]["mean"] == b["latent_sampler"][2]["mean"]
     assert a["likelihood"]["joint"]["num_data"] == 16 and "| mixture of 2 |" in (tmp_path / "one" / "table.md").read_text()
 
 
