@@ -396,7 +396,7 @@ class NNMRFConfig(BlockPosteriorConfig):
         return super().problems() + field_problems(
             self, potential_hidden=sizes, hmc_warmup=non_negative_int, energy_penalty=non_negative_number,
             penalty_form=one_of(*PENALTY_FORMS), num_chains=positive_int, dense_mass=boolean,
-            readapt_every=non_negative_int)
+            readapt_every=non_negative_int, completion_warmup=non_negative_int)
 
 
 def build_nnmrf(component_dims: Sequence[int], config: NNMRFConfig) -> BlockLatentVAE:

@@ -280,6 +280,8 @@ def test_nnmrf_guide_completes_absent_components_with_the_prior_sampler():
     torch.testing.assert_close(z[a], q.padded_law.sample()[a])
     with pytest.raises(ValueError, match="elbo='trace'"):
         make_objective("iwae", 2).loss(model.model, model.guide, xs, mask=mask)
+    with pytest.raises(ValueError, match="completion_warmup must be a non-negative integer, got -1"):
+        build_model("nnmrf", [2, 3], completion_warmup=-1)
 
 # Settings that keep each method's few steps fast (the NN-MRF's chains and completion warm up briefly).
 QUICK = {"nnmrf": {"hmc_warmup": 10, "completion_warmup": 20}}
