@@ -31,13 +31,14 @@ def _files(folder):
     return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def one_line(capsys, prog: str) -> str:
-    """The command's message on stderr: one line, starting with ``prog``, the last one written
-    (after any progress bars of the training it stopped), and no traceback."""
+def one_line(capsys, prog: str, after_progress: bool = False) -> str:
+    """The command's message on stderr: one line starting with ``prog``, and nothing else (with
+    ``after_progress``: the last line, after the progress bars of the training it stopped)."""
     err = capsys.readouterr().err
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     ours = [line for line in lines if line.startswith(f"{prog}: ")]
     assert "Traceback" not in err and len(ours) == 1 and lines[-1] == ours[0], err
+    assert after_progress or len(lines) == 1, err
     return ours[0]
 
 
@@ -115,7 +116,7 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_the_same_command_resumes(tmp_pa
     command = ["train", "--config", str(cfg)]
     interrupt_after(monkeypatch, 3)  # two steps per epoch: in the second epoch
     assert main(command) == 2
-    line = one_line(capsys, "pyro-mcvae")
+    line = one_line(capsys, "pyro-mcvae", after_progress=True)
     checkpoint = tmp_path / "out" / "train" / "checkpoint.pt"
     assert f"saved in {checkpoint}" in line and "the same command resumes it" in line
     assert load_checkpoint(checkpoint)["loop"]["step"] == 3
