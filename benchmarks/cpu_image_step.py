@@ -12,7 +12,12 @@ the variants alternate step by step (``interleaved``), so load on the machine af
 - ``mlp``: the ``cpu`` preset's networks, MLPs (512, 512) on the flattened images;
 - ``mlp-bf16``: the same under bf16 autocast;
 - ``mlp-subset1``: the ``cpu`` preset's MLPs with one subset-posterior term per step
-  (``--subset-posteriors 1``), which stacks a second copy of the batch (the preset's step);
+  (``--subset-posteriors 1``), which stacks a second copy of the batch (the preset's step); the
+  guide's networks run once per tuple (``SubsetELBO``'s ``encode_once``, since 2026-12-07);
+- ``mlp-subset1-twopass``: the same with the encoders and the global network run on both
+  copies (``encode_once=False``: the step before 2026-12-07, the same loss and gradients);
+- ``mlp-subset1-coupled8``: the preset's step with 8 of the 16 coordinates per modality
+  coupled across modalities (``--coupled-dims 8``);
 - ``mlp-d32``: the MLPs with 32 latent coordinates per modality instead of 16 (the blockwise
   construction's spectral norms grow with the block size);
 - ``mlp-elementwise``, ``mlp-d32-elementwise``, ``mlp-d64-elementwise``: the elementwise
@@ -42,11 +47,16 @@ VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size 
     "mlp": ("mlp", False, 0, 16, "blockwise"),
     "mlp-bf16": ("mlp", True, 0, 16, "blockwise"),
     "mlp-subset1": ("mlp", False, 1, 16, "blockwise"),
+    "mlp-subset1-twopass": ("mlp", False, 1, 16, "blockwise"),
+    "mlp-subset1-coupled8": ("mlp", False, 1, 16, "blockwise"),
     "mlp-d32": ("mlp", False, 0, 32, "blockwise"),
     "mlp-elementwise": ("mlp", False, 0, 16, "elementwise"),
     "mlp-d32-elementwise": ("mlp", False, 0, 32, "elementwise"),
     "mlp-d64-elementwise": ("mlp", False, 0, 64, "elementwise"),
 }
+#: Settings of a variant beyond the tuple above: the run's coupled coordinates, the objective's
+#: encode_once.
+EXTRA = {"mlp-subset1-twopass": {"encode_once": False}, "mlp-subset1-coupled8": {"coupled_dims": 8}}
 #: The variants a run without ``--variants`` times (those recorded in docs/benchmarks.md section 7).
 DEFAULT_VARIANTS = ["resnet", "resnet-bf16", "mlp", "mlp-bf16", "mlp-subset1", "mlp-d32"]
 
@@ -55,9 +65,11 @@ def build_stepper(name: str, data, width: int, hidden, seed: int) -> ImageSteppe
     arch, bf16, subsets, latent, construction = VARIANTS[name]
     run = PolyMNISTRun(model="gmrf", arch=arch, width=width, hidden=list(hidden), subset_posteriors=subsets,
                        subset_max_size=1 if subsets else None, latent_dim=latent, prior_form="standardized",
-                       prior_init_shared=8, construction=construction)
+                       prior_init_shared=8, construction=construction,
+                       coupled_dims=EXTRA.get(name, {}).get("coupled_dims"))
     torch.manual_seed(seed)
-    stepper = ImageStepper(build_polymnist_model(run), data, "meanfield")
+    stepper = ImageStepper(build_polymnist_model(run), data, "meanfield",
+                           encode_once=EXTRA.get(name, {}).get("encode_once", True))
     if bf16:
         stepper.svi.model = _autocast(stepper.svi.model, "cpu", torch.bfloat16)
         stepper.svi.guide = _autocast(stepper.svi.guide, "cpu", torch.bfloat16)
@@ -106,7 +118,8 @@ def main() -> None:
         arch, bf16, subsets, latent, construction = VARIANTS[name]
         r = results[name]
         r |= {"speedup": 1 / r["ratio"], "arch": arch, "bf16": bf16, "subset_posteriors": subsets,
-              "latent_dim": latent, "construction": construction, "loss": steppers[name].last_loss}
+              "latent_dim": latent, "construction": construction, "loss": steppers[name].last_loss,
+              **EXTRA.get(name, {})}
         rows.append([name, f"{r['ms_median']:.0f}", f"{r['ms_q1']:.0f}-{r['ms_q3']:.0f}", f"{r['speedup']:.2f}x"])
     print(markdown_table(["variant", "ms/step (median)", "IQR", f"speed-up ratio vs {args.variants[0]}"], rows))
     if args.profile:

@@ -24,7 +24,7 @@ from scaling import Stepper  # noqa: E402
 from pyro_mcvae.experiments.bikes import BikeRun, build_bike_model
 from pyro_mcvae.experiments.polymnist import MODELS, PolyMNISTRun, build_polymnist_model
 from pyro_mcvae.models import get_method
-from pyro_mcvae.infer.objectives import objective_for
+from pyro_mcvae.infer.objectives import SubsetELBO, objective_for
 
 OBJECTIVE = {name: get_method(name).objective for name in MODELS}  # each method's own
 
@@ -34,9 +34,11 @@ BENCHMARK = "polymnist_step"
 class ImageStepper(Stepper):
     """A :class:`scaling.Stepper` with the method's own objective and a float batch."""
 
-    def __init__(self, model, data, elbo: str):
+    def __init__(self, model, data, elbo: str, encode_once: bool = True):
         super().__init__(model, data)
         objective = objective_for(model, elbo)
+        if isinstance(objective, SubsetELBO):  # the subset-posterior terms
+            objective.encode_once = encode_once
         self.svi.loss, self.svi.loss_and_grads = objective.loss, objective.loss_and_grads
 
 

@@ -14,6 +14,15 @@ block diagonally dominant (``lambda_min(S_ii) / a_i >= s_i / eps > sum_j ||T_ij|
 congruence keeps SPD. ``mode="elementwise"`` does the same per scalar row with absolute values,
 ``O(M^2 d^2)`` instead of the ``O(M^2 d^3)`` of the spectral norms.
 
+Coupled coordinates: ``offdiag`` may cover only the leading ``c <= d`` coordinates of each block
+(shape ``(..., M, M, c, c)``); the other ``d - c`` coordinates of every block are coupled to no
+other block (a sparse matrix at the coordinate level: "content" coordinates shared across
+components, "style" coordinates private to one). With diagonal variances the matrix is then,
+up to a permutation of coordinates, the construction applied to the ``c`` coupled coordinates
+(their variances only: ``lambda_min`` over the coupled coordinates) beside a positive diagonal,
+hence SPD by the same theorem; with full ``d x d`` diagonal blocks it is the construction itself
+with ``T`` zero outside the leading ``c x c`` sub-blocks (``lambda_min`` of the whole block).
+
 The same function serves any SPD block matrix: a covariance (the guide) or a precision (the
 prior in its Markov-random-field parameterisation).
 """
@@ -137,18 +146,19 @@ def _validate(diag, offdiag, eps, delta, mode, graph) -> bool:
         offdiag.shape[-1] != offdiag.shape[-2]
     ):
         raise ValueError(
-            f"offdiag must have shape (..., M, M, d, d), got {tuple(offdiag.shape)}"
+            f"offdiag must have shape (..., M, M, c, c), got {tuple(offdiag.shape)}"
         )
-    m, d = offdiag.shape[-4], offdiag.shape[-1]
-    if diag.dim() == offdiag.dim() - 1 and diag.shape[-3:] == (m, d, d):
+    m, c = offdiag.shape[-4], offdiag.shape[-1]
+    d = diag.shape[-1]
+    if diag.dim() == offdiag.dim() - 1 and diag.shape[-3:] == (m, d, d) and c <= d:
         full_blocks = True
-    elif diag.dim() == offdiag.dim() - 2 and diag.shape[-2:] == (m, d):
+    elif diag.dim() == offdiag.dim() - 2 and diag.shape[-2] == m and c <= d:
         full_blocks = False
     else:
         raise ValueError(
             f"diag must have shape (..., M, d) (variances) or (..., M, d, d) (SPD blocks) with "
-            f"M={m}, d={d} and as many batch dimensions as offdiag {tuple(offdiag.shape)}; "
-            f"got {tuple(diag.shape)}"
+            f"M={m}, d >= c={c} (the coupled coordinates of offdiag) and as many batch dimensions as "
+            f"offdiag {tuple(offdiag.shape)}; got {tuple(diag.shape)}"
         )
     if graph is not None:
         graph = torch.as_tensor(graph)
@@ -185,7 +195,9 @@ def assemble_block_covariance(
     Args:
         diag: ``(..., M, d)`` positive variances (diagonal blocks) or ``(..., M, d, d)`` SPD
             blocks. It has as many batch dimensions as ``offdiag`` (sizes broadcast).
-        offdiag: ``(..., M, M, d, d)``; the blocks ``i < j`` are used, ``T_ji = T_ij^T``.
+        offdiag: ``(..., M, M, c, c)`` with ``c <= d``; the blocks ``i < j`` are used,
+            ``T_ji = T_ij^T``. With ``c < d`` they couple only the leading ``c`` coordinates of
+            each block (the module docstring: coupled coordinates).
         eps: dominance margin in ``(0, 1)``; smaller is better conditioned, larger allows
             stronger coupling.
         delta: positive constant added to each row sum, so a row with no coupling gets
@@ -209,18 +221,23 @@ def assemble_block_covariance(
     if graph is not None:
         graph = torch.as_tensor(graph)
     t = mirror_upper_blocks(offdiag, graph)
-    lam = _lambda_min(diag, full_blocks)  # (..., M)
+    c, d = t.shape[-1], diag.shape[-1]
+    # The scaling needs lambda_min of what the couplings touch: with diagonal variances only the
+    # coupled coordinates (the others form a separate diagonal part), else the whole block.
+    lam = _lambda_min(diag if full_blocks else diag[..., :c], full_blocks)  # (..., M)
     if mode == "blockwise":
         a = block_scaling(lam, _blockwise_row_sums(t) + delta, eps)  # (..., M)
         root = a.sqrt()
         scale = (root[..., :, None] * root[..., None, :])[..., None, None]  # (..., M, M, 1, 1)
     else:
         # One scaling per scalar row r = (i, p): s_r sums |T_rc| over the other components.
-        row_sums = t.abs().sum(dim=(-3, -1))  # (..., M, d)
-        a = block_scaling(lam[..., None], row_sums + delta, eps)  # (..., M, d)
+        row_sums = t.abs().sum(dim=(-3, -1))  # (..., M, c)
+        a = block_scaling(lam[..., None], row_sums + delta, eps)  # (..., M, c)
         root = a.sqrt()
-        scale = root[..., :, None, :, None] * root[..., None, :, None, :]  # (..., M, M, d, d)
+        scale = root[..., :, None, :, None] * root[..., None, :, None, :]  # (..., M, M, c, c)
     blocks = scale * t
+    if c < d:  # the uncoupled coordinates: zero rows and columns outside the diagonal blocks
+        blocks = torch.nn.functional.pad(blocks, (0, d - c, 0, d - c))
     eye = torch.eye(t.shape[-3], dtype=torch.bool, device=t.device)[..., None, None]
     diag_blocks = _diag_blocks(diag, full_blocks)
     # Place S_ii on the block diagonal exactly (the scaled T is zero there).

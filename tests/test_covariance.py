@@ -384,7 +384,9 @@ def test_bad_offdiag_shape():
 
 def test_bad_diag_shape():
     _, off = _good()
-    for shape in [(2, 2), (4, 2), (3, 3), (3, 1), (3, 2, 3), (3, 3, 2, 2), (3,), (2, 3, 2)]:
+    # (3, 3) variances with 2 x 2 couplings are valid: two coupled coordinates of three
+    # (tests/models/test_coupled_coordinates.py); fewer coordinates than the couplings are not.
+    for shape in [(2, 2), (4, 2), (3, 1), (3, 2, 3), (3, 3, 2, 2), (3,), (2, 3, 2)]:
         with pytest.raises(ValueError):
             assemble_block_covariance(torch.ones(shape, dtype=torch.float64), off)
 

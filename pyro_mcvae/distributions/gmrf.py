@@ -136,11 +136,12 @@ class GMRF(dist.MultivariateNormal):
         """GMRF whose covariance (or precision) is assembled by :func:`assemble_block_covariance`.
 
         ``loc``: ``(..., M, d)``; ``diag``: ``(..., M, d)`` or ``(..., M, d, d)``;
-        ``offdiag``: ``(..., M, M, d, d)``; ``parameterization``: ``"covariance"`` or
+        ``offdiag``: ``(..., M, M, c, c)``, ``c <= d`` coupled coordinates per block (see
+        :func:`assemble_block_covariance`); ``parameterization``: ``"covariance"`` or
         ``"precision"`` (which matrix the construction builds).
         """
         matrix = assemble_block_covariance(diag, offdiag, **assembly)
-        m, d = offdiag.shape[-4], offdiag.shape[-1]
+        m, d = offdiag.shape[-4], diag.shape[-1]
         # SPD by construction: re-checking it would cost one Cholesky per batch element.
         if parameterization == "covariance":
             return cls(loc, covariance_matrix=matrix, num_components=m, component_dim=d,

@@ -50,8 +50,8 @@ MODELS = IMAGE_MODELS
 PAPER_LATENT = {"gmrf": 16, "mvae": 512, "mmvae": 512, "mopoe": 512, "mmvaeplus": 32}
 IMAGE_SHAPE = (3, 28, 28)
 QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_scale": 0.125,
-         "classifier_epochs": 1, "arch": "resnet", "hidden": None, "minutes": None, "curve_every": 0,
-         "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0,
+         "classifier_epochs": 1, "arch": "resnet", "hidden": None, "minutes": None, "steps": None,
+         "curve_every": 0, "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0,
          "likelihood_samples": 10, "likelihood_tuples": 20, "sampler_components": 2,
          "subset_posteriors": 0, "subset_max_size": None, "mopoe_strata": "every", "gmrf_beta": 1.0}
 #: Evaluation beyond coherence in every preset: log-likelihoods with K = 100 on 200 test tuples,
@@ -72,15 +72,15 @@ EXTRAS = {"likelihood_samples": 100, "likelihood_tuples": 200, "sampler_componen
 #: docs/results/polymnist.md); the baselines' is 1.
 PRESETS = {
     "cpu": {"epochs": 1000, "width": 16, "classifier_epochs": 1, "num_train": None, "num_eval": None,
-            "arch": "mlp", "hidden": [512, 512], "minutes": 22.0, "curve_every": 500,
+            "arch": "mlp", "hidden": [512, 512], "minutes": None, "steps": 3500, "curve_every": 500,
             "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8,
             "subset_posteriors": 1, "subset_max_size": 1, "mopoe_strata": "one", "gmrf_beta": 0.001, **EXTRAS},
     "gpu": {"epochs": 1000, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None,
-            "arch": "resnet", "hidden": None, "minutes": 15.0, "curve_every": 500,
+            "arch": "resnet", "hidden": None, "minutes": 15.0, "steps": None, "curve_every": 500,
             "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8,
             "subset_posteriors": 1, "subset_max_size": 1, "mopoe_strata": "one", "gmrf_beta": 0.001, **EXTRAS},
     "paper": {"epochs": 150, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None,
-              "arch": "resnet", "hidden": None, "minutes": None, "curve_every": 0,
+              "arch": "resnet", "hidden": None, "minutes": None, "steps": None, "curve_every": 0,
               "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0,
               "subset_posteriors": 0, "subset_max_size": None, "mopoe_strata": "every", "gmrf_beta": 0.001,
               **EXTRAS},
@@ -108,6 +108,10 @@ class PolyMNISTRun:
                                             "(spectral norms of the d x d blocks) or 'elementwise' (absolute "
                                             "values per entry: no decompositions, cheaper for large blocks)",
                                choices=["blockwise", "elementwise"])
+    coupled_dims: int | None = option(None, "GMRF: coordinates per modality's block coupled across the modalities "
+                                            "(content) in prior and posterior; the others are independent of every "
+                                            "other modality (style), and conditional generation draws them from the "
+                                            "prior (default: all, the paper's)")
     likelihood_scale: float = option(0.75, "Laplace likelihood scale (MMVAE+'s PolyMNIST choice)")
     elbo: str | None = option(None, "objective (default: the method's own)", choices=["meanfield", "trace", "iwae", "dreg"])
     particles: int = option(1, "Monte Carlo particles or importance samples")
@@ -137,7 +141,9 @@ class PolyMNISTRun:
                               choices=["mlp", "resnet"])
     hidden: list[int] | None = option(None, "MLP hidden sizes (cpu preset: 512 512)")
     minutes: float | None = option(None, "training budget per model in wall-clock minutes, learning-curve "
-                                         "evaluations included (cpu: 22; gpu: 15; 0 or paper: none)")
+                                         "evaluations included (gpu: 15; 0, cpu or paper: none)")
+    steps: int | None = option(None, "training budget per model in optimiser steps, the same on any machine "
+                                     "(cpu: 3,500, about 20 minutes on 2 cores; 0, gpu or paper: none)")
     curve_every: int | None = option(None, "steps between learning-curve evaluations (cpu/gpu: 500; 0: none)")
     curve_tuples: int = option(1000, "test tuples of each learning-curve evaluation")
     prior_form: str | None = option(None, "GMRF prior: 'paper' (the block construction on the precision) or "
@@ -201,6 +207,8 @@ class PolyMNISTRun:
             raise ValueError(f"preset must be one of {PRESET_NAMES}, got {self.preset!r}")
         if self.minutes is not None and self.minutes < 0:
             raise ValueError(f"minutes must be >= 0 (0: no budget), got {self.minutes}")
+        if self.steps is not None and self.steps < 0:
+            raise ValueError(f"steps must be >= 0 (0: no budget), got {self.steps}")
         if self.curve_every is not None and self.curve_every < 0:
             raise ValueError(f"curve_every must be >= 0 (0: no curve), got {self.curve_every}")
         if self.curve_tuples < 1:
@@ -224,7 +232,7 @@ def recorded_settings(run: PolyMNISTRun) -> dict:
     """The settings a results record holds: the options, with the preset's values filled in."""
     return asdict(run) | {"preset": "quick" if run.quick else run.resolved_preset(), "latent_dim": latent_size(run),
                           "beta": run.resolved_beta(),
-                          **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "minutes", "curve_every",
+                          **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "minutes", "steps", "curve_every",
                                                        "prior_form", "prior_lr", "prior_init_shared",
                                                        "subset_posteriors", "subset_max_size", "mopoe_strata")}}
 
@@ -249,7 +257,8 @@ def build_polymnist_model(run: PolyMNISTRun) -> MCVAE:
         kwargs["offdiag_keep"] = run.offdiag_keep
         kwargs["mode"] = run.construction
         kwargs["prior_standardized"] = run.value("prior_form") == "standardized"
-        kwargs["prior_init_shared"] = min(run.value("prior_init_shared"), d)
+        kwargs["coupled_dims"] = run.coupled_dims
+        kwargs["prior_init_shared"] = min(run.value("prior_init_shared"), run.coupled_dims or d)
         kwargs["subset_posteriors"] = run.value("subset_posteriors")
         kwargs["subset_max_size"] = run.value("subset_max_size")
         kwargs["subset_per_example"] = run.subset_per_example
@@ -422,14 +431,16 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyM
     resumes, a finished one only loads). With a time budget (``minutes``) training stops when it
     is spent; with ``curve_every`` (and ``test``, ``judges``) ``curve.csv`` records coherence
     during training. Returns the model and the training record."""
-    from ..infer.callbacks import LearningCurve, TimeBudget
+    from ..infer.callbacks import LearningCurve, StepBudget, TimeBudget
 
     model = build_polymnist_model(run)
     config = train_config(run, device)
-    callbacks, minutes, every = [], run.value("minutes"), run.value("curve_every")
+    callbacks, minutes, steps, every = [], run.value("minutes"), run.value("steps"), run.value("curve_every")
     if minutes:
-        callbacks.append(TimeBudget(60.0 * minutes, progress=run.progress,
+        callbacks.append(TimeBudget(60.0 * minutes, progress=run.progress and not steps,
                                     desc=f"{run.model} ({minutes:g} min budget)"))
+    if steps:
+        callbacks.append(StepBudget(int(steps), progress=run.progress, desc=f"{run.model} ({steps} steps)"))
     if every and test is not None and judges:
         fn = coherence_curve_fn(test, judges, run.curve_tuples, device)
         callbacks.append(LearningCurve(fn, model_dir(run) / "curve.csv", every_steps=every))
@@ -437,14 +448,14 @@ def train_polymnist(run: PolyMNISTRun, train: PolyMNISTData, device, test: PolyM
     images, mask, missing = incomplete_training_set(train.images, run.missing_ratio, run.seed)
     started = time.perf_counter()
     result, _ = train_or_resume(model, flat_components(images), config, train_dir(run),
-                                progress=run.progress and not minutes, resume=run.resume, batch_transform=to_float,
+                                progress=run.progress and not (minutes or steps), resume=run.resume, batch_transform=to_float,
                                 callbacks=callbacks, mask=mask)
     seconds = time.perf_counter() - started
     rows = result.history
     # Seconds of this process's training; the log's own timings cover resumed runs.
     epoch_seconds = [b["seconds"] - a["seconds"] for a, b in zip([{"seconds": 0.0}] + rows[:-1], rows)]
     return model, {"steps": result.steps, "epochs": config.epochs, "elbo": config.elbo,
-                   "stop_reason": result.stop_reason, "minutes_budget": minutes,
+                   "stop_reason": result.stop_reason, "minutes_budget": minutes, "steps_budget": steps,
                    "seconds_this_process": round(seconds, 1),
                    "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 2),
                    # Before the first whole epoch (a short budget) no epoch row exists: the process's time.
@@ -516,7 +527,8 @@ def run_polymnist(run: PolyMNISTRun, stages=("train", "evaluate")) -> dict:
     train = _subset(full_train, run.value("num_train"), run.seed)
     test = _subset(full_test, run.value("num_eval"), run.seed + 1)
     preset = "quick" if run.quick else run.resolved_preset()
-    budget = f", {run.value('minutes'):g}-minute training budget" if run.value("minutes") else ""
+    budget = (f", {run.value('minutes'):g}-minute training budget" if run.value("minutes") else "") + (
+        f", {run.value('steps')} training steps" if run.value("steps") else "")
     print(f"{run.model}: preset {preset} ({run.value('arch')} networks{budget}) on {device}", flush=True)
     record = provenance(device) | {
         "settings": recorded_settings(run),
@@ -728,10 +740,11 @@ def _preset_settings(settings: dict) -> dict:
 
 
 def _relevant_settings(settings: dict) -> list[str]:
-    names = ["beta", "lr", "batch_size", "arch", "minutes", "latent_dim", "likelihood_scale", "num_train", "elbo",
+    names = ["beta", "lr", "batch_size", "arch", "minutes", "steps", "latent_dim", "likelihood_scale", "num_train", "elbo",
              "particles", "missing_ratio", "hidden" if settings.get("arch") == "mlp" else "width"]
     if settings["model"] == "gmrf":
-        names += ["offdiag_keep", "construction", "prior_form", "prior_lr", "prior_init_shared", "subset_posteriors"]
+        names += ["offdiag_keep", "construction", "coupled_dims", "prior_form", "prior_lr", "prior_init_shared",
+                  "subset_posteriors"]
         if settings.get("subset_posteriors"):
             names += ["subset_max_size", "subset_per_example"]
     if settings["model"] == "mmvaeplus":
@@ -746,4 +759,5 @@ def _relevant_settings(settings: dict) -> list[str]:
 POLYMNIST_VARIANTS = Variants(_preset_settings, _relevant_settings,
                               legacy={"missing_ratio": 0.0, "construction": "blockwise", "prior_form": "paper",
                                       "prior_init_shared": 0, "subset_posteriors": 0, "subset_max_size": None,
-                                      "subset_per_example": False, "mopoe_strata": "every"})
+                                      "subset_per_example": False, "mopoe_strata": "every", "steps": None,
+                                      "coupled_dims": None})

@@ -8,7 +8,7 @@ _EXPORTS = {
     "Callback": ".callbacks", "ChainDiagnostics": ".callbacks", "ChainSnapshots": ".callbacks", "Checkpoint": ".callbacks",
     "CSVLogger": ".callbacks", "EarlyStopping": ".callbacks", "PeriodicEvaluation": ".callbacks",
     "ProgressBar": ".callbacks", "StepInfo": ".callbacks", "StopOnNaN": ".callbacks", "TensorBoard": ".callbacks",
-    "TimeBudget": ".callbacks", "LearningCurve": ".callbacks",
+    "TimeBudget": ".callbacks", "StepBudget": ".callbacks", "LearningCurve": ".callbacks",
     "TrainingDivergedError": ".callbacks",
     "load_checkpoint": ".checkpoint", "save_checkpoint": ".checkpoint", "load_model": ".checkpoint",
     "load_weights": ".checkpoint", "save_model": ".checkpoint", "RunConflictError": ".checkpoint",

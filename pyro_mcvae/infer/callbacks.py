@@ -54,6 +54,7 @@ __all__ = [
     "LearningCurve",
     "EarlyStopping",
     "TimeBudget",
+    "StepBudget",
     "CSVLogger",
     "TensorBoard",
     "ProgressBar",
@@ -288,6 +289,39 @@ class TimeBudget(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.clock.restore(state["spent"])
+
+
+class StepBudget(Callback):
+    """Stop after ``steps`` optimiser steps in all (resumed processes included: the step count is
+    the trainer's own), at the step boundary, even inside an epoch. Unlike :class:`TimeBudget`,
+    what the run learns does not depend on the machine's speed; ``progress`` shows a bar in steps
+    with the estimated time left."""
+
+    def __init__(self, steps: int, progress: bool = True, desc: str = "train"):
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        self.steps, self.progress, self.desc, self.bar = steps, progress, desc, None
+
+    def on_train_start(self, trainer) -> None:
+        done = int(trainer.state["step"])
+        self.bar = tqdm(total=self.steps, initial=min(done, self.steps), disable=not (self.progress and trainer.is_main),
+                        desc=self.desc, unit="step", dynamic_ncols=True)
+        self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        if trainer.state["step"] >= self.steps:
+            trainer.request_stop(f"step budget of {self.steps} steps reached")
+
+    def on_step_end(self, trainer, step: StepInfo) -> None:
+        self._check(trainer)
+        if self.bar is not None and not self.bar.disable:
+            self.bar.n = min(step.step, self.steps)
+            self.bar.set_postfix(loss=f"{step.loss / max(step.size, 1):.4g}", refresh=True)
+
+    def on_train_end(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # -- columns of the epoch's row ---------------------------------------------------------------

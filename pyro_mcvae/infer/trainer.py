@@ -196,7 +196,6 @@ class Trainer(TrainingLoop):
         # config that could not be saved.
         self._model_settings = model_settings(model)
 
-
     @property
     def is_main(self) -> bool:
         return self.context is None or self.context.is_main

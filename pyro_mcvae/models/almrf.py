@@ -66,12 +66,14 @@ class ALMRFGuide(GMRFGuide):
                  global_hidden=(64, 64), eps: float = 0.9, mode: str = "blockwise",
                  graph: torch.Tensor | None = None, delta: float = 1e-6, min_var: float = 1e-4,
                  max_skew: float = 3.0, offdiag_keep: float = 1.0, mask_seed: int = 0,
-                 prior: nn.Module | None = None):
+                 prior: nn.Module | None = None, coupled: int | None = None):
         super().__init__(component_dims, latent_dim, hidden, global_hidden, eps, mode, graph, delta, min_var,
-                         offdiag_keep, mask_seed, prior)
+                         offdiag_keep, mask_seed, prior, coupled)
         self.skew_net = as_nets(hidden).component_nets(self.component_dims, [latent_dim] * self.num_components,
                                                        "encoder")
         self.max_skew = float(max_skew)
+
+    encodes_copies_once = False  # its skew network and mixture completion run on every stacked row
 
     def _skew(self, xs, var, components=None) -> torch.Tensor:
         raw = torch.stack(self.skew_net(xs, components), dim=-2)
@@ -132,9 +134,9 @@ def _almrf_prior(value) -> str | None:
     return None if ok else f"must be 'precision' or 'covariance' (how the ALMRF prior is built), got {value!r}"
 
 
-
 def build_almrf(component_dims: Sequence[int], config: ALMRFConfig) -> BlockLatentVAE:
     c = config
-    prior = ALMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph)
+    prior = ALMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph,
+                       coupled=c.coupled_dims)
     guide = gmrf_guide(component_dims, c, prior, ALMRFGuide, max_skew=c.max_skew)
     return block_model(component_dims, c, prior, guide)

@@ -182,15 +182,31 @@ class EncoderGuide(nn.Module):
     def _posterior(self, xs: list[torch.Tensor], mask=None) -> dist.Distribution:
         raise NotImplementedError
 
-    def forward(self, xs, mask=None, beta=None):
-        """The guide program. ``mask``: optional bool ``(batch, M)``, False where absent."""
+    #: Whether :meth:`forward` takes ``copies > 1`` (see there); a guide that does overrides
+    #: :meth:`_sample_copies`.
+    encodes_copies_once: bool = False
+
+    def forward(self, xs, mask=None, beta=None, copies: int = 1):
+        """The guide program. ``mask``: optional bool ``(batch, M)``, False where absent.
+        ``copies``: the batch is ``copies`` stacked copies of its first ``batch / copies`` rows,
+        each copy with its own mask rows (the subset-posterior terms of
+        :class:`~pyro_mcvae.infer.objectives.SubsetELBO`); a guide with
+        ``encodes_copies_once`` then runs its networks once per distinct datum. The law is the
+        same as without ``copies``."""
         check_no_beta(beta)
         pyro.module("guide", self)
         xs = check_components(xs, self.component_dims, "data", False, *module_dtype(self))
         batch = xs[0].shape[0]
         mask = check_mask(mask, batch, self.num_components)
+        if copies != 1 and not (self.encodes_copies_once and isinstance(copies, int) and copies > 1
+                                and batch % copies == 0):
+            raise ValueError(f"copies={copies!r} needs a guide with encodes_copies_once and a batch ({batch}) "
+                             f"that it divides; {type(self).__name__} has encodes_copies_once={self.encodes_copies_once}")
         with pyro.plate("data", batch, dim=-1):
-            return self._sample_latents(xs, mask)
+            return self._sample_latents(xs, mask) if copies == 1 else self._sample_copies(xs, mask, copies)
+
+    def _sample_copies(self, xs: list[torch.Tensor], mask, copies: int):
+        raise NotImplementedError
 
     def _sample_latents(self, xs: list[torch.Tensor], mask):
         return pyro.sample("z", self._posterior(xs, mask))

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,15 @@ __all__ = [
 ]
 
 PRIOR_PARAMETERIZATIONS = ("precision", "covariance", "standard")
+
+
+def check_coupled(coupled: int | None, block_dim: int) -> int:
+    """The number of coupled coordinates per block: ``coupled`` in ``1..block_dim``, or all."""
+    if coupled is None:
+        return int(block_dim)
+    if isinstance(coupled, bool) or not isinstance(coupled, int) or not 1 <= coupled <= block_dim:
+        raise ValueError(f"coupled_dims must be None or an integer in 1..block_dim = 1..{block_dim}, got {coupled!r}")
+    return coupled
 
 
 def inverse_softplus(x: float) -> float:
@@ -100,6 +110,10 @@ class GMRFPrior(nn.Module):
             construction.
         init_shared: start with this many coordinates per block coupled across all components
             (see :meth:`_init_shared`); 0: nearly independent blocks (small random couplings).
+        coupled: couple only the leading ``coupled`` coordinates of each block across blocks
+            (content); the other ``d - coupled`` are independent of every other block (style).
+            ``None``: all ``d`` (the paper's construction). See
+            :func:`~pyro_mcvae.covariance.assemble_block_covariance`.
     """
 
     def __init__(
@@ -115,6 +129,7 @@ class GMRFPrior(nn.Module):
         init_offdiag: float = 0.01,
         standardized: bool = False,
         init_shared: int = 0,
+        coupled: int | None = None,
     ):
         super().__init__()
         if parameterization not in PRIOR_PARAMETERIZATIONS:
@@ -123,6 +138,7 @@ class GMRFPrior(nn.Module):
             )
         m, d = num_components, component_dim
         self.num_components, self.component_dim = m, d
+        self.coupled = check_coupled(coupled, d)
         self.parameterization = parameterization
         # A precision needs a margin close to 1 to express strong correlation among many blocks.
         self.eps = eps if eps is not None else (0.99 if parameterization == "precision" else 0.9)
@@ -137,7 +153,8 @@ class GMRFPrior(nn.Module):
         else:
             self.register_buffer("loc", torch.zeros(m, d))
         self.raw_diag = nn.Parameter(torch.full((m, d), inverse_softplus(1.0)))
-        self.offdiag = nn.Parameter(init_offdiag * torch.randn(m, m, d, d))
+        c = self.coupled
+        self.offdiag = nn.Parameter(init_offdiag * torch.randn(m, m, c, c))
         if self.standardized:  # within-block couplings (strict lower triangles), see block_correlations
             self.raw_tril = nn.Parameter(torch.zeros(m, d, d))
         if init_shared:
@@ -150,8 +167,8 @@ class GMRFPrior(nn.Module):
         covariance ones), the others independent, every marginal variance 1: a prior that
         rewards aligned encoders from the first step. The couplings stay learnable."""
         m, d = self.num_components, self.component_dim
-        if not 0 < k <= d:
-            raise ValueError(f"init_shared must lie in 1..{d} (the block size), got {k}")
+        if not 0 < k <= self.coupled:
+            raise ValueError(f"init_shared must lie in 1..{self.coupled} (the coupled coordinates per block), got {k}")
         if self.parameterization == "precision" and not self.standardized:
             raise ValueError("init_shared needs standardized=True with the precision parameterisation: the "
                              "paper's construction bounds the couplings by the smallest diagonal entry, so "
@@ -255,8 +272,10 @@ class GMRFGuide(BlockGuide):
         offdiag_keep: float = 1.0,
         mask_seed: int = 0,
         prior: nn.Module | None = None,
+        coupled: int | None = None,
     ):
         super().__init__(component_dims, latent_dim, hidden, min_var, prior)
+        self.coupled = check_coupled(coupled, latent_dim)
         # A network factory in ``hidden`` builds the global network too; MLP sizes in
         # ``global_hidden`` otherwise. ``offdiag_keep < 1`` keeps a fixed random fraction of the
         # off-diagonal entries (the paper's PolyMNIST option masks 75%).
@@ -266,12 +285,43 @@ class GMRFGuide(BlockGuide):
             factory = hidden
         else:
             factory = MLPNets(global_hidden)
-        self.global_net = factory.offdiag_net(self.component_dims, latent_dim, offdiag_keep, mask_seed)
+        # The global network gives only the coupled coordinates' blocks (coupled x coupled).
+        self.global_net = factory.offdiag_net(self.component_dims, self.coupled, offdiag_keep, mask_seed)
         self.eps, self.mode, self.delta = eps, mode, delta
         self.register_buffer("graph", None if graph is None else torch.as_tensor(graph, dtype=torch.bool))
 
-    def _posterior(self, xs: list[torch.Tensor], mask=None) -> GMRF:
-        if not has_absent(mask):
+    encodes_copies_once = True
+
+    def _sample_copies(self, xs: list[torch.Tensor], mask, copies: int):
+        return pyro.sample("z", self._posterior(xs, mask, copies))
+
+    def _copied_blocks(self, xs: list[torch.Tensor], mask, copies: int):
+        """``loc``, ``var`` ``(batch, M, d)`` and the off-diagonal blocks of ``copies`` stacked
+        copies of the first ``batch / copies`` rows, the networks run once per distinct datum:
+        the encoders read one component each and the global network the whole tuple, so only the
+        rows with two or more but not all components present need the global network again, on
+        their present components (what :meth:`_posterior` computes row by row)."""
+        rows = xs[0].shape[0] // copies
+        base = [x[:rows] for x in xs]
+        loc, var = (t.repeat(copies, 1, 1) for t in self.encoder(base))
+        offdiag = self.global_net(base).repeat(copies, 1, 1, 1, 1)
+        if has_absent(mask):
+            loc, var = self._present_only(loc, var, mask)
+            count = mask.sum(-1)
+            partial = ((count >= 2) & (count < self.num_components)).nonzero().flatten()
+            if partial.numel():
+                present = mask[partial]
+                sub = [torch.where(present[:, k, None], x[partial], torch.zeros_like(x[partial]))
+                       for k, x in enumerate(xs)]
+                offdiag = offdiag.index_put((partial,), self.global_net(sub))
+            pair = mask[:, :, None] & mask[:, None, :]
+            offdiag = torch.where(pair[..., None, None], offdiag, 0.0)
+        return loc, var, offdiag
+
+    def _posterior(self, xs: list[torch.Tensor], mask=None, copies: int = 1) -> GMRF:
+        if copies > 1:
+            loc, var, offdiag = self._copied_blocks(xs, mask, copies)
+        elif not has_absent(mask):
             loc, var = self.encoder(xs)
             offdiag = self.global_net(xs)
         else:
@@ -316,18 +366,27 @@ class BlockPosteriorConfig(CommonConfig):
     component (``M*d`` in all). ``eps``, ``mode``, ``graph``: the posterior's block construction
     (``graph``: optional bool ``(M, M)`` adjacency, shared with the prior). ``offdiag_keep``: the
     fraction of the posterior's off-diagonal entries the global network produces (a fixed random
-    subset; the paper's PolyMNIST option keeps 25%)."""
+    subset; the paper's PolyMNIST option keeps 25%). ``coupled_dims``: only the leading
+    ``coupled_dims`` coordinates of each block are coupled across blocks (content), the others
+    are independent of every other block, in the posterior and, for the GMRF, in the prior
+    (style; conditional generation then draws a generated component's style from its prior
+    marginal); ``None``: all ``block_dim`` (the paper)."""
 
     block_dim: int = 2
     eps: float = 0.9
     mode: str = "blockwise"
     graph: object = None
     offdiag_keep: float = 1.0
+    coupled_dims: int | None = None
 
     def problems(self) -> list[str]:
         return super().problems() + field_problems(self, block_dim=positive_int, eps=unit_open,
                                                    mode=one_of("blockwise", "elementwise"), graph=graph_matrix,
-                                                   offdiag_keep=fraction)
+                                                   offdiag_keep=fraction, coupled_dims=optional(self._coupled))
+
+    def _coupled(self, value) -> str | None:
+        ok = positive_int(value) is None and (positive_int(self.block_dim) is not None or value <= self.block_dim)
+        return None if ok else f"must be an integer in 1..block_dim ({self.block_dim}), got {value!r}"
 
 
 @dataclass
@@ -392,7 +451,8 @@ def gmrf_guide(component_dims: Sequence[int], config: BlockPosteriorConfig, prio
     components from ``prior``."""
     c = config
     return (cls or GMRFGuide)([int(x) for x in component_dims], c.block_dim, c.hidden, c.hidden, eps=c.eps,
-                              mode=c.mode, graph=c.graph, offdiag_keep=c.offdiag_keep, prior=prior, **extra)
+                              mode=c.mode, graph=c.graph, offdiag_keep=c.offdiag_keep, prior=prior,
+                              coupled=c.coupled_dims, **extra)
 
 
 def build_gmrf(component_dims: Sequence[int], config: GMRFConfig) -> BlockLatentVAE:
@@ -402,7 +462,7 @@ def build_gmrf(component_dims: Sequence[int], config: GMRFConfig) -> BlockLatent
         raise ValueError(f"subset_max_size must be None or an integer in [1, M - 1] = [1, {len(component_dims) - 1}], "
                          f"got {top!r}")
     prior = GMRFPrior(len(component_dims), c.block_dim, c.prior, eps=c.prior_eps, mode=c.mode, graph=c.graph,
-                      standardized=c.prior_standardized, init_shared=c.prior_init_shared)
+                      standardized=c.prior_standardized, init_shared=c.prior_init_shared, coupled=c.coupled_dims)
     return block_model(component_dims, c, prior, gmrf_guide(component_dims, c, prior), cls=GMRFVAE)
 
 

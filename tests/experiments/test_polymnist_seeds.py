@@ -16,7 +16,7 @@ label = POLYMNIST_VARIANTS.label
 
 # the settings examples/polymnist.py records for the GMRF on the cpu preset, given no options
 CPU_GMRF = {"model": "gmrf", "seed": 0, "preset": "cpu", "quick": False, "beta": 0.001, "lr": 0.001, "batch_size": 128,
-            "arch": "mlp", "hidden": [512, 512], "width": 16, "minutes": 22.0, "latent_dim": 16,
+            "arch": "mlp", "hidden": [512, 512], "width": 16, "minutes": None, "steps": 3500, "latent_dim": 16,
             "likelihood_scale": 0.75, "num_train": None, "elbo": None, "particles": 1, "missing_ratio": 0.0,
             "offdiag_keep": 0.25, "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8,
             "subset_posteriors": 1, "subset_max_size": 1, "subset_per_example": True, "private_dim": None}
@@ -29,6 +29,11 @@ def _settings(**changes):
 def test_polymnist_variant_labels():
     assert label(_settings()) == "gmrf"
     assert label(_settings(beta=1.0)) == "gmrf (beta 1.0)"  # the preset's GMRF before 2026-11-27
+    # the cpu preset's 22-minute budget before its fixed number of steps (2026-12-07)
+    before_steps = _settings(minutes=22.0)
+    del before_steps["settings"]["steps"]
+    assert label(before_steps) == "gmrf (minutes 22.0, steps None)"
+    assert label(_settings(coupled_dims=8)) == "gmrf (coupled_dims 8)"
     assert label(_settings(beta="0.001")) == "gmrf"  # --beta's text as recorded
     # the paper's objective: the subset terms' own settings no longer count
     assert label(_settings(subset_posteriors=0, subset_max_size=None)) == "gmrf (subset_posteriors 0)"
@@ -50,11 +55,12 @@ def test_polymnist_variant_labels():
     # the network: hidden sizes count for MLPs, the width for ResNets
     assert label(_settings(width=64)) == "gmrf"
     assert label(_settings(hidden=[256])) == "gmrf (hidden [256])"
-    gpu = _settings(preset="gpu", arch="resnet", hidden=None, width=64, minutes=15.0)
+    gpu = _settings(preset="gpu", arch="resnet", hidden=None, width=64, minutes=15.0, steps=None)
     assert label(gpu) == "gmrf"
     gpu["settings"]["width"] = 32
     assert label(gpu) == "gmrf (width 32)"
-    quick = _settings(quick=True, preset="quick", arch="resnet", hidden=None, width=8, minutes=None, latent_dim=4,
+    quick = _settings(quick=True, preset="quick", arch="resnet", hidden=None, width=8, minutes=None, steps=None,
+                      latent_dim=4,
                       prior_form="paper", prior_init_shared=0, subset_posteriors=0, subset_max_size=None,
                       beta=1.0)
     assert label(quick) == "gmrf"

@@ -150,3 +150,46 @@ def test_per_example_subsets_draw_one_subset_per_datum_with_the_same_expectation
     built = objective_for(build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=1, subset_per_example=True))
     assert built.per_example and built.terms(batch=5).shape == (2, 5, M)
     assert not objective_for(build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=1)).per_example
+
+
+@pytest.mark.parametrize("max_size,coupled,missing", [(1, None, False), (None, None, True), (None, 1, False)])
+def test_networks_run_once_per_datum_with_the_same_loss_and_gradients(max_size, coupled, missing):
+    """The GMRF guide encodes the stacked copies of a batch once (``copies``): the loss and every
+    gradient equal those of one network pass per term, for single-component subsets, subsets
+    whose global network must read only their present components, coupled coordinates, and data
+    with absent components."""
+    seed_everything(3)
+    model = build_model("gmrf", [D] * M, hidden=(8,), block_dim=2, coupled_dims=coupled, subset_posteriors=3,
+                        subset_max_size=max_size, subset_per_example=True).double()
+    with torch.no_grad():  # a global network that couples (its last layer starts at zero)
+        for p in model.guide.global_net.parameters():
+            p.normal_(0, 0.5)
+    x = torch.randn(16, M, D, dtype=torch.float64)
+    mask = None
+    if missing:  # component 0 absent from half the rows; fixed terms that always keep one component
+        mask = torch.ones(16, M, dtype=torch.bool)
+        mask[::2, 0] = False
+        rows = torch.tensor([[True, True, True], [True, True, False], [False, True, True], [True, False, True]])
+    seen = []
+    hook = model.guide.encoder.register_forward_hook(lambda mod, inp, out: seen.append(out[0].shape[0]))
+    results = {}
+    for once in (True, False):
+        if missing:
+            objective = SubsetELBO(make_objective("meanfield"), rows, score="all", encode_once=once)
+        else:
+            objective = objective_for(model)
+            objective.encode_once = once
+        seen.clear()
+        model.zero_grad()
+        pyro.set_rng_seed(11)
+        loss = objective.differentiable_loss(model.model, model.guide, x, mask=mask)
+        loss.backward()
+        results[once] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+                         list(seen))
+    hook.remove()
+    (loss1, grads1, seen1), (loss0, grads0, seen0) = results[True], results[False]
+    assert seen1 == [16] and seen0 == [16 * 4]  # the encoders ran on the batch once, not on 4 copies
+    torch.testing.assert_close(loss1, loss0, rtol=1e-12, atol=1e-9)
+    assert grads1.keys() == grads0.keys() and any("global_net" in n for n in grads1)
+    for name in grads0:
+        torch.testing.assert_close(grads1[name], grads0[name], rtol=1e-9, atol=1e-11, msg=name)

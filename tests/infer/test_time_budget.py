@@ -66,3 +66,33 @@ def test_prior_learning_rate_applies_to_the_prior_only():
     assert rates == {(True, 0.05), (False, config.lr)}
     with pytest.raises(ValueError, match="prior_lr"):
         TrainConfig(prior_lr=0.0)
+
+
+def test_step_budget_stops_inside_an_epoch_and_resumes_to_the_same_parameters(tmp_path):
+    from pyro_mcvae.infer import StepBudget
+
+    def model():  # the same initial weights each time
+        torch.manual_seed(1)
+        return build_model("gmrf", [3, 3], block_dim=2)
+
+    config = TrainConfig(epochs=100, batch_size=16, seed=0)  # 4 steps per epoch
+    first = fit(model(), _data(), config, out_dir=tmp_path / "split",
+                progress=False, callbacks=[StepBudget(10, progress=False)])
+    assert first.steps == 10 and "step budget" in first.stop_reason
+    resumed_model = model()
+    resumed = fit(resumed_model, _data(), config, out_dir=tmp_path / "split", progress=False,
+                  callbacks=[StepBudget(15, progress=False)])
+    straight_model = model()
+    straight = fit(straight_model, _data(), config, out_dir=tmp_path / "straight", progress=False,
+                   callbacks=[StepBudget(15, progress=False)])
+    assert resumed.steps == straight.steps == 15
+    for (name, a), (_, b) in zip(resumed_model.state_dict().items(), straight_model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_step_budget_rejects_bad_steps(bad):
+    from pyro_mcvae.infer import StepBudget
+
+    with pytest.raises(ValueError, match="steps"):
+        StepBudget(bad)

@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from pyro.infer import ELBO
 
+from ...models.base import EncoderGuide
+
 __all__ = ["SubsetELBO", "SubsetTrained"]
 
 
@@ -50,11 +52,14 @@ class SubsetELBO(ELBO):
 
     Any ``mask`` the caller passes is combined with each term's components (and, with
     ``"all"``, still decides what the model scores). All terms run as one stacked batch: the
-    objective is a sum over data, so that is the sum of the terms.
+    objective is a sum over data, so that is the sum of the terms. With ``"all"`` and a guide
+    whose ``encodes_copies_once`` is set (the GMRF's), the guide runs its encoders and global
+    network once per datum, not once per term (``encode_once=False`` turns this off: the same
+    loss and gradients, at the cost of a network pass per term).
     """
 
     def __init__(self, elbo, subsets: torch.Tensor, num_random: int = 0, pool: torch.Tensor | None = None,
-                 score: str = "subset", per_example: bool = False):
+                 score: str = "subset", per_example: bool = False, encode_once: bool = True):
         for name, rows in (("subsets", subsets), ("pool", pool)):
             if rows is None:
                 continue
@@ -66,7 +71,7 @@ class SubsetELBO(ELBO):
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         super().__init__()
         self.elbo, self.subsets, self.num_random, self.pool = elbo, subsets, int(num_random), pool
-        self.score, self.per_example = score, bool(per_example)
+        self.score, self.per_example, self.encode_once = score, bool(per_example), bool(encode_once)
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError(f"{type(self).__name__} builds its traces in its loss methods")
@@ -103,15 +108,20 @@ class SubsetELBO(ELBO):
             model_mask = guide_mask
         else:
             model_mask = None if mask is None else mask.repeat(t, 1)
-        return (parts[0] if stacked else parts), guide_mask, model_mask
+        return (parts[0] if stacked else parts), guide_mask, model_mask, t
 
     def _call(self, method, model, guide, xs, args, mask, kwargs):
-        xs, guide_mask, model_mask = self._stacked(xs, mask)
+        xs, guide_mask, model_mask, t = self._stacked(xs, mask)
         if self.score == "subset":
             return getattr(self.elbo, method)(model, guide, xs, *args, mask=guide_mask, **kwargs)
 
+        # The stacked rows are copies of one batch: a guide that can runs its networks once per
+        # datum (the same law, EncoderGuide.forward's ``copies``).
+        once = self.encode_once and t > 1 and isinstance(guide, EncoderGuide) and guide.encodes_copies_once
+        copies = {"copies": t} if once else {}
+
         def guide_given_subset(*a, mask=None, **kw):  # the model's mask is not the guide's here
-            return guide(*a, mask=guide_mask, **kw)
+            return guide(*a, mask=guide_mask, **copies, **kw)
 
         return getattr(self.elbo, method)(model, guide_given_subset, xs, *args, mask=model_mask, **kwargs)
 
