@@ -145,7 +145,7 @@ def check_domains(xs: Sequence[torch.Tensor], domains: Sequence, name: str = "da
 
 
 def check_sizes(sizes, name: str = "component sizes") -> list[int]:
-    """A non-empty sequence of positive integers (e.g. the components' sizes), as ``int``s."""
+    """A non-empty sequence of positive integers (e.g. the components' sizes), as Python integers."""
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
         raise ValueError(f"{name} must be a non-empty list of positive integers, got {sizes!r}")
     for k in sizes:
