@@ -52,12 +52,19 @@ __all__ = [
 PRIOR_PARAMETERIZATIONS = ("precision", "covariance", "standard")
 
 
+def coupled_problem(coupled, block_dim) -> str | None:
+    """What is wrong with ``coupled`` coordinates per block (an integer in ``1..block_dim``), or None."""
+    ok = positive_int(coupled) is None and (positive_int(block_dim) is not None or coupled <= block_dim)
+    return None if ok else f"must be an integer in 1..block_dim ({block_dim}), got {coupled!r}"
+
+
 def check_coupled(coupled: int | None, block_dim: int) -> int:
     """The number of coupled coordinates per block: ``coupled`` in ``1..block_dim``, or all."""
     if coupled is None:
         return int(block_dim)
-    if isinstance(coupled, bool) or not isinstance(coupled, int) or not 1 <= coupled <= block_dim:
-        raise ValueError(f"coupled_dims must be None or an integer in 1..block_dim = 1..{block_dim}, got {coupled!r}")
+    problem = coupled_problem(coupled, block_dim)
+    if problem:
+        raise ValueError(f"coupled_dims {problem.replace('must be', 'must be None or', 1)}")
     return coupled
 
 
@@ -382,11 +389,8 @@ class BlockPosteriorConfig(CommonConfig):
     def problems(self) -> list[str]:
         return super().problems() + field_problems(self, block_dim=positive_int, eps=unit_open,
                                                    mode=one_of("blockwise", "elementwise"), graph=graph_matrix,
-                                                   offdiag_keep=fraction, coupled_dims=optional(self._coupled))
-
-    def _coupled(self, value) -> str | None:
-        ok = positive_int(value) is None and (positive_int(self.block_dim) is not None or value <= self.block_dim)
-        return None if ok else f"must be an integer in 1..block_dim ({self.block_dim}), got {value!r}"
+                                                   offdiag_keep=fraction,
+                                                   coupled_dims=optional(lambda v: coupled_problem(v, self.block_dim)))
 
 
 @dataclass
