@@ -159,6 +159,8 @@ class PolyMNISTRun:
     subset_per_example: bool = option(True, "GMRF: one subset per batch in the subset-posterior terms instead of one "
                                             "per training tuple (the default, which learns faster: docs/results/"
                                             "polymnist.md)", flag="--subset-per-batch")
+    subset_singles: bool = option(False, "GMRF: also one subset-posterior term per modality given alone, every "
+                                          "modality in turn at every step (M more terms)")
     mopoe_strata: str | None = option(None, "MoPoE-VAE: 'one' latent per training tuple drawn from its mixture "
                                             "over the 31 subsets, scored by the mixture (cpu/gpu presets), or "
                                             "'every': one per subset, each scored by its own subset (paper "
@@ -262,6 +264,7 @@ def build_polymnist_model(run: PolyMNISTRun) -> MCVAE:
         kwargs["subset_posteriors"] = run.value("subset_posteriors")
         kwargs["subset_max_size"] = run.value("subset_max_size")
         kwargs["subset_per_example"] = run.subset_per_example
+        kwargs["subset_singles"] = run.subset_singles
     if run.model == "mmvaeplus":
         kwargs["private_dim"] = run.private_dim or d
     if run.model == "mopoe":
@@ -744,7 +747,7 @@ def _relevant_settings(settings: dict) -> list[str]:
              "particles", "missing_ratio", "hidden" if settings.get("arch") == "mlp" else "width"]
     if settings["model"] == "gmrf":
         names += ["offdiag_keep", "construction", "coupled_dims", "prior_form", "prior_lr", "prior_init_shared",
-                  "subset_posteriors"]
+                  "subset_posteriors", "subset_singles"]
         if settings.get("subset_posteriors"):
             names += ["subset_max_size", "subset_per_example"]
     if settings["model"] == "mmvaeplus":
@@ -760,4 +763,4 @@ POLYMNIST_VARIANTS = Variants(_preset_settings, _relevant_settings,
                               legacy={"missing_ratio": 0.0, "construction": "blockwise", "prior_form": "paper",
                                       "prior_init_shared": 0, "subset_posteriors": 0, "subset_max_size": None,
                                       "subset_per_example": False, "mopoe_strata": "every", "steps": None,
-                                      "coupled_dims": None})
+                                      "coupled_dims": None, "subset_singles": False})

@@ -399,7 +399,9 @@ class GMRFConfig(BlockPosteriorConfig):
     ``"covariance"`` or ``"standard"`` (see :class:`GMRFPrior`), with margin ``prior_eps``;
     ``subset_posteriors``: subset-posterior ELBO terms per training step (:class:`GMRFVAE`), their
     subsets drawn among those of at most ``subset_max_size`` components (default ``M - 1``), one per
-    batch or, with ``subset_per_example``, one per datum."""
+    batch or, with ``subset_per_example``, one per datum; ``subset_singles``: ``M`` more terms per
+    step, each with one component alone given, every component in turn (the stratified form of one
+    given component, as MMVAE+ decodes every modality from each modality's encoding)."""
 
     prior: str = "precision"
     prior_eps: float | None = None
@@ -408,12 +410,13 @@ class GMRFConfig(BlockPosteriorConfig):
     subset_posteriors: int = 0
     subset_max_size: int | None = None
     subset_per_example: bool = False
+    subset_singles: bool = False
 
     def problems(self) -> list[str]:
         return super().problems() + field_problems(
             self, prior=one_of(*PRIOR_PARAMETERIZATIONS), prior_eps=optional(unit_open), prior_standardized=boolean,
             prior_init_shared=non_negative_int, subset_posteriors=non_negative_int,
-            subset_max_size=optional(positive_int), subset_per_example=boolean)
+            subset_max_size=optional(positive_int), subset_per_example=boolean, subset_singles=boolean)
 
 
 class GMRFVAE(BlockLatentVAE):
@@ -431,12 +434,17 @@ class GMRFVAE(BlockLatentVAE):
 
     subset_scoring = "all"
 
-    def subset_terms(self) -> tuple[torch.Tensor, int, torch.Tensor] | None:
-        k = self.config.subset_posteriors if isinstance(self.config, GMRFConfig) else 0
-        if not k:
+    def subset_terms(self) -> tuple[torch.Tensor, int, torch.Tensor | None] | None:
+        if not isinstance(self.config, GMRFConfig):
+            return None
+        k, singles = self.config.subset_posteriors, self.config.subset_singles
+        if not (k or singles):
             return None
         m = self.num_components
-        return torch.ones(1, m, dtype=torch.bool), k, subset_rows(m, max_size=self.config.subset_max_size)
+        fixed = torch.ones(1, m, dtype=torch.bool)
+        if singles:  # the whole tuple, then each component alone given
+            fixed = torch.cat([fixed, torch.eye(m, dtype=torch.bool)])
+        return fixed, k, subset_rows(m, max_size=self.config.subset_max_size) if k else None
 
     def subset_per_example(self) -> bool:
         return isinstance(self.config, GMRFConfig) and bool(self.config.subset_per_example)

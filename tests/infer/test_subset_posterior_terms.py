@@ -109,6 +109,32 @@ def test_the_registry_builds_the_objective_with_random_subsets():
         SubsetELBO(make_objective("meanfield"), rows, score="joint")
 
 
+def test_subset_singles_add_one_term_per_component_given_alone():
+    """``subset_singles``: the whole tuple's term and one term per component given alone, every
+    step; the loss estimates minus the sum of their closed forms (in standard errors)."""
+    model = build_model("gmrf", [D] * M, hidden=(), likelihood="normal", scale=NOISE, block_dim=2,
+                        subset_singles=True).double()
+    seed_everything(0)
+    with torch.no_grad():
+        model.prior.offdiag.normal_(0, 0.5)
+        model.prior.loc.normal_(0, 0.5)
+    objective = objective_for(model)
+    assert objective.num_random == 0
+    assert torch.equal(objective.terms(), torch.cat([torch.ones(1, M, dtype=torch.bool), torch.eye(M, dtype=torch.bool)]))
+    x = torch.randn(M, D, dtype=torch.float64)
+    copies, estimates = 500, []
+    with torch.no_grad():
+        for i in range(20):
+            pyro.set_rng_seed(200 + i)
+            estimates.append(-objective.loss(model.model, model.guide, x.expand(copies, M, D).clone()) / copies)
+    estimates = np.array(estimates)
+    exact = sum(closed_form_term(model, x, s) for s in [tuple(range(M))] + [(k,) for k in range(M)])
+    se = estimates.std(ddof=1) / math.sqrt(len(estimates))
+    assert abs(estimates.mean() - exact) < 4 * se + 1e-9, (estimates.mean(), exact, se)
+    with_random = objective_for(build_model("gmrf", [D] * M, block_dim=2, subset_singles=True, subset_posteriors=2))
+    assert with_random.terms().shape == (1 + M + 2, M)
+
+
 def test_subset_max_size_restricts_the_random_subsets():
     model = build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=4, subset_max_size=1)
     objective = objective_for(model)
