@@ -13,6 +13,7 @@ import numpy as np
 import pyro
 import torch
 
+from ..nets.compiled import compile_mode
 from . import distributed
 from .objectives import OBJECTIVES, objective_for
 from .schedules import ConstantBeta, CyclicalBeta, LinearWarmup, parse_beta_schedule
@@ -69,6 +70,11 @@ class TrainConfig:
     accepts parameters without a gradient in a step, at the cost of one pass over the autograd
     graph per step; ``None`` (default) turns it on when the beta schedule is 0 at some step (the
     prior then gets no gradient, e.g. at the first step of a warm-up).
+    ``compile``: ``True`` or a mode of :data:`~pyro_mcvae.nets.compiled.COMPILE_MODES` compiles the
+    model's networks with ``torch.compile`` for the training steps (the Pyro programs stay eager;
+    state-dict keys and checkpoints are unchanged, and the networks stay compiled after the run:
+    :func:`~pyro_mcvae.nets.compiled.uncompile_networks`); where no code can be generated (no C++
+    compiler, no Triton) a warning says so and the run is eager.
     """
 
     epochs: int = 100
@@ -89,6 +95,7 @@ class TrainConfig:
     tensorboard: bool = False
     distributed: str = "auto"
     find_unused_parameters: bool | None = None
+    compile: bool | str = False
 
     def __post_init__(self):
         if self.elbo is not None and self.elbo not in OBJECTIVES:
@@ -104,6 +111,7 @@ class TrainConfig:
             raise ValueError(f"lr_final must lie in (0, lr], got {self.lr_final}")
         parse_beta_schedule(self.beta)
         amp_dtype(self.amp)
+        compile_mode(self.compile)
         if self.distributed not in distributed.DISTRIBUTED_MODES:
             raise ValueError(f"distributed must be one of {distributed.DISTRIBUTED_MODES}, got {self.distributed!r}")
         if self.data_device != "auto":
@@ -125,7 +133,7 @@ def build_objective(model, config: TrainConfig):
 #: Settings of where and how a run executes, not of what it computes: a run may be resumed or
 #: reused with other values of these (say on another device).
 RUNTIME_FIELDS = ("device", "data_device", "checkpoint_every", "validate", "tensorboard", "distributed",
-                  "find_unused_parameters")
+                  "find_unused_parameters", "compile")
 
 
 def settings_record(config: TrainConfig) -> dict:

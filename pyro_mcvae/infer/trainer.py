@@ -18,6 +18,7 @@ import torch
 from pyro.infer import SVI
 
 from ..models.base import MCVAE
+from ..nets.compiled import compile_networks
 from ..validation import check_components, check_domains, check_finite, check_mask, module_dtype
 from . import distributed
 from .checkpoint import RunConflictError, capture_rng_state, model_differences, model_settings, restore_rng_state
@@ -191,6 +192,7 @@ class Trainer(TrainingLoop):
         self.mask = mask.to(device) if mask is not None else None
         self.batch_transform = batch_transform
         model.to(device)
+        self.compiled = compile_networks(model, config.compile, device)  # the networks' names
         super().__init__(model, n, config.epochs, config.batch_size, config.seed, callbacks)
         # What rebuilds the model (method, config, sizes): computed once, it also refuses early a
         # config that could not be saved.
