@@ -23,6 +23,7 @@ from ..evaluate import evaluate_polymnist_judges, generate_images
 from ..infer import TrainConfig
 from ..models import MCVAE, get_method
 from ..nets import MLPNets, ResNetNets
+from ..nets.compiled import COMPILE_MODES
 from ..nets.classifier import (
     classifier_accuracy,
     load_classifiers,
@@ -118,6 +119,9 @@ class PolyMNISTRun:
     seed: int = option(0, "training seed")
     device: str = option("auto", "'cpu', 'cuda' or 'auto'")
     amp: bool = option(False, "bf16 autocast (GPU)")
+    compile: str = option("off", "torch.compile the networks for the training steps (the Pyro programs stay eager): "
+                                 "'default', 'reduce-overhead' (CUDA graphs), 'max-autotune', ... or 'off'",
+                          choices=["off", *COMPILE_MODES])
     num_modalities: int = option(5, "number of modalities m0.. (up to 9)", flag="--modalities")
     data_dir: str = option("data/polymnist", "PolyMNIST data (generated there when empty)")
     mnist_dir: str | None = option(None, "MNIST IDX files (to generate the data)")
@@ -393,7 +397,8 @@ def train_config(run: PolyMNISTRun, device) -> TrainConfig:
     prior_lr = run.value("prior_lr") if run.model == "gmrf" else None
     return TrainConfig(epochs=run.value("epochs"), batch_size=run.batch_size, lr=run.lr, prior_lr=prior_lr,
                        elbo=run.elbo or get_method(run.model).objective, num_particles=run.particles,
-                       beta=run.resolved_beta(), seed=run.seed, device=str(device), amp=amp)
+                       beta=run.resolved_beta(), seed=run.seed, device=str(device), amp=amp,
+                       compile=False if run.compile == "off" else run.compile)
 
 
 #: Columns of the learning curve (``curve.csv``) and their labels.
