@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_netcdf", "atomic_torch_save", "atomic_write_csv", "read_number_csv", "read_torch_file"]
+__all__ = ["atomic_netcdf", "atomic_npz", "atomic_torch_save", "atomic_write_csv", "read_number_csv", "read_torch_file"]
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -22,6 +22,21 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_npz(arrays: dict, path: str | os.PathLike) -> Path:
+    """``numpy.savez_compressed(path, **arrays)`` through a temporary file renamed over ``path``."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

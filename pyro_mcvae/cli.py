@@ -5,14 +5,17 @@ Usage::
     pyro-mcvae run EXPERIMENT [options]     # copula, heavy_tails, nnmrf, nongaussian; `run EXPERIMENT -h` lists
                                             # the options (generated from the experiment's Config)
     pyro-mcvae train    --config run.toml [--set train.epochs=5 ...]
-    pyro-mcvae evaluate --config run.toml
+    pyro-mcvae train    --npz my.npz [--images DIR ...] [--mask mask.npy] --model gmrf
+                        --likelihood normal,bernoulli,normal --out runs/mine    # your own data
+    pyro-mcvae evaluate --config run.toml      (or --run OUT: the config a train wrote there)
     pyro-mcvae sample   --config run.toml [--num 100] [--output samples.pt]
     pyro-mcvae curves LABEL=RUN [LABEL=RUN ...] --out curves.png [--column eval_coherence_1]
                                             # learning curves of several runs in one figure
 
 A config is a TOML file::
 
-    dataset = "copula"          # "copula", "heavy_tails", "polymnist" or "bikes"
+    dataset = "copula"          # "copula", "heavy_tails", "polymnist", "bikes" or "files" (your own
+                                # data: pyro_mcvae.experiments.own_data)
     out = "results/my-run"      # checkpoints, logs, metrics, samples
     seed = 0
     device = "auto"             # "cpu", "cuda" or "auto"
@@ -63,6 +66,49 @@ def load_config(path, overrides=()) -> dict:
         config = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    return finish_config(config, overrides)
+
+
+def run_config(run_dir, overrides=()) -> dict:
+    """The config ``pyro-mcvae train`` wrote into the run directory ``run_dir`` (its
+    ``config.json``), with ``out`` set to ``run_dir`` and the overrides applied."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} holds no config.json: give the --out of a `pyro-mcvae train` run, or --config")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON: {err}") from None
+    return finish_config(config | {"out": str(run_dir)}, overrides)
+
+
+def files_config(args) -> dict:
+    """The config of ``pyro-mcvae train --npz ... --images ...`` (your own data; data paths made
+    absolute, so ``evaluate --run OUT`` works from any directory)."""
+    if args.out is None:
+        raise ConfigError("--out DIR is required with --npz / --images (where the run goes)")
+    data = {"test_fraction": 0.2 if args.test_fraction is None else args.test_fraction}
+    if args.npz is not None:
+        data["npz"] = str(Path(args.npz).absolute())
+    if args.images:
+        data["images"] = [str(Path(d).absolute()) for d in args.images]
+    if args.mask is not None:
+        data["mask"] = str(Path(args.mask).absolute())
+    if args.arrays:
+        data["arrays"] = [a.strip() for a in args.arrays.split(",")]
+    model = {"method": args.model or "gmrf"}
+    if args.likelihood:
+        kinds = [k.strip() for k in args.likelihood.split(",")]
+        model["likelihood"] = kinds[0] if len(kinds) == 1 else kinds
+    train = {} if args.epochs is None else {"epochs": args.epochs}
+    return {"dataset": "files", "out": args.out, "seed": 0 if args.seed is None else args.seed,
+            "device": args.device or "auto",
+            "data": data, "model": model, "train": train}
+
+
+def finish_config(config: dict, overrides=()) -> dict:
+    """A config read from a file (or built from options) with ``section.key=value`` overrides
+    applied (values in TOML syntax), checked, and its defaults filled in."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -124,8 +170,9 @@ def cmd_evaluate(config: dict) -> dict:
 
 def cmd_sample(config: dict, num: int, output: str | None) -> Path:
     """Generated samples of the trained model; the same config gives the same file (seeded)."""
-    output = Path(output) if output else Path(config["out"]) / "samples.pt"
-    return file_commands(config["dataset"]).sample(config, num, output)
+    commands = file_commands(config["dataset"])
+    output = Path(output) if output else Path(config["out"]) / commands.samples_file
+    return commands.sample(config, num, output)
 
 
 def cmd_curves(specs, column: str, out: str, title: str = "", chance: float | None = None,
@@ -168,9 +215,14 @@ def main(argv=None) -> int:
                             ("evaluate", "score a trained model on the test split"),
                             ("sample", "write generated samples to a .pt file")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", required=True, help="TOML config file")
+        p.add_argument("--config", help="TOML config file")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value (TOML syntax), e.g. train.epochs=5")
+        if name == "train":
+            _own_data_options(p)
+        else:
+            p.add_argument("--run", metavar="OUT", help="instead of --config: the output directory of a "
+                                                        "`pyro-mcvae train` run (its config.json)")
         if name == "train":
             p.add_argument("--restart", action="store_true",
                            help="train from the start, replacing the run in <out>/train (without it an interrupted "
@@ -205,12 +257,57 @@ def main(argv=None) -> int:
     return run_command(lambda: _file_command(args), "pyro-mcvae")
 
 
+def _own_data_options(p) -> None:
+    """``train``'s options for your own data (instead of ``--config``)."""
+    g = p.add_argument_group("your own data (instead of --config; more settings with --set)")
+    g.add_argument("--npz", "--data", dest="npz", metavar="FILE.npz",
+                   help="one array (N, ...) per component (np.savez(FILE, a=x_a, b=x_b, ...))")
+    g.add_argument("--arrays", metavar="A,B,...", help="which arrays of the .npz, in this order (default: all)")
+    g.add_argument("--images", nargs="+", metavar="DIR",
+                   help="a folder of images per component, rows paired by sorted file name")
+    g.add_argument("--mask", metavar="MASK.npy", help="bool (N, M), True where present (arrays first, then folders)")
+    g.add_argument("--test-fraction", type=float, help="held-out rows, seeded (default 0.2)")
+    g.add_argument("--model", help="a registered method (default gmrf)")
+    g.add_argument("--likelihood", metavar="KIND[,KIND...]",
+                   help="normal, laplace or bernoulli: one for all components or one per component")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--seed", type=int, help="default 0")
+    g.add_argument("--device", help="cpu, cuda or auto (default)")
+    g.add_argument("--out", help="the run's directory (required with --npz / --images)")
+
+
+_OWN_DATA_ONLY = ("arrays", "mask", "test_fraction", "model", "likelihood", "epochs", "seed", "device", "out")
+
+
+def _config(args) -> dict:
+    """The config a ``train``, ``evaluate`` or ``sample`` command names: ``--config``, your own
+    data's options (``train``) or a run directory (``--run``)."""
+    own = args.command == "train" and (args.npz is not None or bool(args.images))
+    named = [flag for flag, given in (("--config", args.config is not None), ("--npz/--images", own),
+                                      ("--run", getattr(args, "run", None) is not None)) if given]
+    if len(named) > 1:
+        raise ConfigError(f"give one of {' and '.join(named)}, not both")
+    if own:
+        return finish_config(files_config(args), args.set)
+    if args.command == "train":
+        stray = [f"--{name.replace('_', '-')}" for name in _OWN_DATA_ONLY if getattr(args, name) is not None]
+        if stray:
+            raise ConfigError(f"{', '.join(stray)} go with --npz / --images; with --config set values in the file "
+                              "or with --set SECTION.KEY=VALUE")
+    if getattr(args, "run", None) is not None:
+        return run_config(args.run, args.set)
+    if args.config is None:
+        raise ConfigError("train needs --config run.toml, or your data: --npz FILE and/or --images DIR ... with --out"
+                          if args.command == "train" else f"{args.command} needs --config run.toml or --run OUT")
+    return load_config(args.config, args.set)
+
+
 def _file_command(args) -> None:
     """``train``, ``evaluate`` and ``sample`` on a config file, and ``curves``."""
     if args.command == "curves":
         print(f"wrote {cmd_curves(args.runs, args.column, args.out, args.title, args.chance, args.ylabel)}")
         return
-    config = load_config(args.config, args.set)
+    config = _config(args)
     if args.command == "train":
         record = cmd_train(config, args.restart)
         print(json.dumps({k: v for k, v in record.items() if k in ("steps", "final_loss", "training")},

@@ -1,6 +1,7 @@
 """Data sets: the Gaussian-copula benchmark, its heavy-tailed and non-Gaussian-copula variants (NumPy), PolyMNIST and
 the bicycle assemblies (torch; generators, writers, loaders), MNIST; seeded missing-at-random
-presence masks for incomplete data (:mod:`.missing`). The facade is lazy: importing
+presence masks for incomplete data (:mod:`.missing`); your own components from ``.npz`` files and image
+folders (:mod:`.component_files`). The facade is lazy: importing
 one data module loads only what it needs."""
 
 from .._lazy import lazy_exports
@@ -34,6 +35,9 @@ _EXPORTS = {
     "apply_mask": ".missing",
     "expected_absent_fraction": ".missing",
     "missing_mask": ".missing",
+    "ComponentFiles": ".component_files",
+    "read_component_files": ".component_files",
+    "split_rows": ".component_files",
     "DataNotFoundError": ".mnist",
     "find_data_root": ".mnist",
     "load_mnist": ".mnist",

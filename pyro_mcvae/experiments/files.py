@@ -5,7 +5,8 @@ and samples it (the command line does not branch on the name). The vector datase
 ``[data]`` (the ``make_*_splits`` arguments), ``[model]`` (``method = NAME`` and that method's
 config fields, or ``MCVAE.build`` keywords), ``[train]`` (``TrainConfig`` fields) and
 ``[evaluate]``; the image datasets read their run settings (``PolyMNISTRun``, ``BikeRun``) from
-every section. Training, restoring and devices go through the runner.
+every section. ``dataset = "files"`` reads your own components from files
+(:mod:`~pyro_mcvae.experiments.own_data`). Training, restoring and devices go through the runner.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from .._io import atomic_torch_save
 from .runner import resolve_device, restore, train_or_resume
 
-__all__ = ["ConfigError", "SECTIONS", "dataset_names", "file_commands"]
+__all__ = ["ConfigError", "OWN_DATA", "SECTIONS", "dataset_names", "file_commands", "model_settings",
+           "train_settings"]
 
 SECTIONS = ("data", "model", "train", "evaluate", "sample")
 
@@ -35,8 +37,31 @@ def _strip_samples(value):
     return value
 
 
+def model_settings(config: dict) -> dict:
+    """The ``[model]`` section as builder keywords (TOML lists of sizes as tuples)."""
+    kwargs = dict(config["model"])
+    for key in ("hidden", "potential_hidden"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    return kwargs
+
+
+def train_settings(config: dict, device):
+    """The ``TrainConfig`` of ``[train]`` (seed: the config's unless set there) on ``device``."""
+    from ..infer import TrainConfig
+
+    settings = dict(config["train"])
+    settings.setdefault("seed", config["seed"])
+    try:
+        return TrainConfig(**settings | {"device": str(device)})
+    except TypeError as err:
+        raise ConfigError(f"config [train]: {err}") from None
+
+
 class VectorFiles:
     """Config-file commands of a vector dataset (tuples ``(N, M, D)``)."""
+
+    samples_file = "samples.pt"
 
     def __init__(self, make_splits: str, evaluate: str, uses_reference: bool = False):
         self.make_splits, self.evaluate_name, self.uses_reference = make_splits, evaluate, uses_reference
@@ -56,10 +81,7 @@ class VectorFiles:
         ``MCVAE.build``'s keywords (``guide = NAME``, ``latent_dim``, ...)."""
         from ..models import MCVAE, build_model
 
-        kwargs = dict(config["model"])
-        for key in ("hidden", "potential_hidden"):
-            if isinstance(kwargs.get(key), list):
-                kwargs[key] = tuple(kwargs[key])
+        kwargs = model_settings(config)
         dims = [dataset.train.shape[-1]] * dataset.train.shape[1]
         try:
             if "method" in kwargs:
@@ -75,17 +97,13 @@ class VectorFiles:
     def train(self, config: dict, restart: bool = False) -> dict:
         """Train (resume, or reuse) the run in ``<out>/train``; a run there of other settings is
         refused, naming them; ``restart`` trains afresh over it."""
-        from ..infer import TrainConfig
+        from ..infer import seed_everything
 
         device = resolve_device(config["device"])
         dataset = self.dataset(config)
+        train_config = train_settings(config, device)
+        seed_everything(train_config.seed)  # the same initial weights every time
         model = self.model(config, dataset)
-        settings = dict(config["train"])
-        settings.setdefault("seed", config["seed"])
-        try:
-            train_config = TrainConfig(**settings | {"device": str(device)})
-        except TypeError as err:
-            raise ConfigError(f"config [train]: {err}") from None
         result, trained = train_or_resume(model, torch.as_tensor(dataset.train), train_config,
                                           Path(config["out"]) / "train", restart=restart)
         record = {"steps": result.steps, "final_loss": result.losses[-1], "checkpoint": str(result.checkpoint),
@@ -140,6 +158,8 @@ class ImageFiles:
     ``load_trained(settings, device)``, ``test_images(settings)`` and
     ``save_samples(path, model, test, num, device)`` write the samples file."""
 
+    samples_file = "samples.pt"
+
     def __init__(self, run_class, label: str, run, load_trained, test_images, save_samples):
         self.run_class, self.label = run_class, label
         self.run, self.load_trained, self.test_images, self.save_samples = run, load_trained, test_images, save_samples
@@ -178,17 +198,26 @@ class ImageFiles:
         return self.save_samples(output, model, self.test_images(run), num, device)
 
 
+#: ``dataset = "files"``: your own components from files (:mod:`pyro_mcvae.experiments.own_data`).
+OWN_DATA = "files"
+
+
 def dataset_names() -> tuple:
-    """The experiments a config file can name as its ``dataset``."""
+    """What a config file can name as its ``dataset``: the experiments with config-file
+    commands, and ``"files"`` (your own data)."""
     from .base import experiment_names, get_experiment
 
-    return tuple(n for n in experiment_names() if get_experiment(n).config_file is not None)
+    return (OWN_DATA, *(n for n in experiment_names() if get_experiment(n).config_file is not None))
 
 
 def file_commands(dataset: str):
-    """The config-file commands of the experiment named ``dataset``."""
+    """The config-file commands of the experiment named ``dataset`` (or of your own data)."""
     from .base import experiment_names, get_experiment
 
+    if dataset == OWN_DATA:
+        from .own_data import OwnDataFiles
+
+        return OwnDataFiles()
     experiment = get_experiment(dataset) if dataset in experiment_names() else None
     if experiment is None or experiment.config_file is None:
         raise ConfigError(f"config: dataset must be one of {dataset_names()}, got {dataset!r}")
