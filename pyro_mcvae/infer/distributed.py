@@ -12,8 +12,8 @@ Why the step looks the way it does. Pyro's ``SVI`` calls the model and guide dir
 ``DistributedDataParallel``'s hooks would never see a forward pass. Here the ELBO's differentiable
 loss is the ``forward`` of a small module (:class:`ELBOLoss`) wrapped in DDP; its backward pass
 averages the gradients over the ranks, and the optimiser is the one of the single-process path
-(Pyro's ``ClippedAdam``, one instance per parameter), so its learning-rate decay, clipping and
-checkpoint format are the same in both modes.
+(``ClippedAdam``'s update, fused or Pyro's per-parameter one, :func:`~.trainer.build_optimizer`),
+so its learning-rate decay, clipping and checkpoint format are the same in both modes.
 
 Loss scaling. Pyro's ELBO is a sum over the batch, not a mean. With the global batch ``B`` split
 into rank slices ``B_r`` (sizes may differ), the single-process gradient is
@@ -212,7 +212,7 @@ def wrap_ddp(module: nn.Module, device: torch.device, find_unused_parameters: bo
 
 class DataParallelStep:
     """One data-parallel SVI step: this rank's slice of the global batch through DDP, backward
-    (DDP averages the gradients), then the per-parameter Pyro optimiser of the single-process path.
+    (DDP averages the gradients), then the optimiser of the single-process path.
 
     ``__call__(xs, beta, mask, batch_size)`` takes this rank's slice (see :meth:`local_indices`) of
     a global batch of ``batch_size`` and returns the loss of the whole global batch (summed over

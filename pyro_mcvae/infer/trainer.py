@@ -3,7 +3,8 @@
 :class:`Trainer` is the loop of :class:`~.loop.TrainingLoop` with an SVI step: it checks and
 places the data (compact data with a ``batch_transform``, kept on the GPU or staged batch by batch
 from pinned CPU memory), seeds the run, builds the objective (:func:`~.config.build_objective`),
-the optimiser (``ClippedAdam``: gradient clipping and the learning-rate decay), bf16 autocast and,
+the optimiser (``ClippedAdam``'s update: gradient clipping and the learning-rate decay, by
+default in one fused step over all parameters, :mod:`.optim`), bf16 autocast and,
 under torchrun, the data-parallel step (:mod:`.distributed`). Everything else -- logs,
 checkpoints and resuming, progress, chain diagnostics, evaluation, stopping -- is a callback
 (:mod:`.callbacks`); :func:`~pyro_mcvae.infer.train.fit` builds it with the usual ones.
@@ -11,6 +12,7 @@ checkpoints and resuming, progress, chain diagnostics, evaluation, stopping -- i
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 import pyro
@@ -24,10 +26,11 @@ from . import distributed
 from .checkpoint import RunConflictError, capture_rng_state, model_differences, model_settings, restore_rng_state
 from .config import TrainConfig, amp_dtype, build_objective, seed_everything, settings_record, train_differences
 from .loop import TrainingLoop
+from .optim import FusedClippedAdam, svi_step
 from .objectives.base import StratifiedGuide
 from .schedules import parse_beta_schedule
 
-__all__ = ["Trainer", "LOG_FIELDS", "resolve_device", "run_differences"]
+__all__ = ["Trainer", "LOG_FIELDS", "build_optimizer", "resolve_device", "run_differences"]
 
 LOG_FIELDS = ["epoch", "step", "loss", "beta", "seconds", "step_ms", "samples_per_s"]
 # The data stay on a GPU when they take at most this share of its free memory ("auto").
@@ -207,19 +210,7 @@ class Trainer(TrainingLoop):
         config = self.config
         seed_everything(config.seed)
         pyro.clear_param_store()
-        optim_args = {"lr": config.lr}
-        if config.lr_final is not None:
-            # ClippedAdam multiplies the rate by lrd after every step.
-            optim_args["lrd"] = (config.lr_final / config.lr) ** (1.0 / (config.epochs * self.batches))
-        optim_args["clip_norm"] = config.clip_norm or float("inf")
-        if config.prior_lr is None:
-            self.optim = pyro.optim.ClippedAdam(optim_args)
-        else:
-            # The prior's own rate; Pyro passes (module name, parameter name), the model
-            # registers its prior as the module "prior".
-            prior_args = {**optim_args, "lr": config.prior_lr}
-            self.optim = pyro.optim.ClippedAdam(
-                lambda module, param: prior_args if module == "prior" else optim_args)
+        self.optim = build_optimizer(config, config.epochs * self.batches)
         self.model_fn, self.guide_fn = self.model.model, self.model.guide
         if self.amp_dtype is not None:
             self.model_fn, self.guide_fn = (_autocast(f, self.device.type, self.amp_dtype)
@@ -267,9 +258,12 @@ class Trainer(TrainingLoop):
         ctx, config = self.context, self.config
         self._own_slice = lambda idx: idx  # data-parallel: this rank's part of a global batch
         if ctx is None:
-            svi = SVI(self.model_fn, self.guide_fn, self.optim, loss=self.objective.loss,
-                      loss_and_grads=self.objective.loss_and_grads)
-            self._step_fn = lambda batch, beta, extra, size: svi.step(batch, beta=beta, **extra)
+            if isinstance(self.optim, FusedClippedAdam):
+                step = partial(svi_step, self.model_fn, self.guide_fn, self.objective, self.optim)
+            else:
+                step = SVI(self.model_fn, self.guide_fn, self.optim, loss=self.objective.loss,
+                           loss_and_grads=self.objective.loss_and_grads).step
+            self._step_fn = lambda batch, beta, extra, size: step(batch, beta=beta, **extra)
             super()._start()
             return
         find_unused = config.find_unused_parameters
@@ -317,6 +311,27 @@ class Trainer(TrainingLoop):
             # Every rank returns once rank 0's files are complete: a rank that went on to read the
             # checkpoint (a resumed fit) would otherwise find the previous one, mid-replacement.
             distributed.barrier(self.context)
+
+
+def build_optimizer(config: TrainConfig, total_steps: int):
+    """The optimiser of a run of ``total_steps`` steps under ``config``: ClippedAdam's update with
+    ``config.lr`` (``prior_lr`` for the module ``"prior"``), decayed to ``lr_final`` by the last
+    step, gradient entries clamped to ``clip_norm``; :class:`~.optim.FusedClippedAdam` or Pyro's
+    per-parameter ``ClippedAdam`` (``config.optimizer``)."""
+    args = {"lr": config.lr, "clip_norm": config.clip_norm or float("inf")}
+    if config.lr_final is not None:
+        # ClippedAdam multiplies the rate by lrd before every step.
+        args["lrd"] = (config.lr_final / config.lr) ** (1.0 / total_steps)
+    prior_lr = config.prior_lr
+    if config.optimizer == "fused":
+        # The prior's own rate: the model registers its prior as the module "prior".
+        rate = None if prior_lr is None else (lambda module, param: prior_lr if module == "prior" else config.lr)
+        return FusedClippedAdam(rate=rate, **args)
+    if prior_lr is None:
+        return pyro.optim.ClippedAdam(args)
+    # Pyro passes (module name, parameter name).
+    prior_args = {**args, "lr": prior_lr}
+    return pyro.optim.ClippedAdam(lambda module, param: prior_args if module == "prior" else args)
 
 
 def run_differences(state: dict, model, config: TrainConfig, num_samples: int | None = None) -> str:

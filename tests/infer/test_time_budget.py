@@ -61,8 +61,8 @@ def test_prior_learning_rate_applies_to_the_prior_only():
     config = TrainConfig(epochs=1, batch_size=16, prior_lr=0.05)
     trainer = Trainer(model, _data(), config, default_callbacks(config, None, progress=False))
     trainer.fit()
-    prior_ids = {id(p) for p in model.prior.parameters()}
-    rates = {(id(p) in prior_ids, opt.param_groups[0]["lr"]) for p, opt in trainer.optim.optim_objs.items()}
+    prior_names = {f"prior$$${name}" for name, _ in model.prior.named_parameters()}
+    rates = {(name in prior_names, lr) for name, lr in trainer.optim.learning_rates().items()}
     assert rates == {(True, 0.05), (False, config.lr)}
     with pytest.raises(ValueError, match="prior_lr"):
         TrainConfig(prior_lr=0.0)
