@@ -18,6 +18,9 @@ the variants alternate step by step (``interleaved``), so load on the machine af
   copies (``encode_once=False``: the step before 2026-12-07, the same loss and gradients);
 - ``mlp-subset1-coupled8``: the preset's step with 8 of the 16 coordinates per modality
   coupled across modalities (``--coupled-dims 8``);
+- ``mlp-singles``: the MLPs with one subset-posterior term per modality given alone, every
+  modality at every step (``--subset-posteriors 0 --subset-singles``: six stacked copies of the
+  batch through the decoders, the guide's networks once);
 - ``mlp-d32``: the MLPs with 32 latent coordinates per modality instead of 16 (the blockwise
   construction's spectral norms grow with the block size);
 - ``mlp-elementwise``, ``mlp-d32-elementwise``, ``mlp-d64-elementwise``: the elementwise
@@ -49,6 +52,7 @@ VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size 
     "mlp-subset1": ("mlp", False, 1, 16, "blockwise"),
     "mlp-subset1-twopass": ("mlp", False, 1, 16, "blockwise"),
     "mlp-subset1-coupled8": ("mlp", False, 1, 16, "blockwise"),
+    "mlp-singles": ("mlp", False, 0, 16, "blockwise"),
     "mlp-d32": ("mlp", False, 0, 32, "blockwise"),
     "mlp-elementwise": ("mlp", False, 0, 16, "elementwise"),
     "mlp-d32-elementwise": ("mlp", False, 0, 32, "elementwise"),
@@ -56,7 +60,8 @@ VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size 
 }
 #: Settings of a variant beyond the tuple above: the run's coupled coordinates, the objective's
 #: encode_once.
-EXTRA = {"mlp-subset1-twopass": {"encode_once": False}, "mlp-subset1-coupled8": {"coupled_dims": 8}}
+EXTRA = {"mlp-subset1-twopass": {"encode_once": False}, "mlp-subset1-coupled8": {"coupled_dims": 8},
+         "mlp-singles": {"subset_singles": True}}
 #: The variants a run without ``--variants`` times (those recorded in docs/benchmarks.md section 7).
 DEFAULT_VARIANTS = ["resnet", "resnet-bf16", "mlp", "mlp-bf16", "mlp-subset1", "mlp-d32"]
 
@@ -66,7 +71,8 @@ def build_stepper(name: str, data, width: int, hidden, seed: int) -> ImageSteppe
     run = PolyMNISTRun(model="gmrf", arch=arch, width=width, hidden=list(hidden), subset_posteriors=subsets,
                        subset_max_size=1 if subsets else None, latent_dim=latent, prior_form="standardized",
                        prior_init_shared=8, construction=construction,
-                       coupled_dims=EXTRA.get(name, {}).get("coupled_dims"))
+                       coupled_dims=EXTRA.get(name, {}).get("coupled_dims"),
+                       subset_singles=EXTRA.get(name, {}).get("subset_singles", False))
     torch.manual_seed(seed)
     stepper = ImageStepper(build_polymnist_model(run), data, "meanfield",
                            encode_once=EXTRA.get(name, {}).get("encode_once", True))
