@@ -22,7 +22,8 @@ SCRIPTS = [pytest.param("step_time.py", marks=_SLOW), pytest.param("conditional_
            pytest.param("cpu_image_step.py --profile --variants resnet-bf16 mlp-subset1", marks=_SLOW),
            "bike_render.py", "completion.py", "ssim.py", "likelihood_strata.py",
            "polymnist_step.py", pytest.param("polymnist_step.py --dataset bikes", marks=_SLOW),
-           pytest.param("polymnist_step.py --models gmrf mopoe --mopoe-strata every one", marks=_SLOW)]
+           pytest.param("polymnist_step.py --models gmrf mopoe --mopoe-strata every one", marks=_SLOW),
+           pytest.param("floor.py", marks=_SLOW)]
 # A markdown table cell holding a ratio such as "| 1.23x |" or "| 1,234.5x |".
 RATIO_CELL = re.compile(r"\|\s*\d[\d,]*\.\d+x\s*\|")
 
