@@ -43,7 +43,7 @@ MODELS = {
     "mvae": dict(guide="mvae", latent_dim=3),
     "mmvae": dict(guide="mmvae", latent_dim=3),
     "mopoe": dict(guide="mopoe", latent_dim=3),
-    "mopoe-stratum": dict(guide="mopoe", latent_dim=3, mixture_density="stratum"),
+    "mopoe-stratum": dict(guide="mopoe", latent_dim=3, density="stratum"),
     "mmvaeplus": dict(guide="mmvaeplus", latent_dim=3, private_dim=1),
 }
 PREDICTED = {"gmrf": "M^2 d^2 + M C", "mvae": "M C (M + 2 terms: M^2 C)", "mmvae": "M^2 C",

@@ -42,7 +42,7 @@ from pyro_mcvae.models import MCVAE  # noqa: E402
 
 BENCHMARK = "step_time"
 
-MODELS = {"gmrf": dict(prior="precision", guide="gmrf"), "diagonal": dict(prior="diagonal", guide="diagonal")}
+MODELS = {"gmrf": dict(prior="precision", guide="gmrf"), "diagonal": dict(guide="diagonal")}
 ELBOS = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO"}
 # The breakdown and the profile follow the step that ``fit`` runs: TraceMeanField_ELBO with
 # ``fit``'s default validation setting.

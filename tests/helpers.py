@@ -1,11 +1,19 @@
 """Helpers shared by the test modules (``from helpers import ...``; pytest puts ``tests/`` on
 ``sys.path`` because the folder is not a package)."""
 
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import numpy as np
+import pyro.distributions as dist
 import torch
 from hypothesis import strategies as st
+from torch import nn
 
 from pyro_mcvae.distributions import GMRF
+from pyro_mcvae.models import BlockLatentVAE, CommonConfig, register
+from pyro_mcvae.models.layouts import BlockGuide
+from pyro_mcvae.nets import VectorDecoder
 
 SEEDS = st.integers(0, 2**32 - 1)  # seeds of numpy Generators drawn by hypothesis
 
@@ -78,3 +86,47 @@ def affine_decoder(model, latent_size: int):
     probe = torch.randn(3, latent_size, dtype=torch.float64)
     torch.testing.assert_close(torch.cat(model.decode(probe), -1), probe @ a.T + c, atol=1e-10, rtol=1e-7)
     return c, a
+
+
+
+# -- the new method of docs/architecture.md ("add a model in 50 lines"), as written there --------
+# (module-level classes: a checkpoint pickles the config, so its class must be importable)
+class UnitPrior(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.register_buffer("zero", torch.zeros(size))
+
+    def forward(self):
+        return dist.Normal(self.zero, 1.0).to_event(1)
+
+
+class IndependentGuide(BlockGuide):
+    def _posterior(self, xs, mask=None):
+        loc, var = self.encoder(xs)
+        return dist.Normal(loc.flatten(-2), var.sqrt().flatten(-2)).to_event(1)
+
+
+@dataclass
+class ToyConfig(CommonConfig):
+    block_dim: int = 2
+
+
+def build_toy(component_dims, config):
+    dims, d = list(component_dims), config.block_dim
+    prior = UnitPrior(len(dims) * d)
+    guide = IndependentGuide(dims, d, config.hidden, prior=prior)
+    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, config.hidden),
+                          config.likelihoods(dims), config)
+
+
+@contextmanager
+def toy_registered(name: str = "toy"):
+    """The toy method registered under ``name`` for the duration (after every module is
+    imported: what a user's own method is), then removed."""
+    from pyro_mcvae.models.registry import _METHODS
+
+    register(name, ToyConfig, build_toy, objective="meanfield")
+    try:
+        yield name
+    finally:
+        _METHODS.pop(name, None)

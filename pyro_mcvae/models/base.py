@@ -8,7 +8,7 @@ trainer and the evaluators only use the interfaces below, so a new method needs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import pyro
@@ -264,18 +264,20 @@ class MCVAE(nn.Module):
         self.config = config
 
     @classmethod
-    def build(cls, component_dims: Sequence[int], latent_dim: int = 2, hidden=(64, 64), likelihood="normal",
-              scale="learned", prior: str | None = None, guide: str = "gmrf", **options) -> "MCVAE":
-        """A registered method with MLP networks (a convenience over :func:`~pyro_mcvae.models.
-        registry.build_model`). ``guide`` names the method (``"gmrf"``, ``"almrf"``, ``"diagonal"``,
-        ``"mvae"``, ``"mmvae"``, ``"mopoe"``, ``"mmvaeplus"``, ``"nnmrf"`` or one you registered);
-        ``latent_dim`` is the size per component of the block-latent methods and the shared size
-        of the others; the other keywords are the method's config fields (and, for compatibility,
-        ``prior="nnmrf"`` for the NN-MRF and ``prior="diagonal"`` for the independent ablation)."""
-        from .registry import build_from_legacy
+    def build(cls, component_dims: Sequence[int], latent_dim: int = 2, guide: str = "gmrf", **fields) -> "MCVAE":
+        """A registered method, a shorthand for :func:`~pyro_mcvae.models.registry.build_model`:
+        ``guide`` names the method (``"gmrf"``, ``"diagonal"``, ``"almrf"``, ``"nnmrf"``, ``"mvae"``,
+        ``"mmvae"``, ``"mopoe"``, ``"mmvaeplus"`` or one you registered), ``latent_dim`` sets its
+        latent size (the size per component of the block-latent methods, the shared size of the
+        others: the method's ``latent_field``) and every other keyword is a field of the method's
+        config (``hidden``, ``likelihood``, ``prior``, ``private_dim``, ...). A keyword the config
+        does not have is refused in one error naming the config's fields; none is ignored."""
+        from .registry import build_model, get_method
 
-        return build_from_legacy(component_dims, latent_dim, guide, prior, hidden=hidden, likelihood=likelihood,
-                                 scale=scale, **options)
+        latent = get_method(guide).latent_field
+        if latent in fields:
+            raise ValueError(f"give the latent size of {guide!r} as latent_dim, not {latent}")
+        return build_model(guide, component_dims, **{latent: latent_dim}, **fields)
 
     # -- the program's pieces ---------------------------------------------------------------
     def _register(self) -> None:

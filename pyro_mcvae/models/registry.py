@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from ..validation import check_sizes
 from .base import MCVAE
 
-__all__ = ["Method", "build_from_legacy", "build_model", "get_method", "method_names", "register"]
+__all__ = ["Method", "build_model", "default_latent", "get_method", "method_names", "register"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Method:
     """A registered method. ``builder(component_dims, config) -> MCVAE``; ``objective``: the
     default training objective (``"meanfield"``, ``"trace"``, ``"iwae"`` or ``"dreg"``);
     ``latent_field``: the config field holding the latent size (what ``MCVAE.build``'s
-    ``latent_dim`` sets)."""
+    ``latent_dim`` and the experiments' ``--latent-dim`` set)."""
 
     name: str
     config: type
@@ -81,41 +81,10 @@ def build_model(name: str, component_dims: Sequence[int], config=None, **fields)
     return model
 
 
-# Keywords MCVAE.build took before the registry, and what they mean for each method.
-_LEGACY_ROUTES = {("gmrf", "nnmrf"): "nnmrf", ("diagonal", "diagonal"): "diagonal",
-                  ("diagonal", "precision"): "diagonal"}
-
-
-def build_from_legacy(component_dims, latent_dim, guide: str = "gmrf", prior: str | None = None, **options) -> MCVAE:
-    """``MCVAE.build``'s keywords: ``guide`` names the method, ``prior="nnmrf"`` with the GMRF
-    guide is the NN-MRF, ``latent_dim`` is the method's latent size; the rest are config fields
-    (those a method does not have are ignored only when they are the old shared defaults)."""
-    name = _LEGACY_ROUTES.get((guide, prior), guide)
+def default_latent(name: str) -> int:
+    """The latent size method ``name`` has by default (its config's ``latent_field``)."""
     method = get_method(name)
-    known = {f.name for f in dataclasses.fields(method.config)}
-    fields = {method.latent_field: latent_dim}
-    if prior is not None and "prior" in known and name not in ("nnmrf",):
-        fields["prior"] = prior
-    if "mvae_random_subsets" in options:
-        options["random_subsets"] = options.pop("mvae_random_subsets")
-    if "mixture_density" in options:
-        options["density"] = options.pop("mixture_density")
-    for key, value in options.items():
-        if key in known:
-            fields[key] = value
-        elif not _is_default_elsewhere(key, value):
-            raise ValueError(f"method {name!r} ({method.config.__name__}) has no setting {key!r}")
-    return build_model(name, component_dims, **fields)
-
-
-# Settings of other methods that the old MCVAE.build accepted and silently ignored at their
-# default values (every call passed them); any other value is an error now.
-_SHARED_DEFAULTS = {"family": "normal", "private_dim": None, "eps": 0.9, "mode": "blockwise", "graph": None,
-                    "prior_eps": None, "offdiag_keep": 1.0, "density": "mixture", "random_subsets": 0}
-
-
-def _is_default_elsewhere(key, value) -> bool:
-    return key in _SHARED_DEFAULTS and (value is _SHARED_DEFAULTS[key] or value == _SHARED_DEFAULTS[key])
+    return next(f.default for f in dataclasses.fields(method.config) if f.name == method.latent_field)
 
 
 def _load_builtin() -> None:

@@ -93,8 +93,7 @@ def test_one_sample_bound_equals_pyro_trace_elbo(guide, beta):
     """K = 1 with the same random numbers is Pyro's Trace_ELBO: site masks, strata weights and beta
     enter the same way (MVAE: without the sub-sampled terms)."""
     seed_everything(0)
-    prior = "diagonal" if guide == "diagonal" else "precision"
-    model = MCVAE.build([2, 2, 2], 2, hidden=(8,), guide=guide, prior=prior, **private(guide)).double()
+    model = MCVAE.build([2, 2, 2], 2, hidden=(8,), guide=guide, **private(guide)).double()
     xs = torch.rand(6, 3, 2, dtype=torch.float64)
     mask = torch.tensor([[True, True, True], [True, False, True]] * 3)
     for m in (None, mask):
@@ -315,8 +314,7 @@ def test_iwae_bound_equals_pyro_renyi_elbo_at_alpha_zero(guide, k):
     from pyro.infer import RenyiELBO
 
     seed_everything(0)
-    prior = "diagonal" if guide == "diagonal" else "precision"
-    model = MCVAE.build([2, 2, 2], 2, hidden=(8,), guide=guide, prior=prior).double()
+    model = MCVAE.build([2, 2, 2], 2, hidden=(8,), guide=guide).double()
     xs = torch.rand(6, 3, 2, dtype=torch.float64)
     seed_everything(5)
     want = RenyiELBO(alpha=0.0, num_particles=k, vectorize_particles=True, max_plate_nesting=2).loss(

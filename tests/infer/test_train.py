@@ -251,7 +251,7 @@ def test_cpu_data_staged_through_pinned_memory_on_cuda(copula_tensor):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
 def test_bf16_on_cuda_with_the_diagonal_model(copula_tensor):
     def run(amp):
-        return fit(build(prior="diagonal", guide="diagonal"), copula_tensor,
+        return fit(build(guide="diagonal"), copula_tensor,
                    TrainConfig(epochs=1, batch_size=512, device="cuda", amp=amp), progress=False).losses[0]
 
     assert run("bf16") == pytest.approx(run(False), rel=1e-2)

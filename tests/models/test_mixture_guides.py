@@ -115,7 +115,7 @@ def test_mmvae_conditional_latent_is_a_mixture_of_the_observed_experts():
 def test_stratum_density_scores_each_draw_by_its_own_component_and_bounds_the_elbo():
     model, xs = build("mopoe")
     jensen = MCVAE.build([2, 2, 2], latent_dim=2, hidden=(16,), guide="mopoe",
-                         mixture_density="stratum").double()
+                         density="stratum").double()
     jensen.load_state_dict(model.state_dict())
     tr = poutine.trace(jensen.guide).get_trace(xs)
     z = tr.nodes["z"]["value"].detach().numpy()
@@ -129,7 +129,7 @@ def test_stratum_density_scores_each_draw_by_its_own_component_and_bounds_the_el
         losses.append(TraceELBO(num_particles=400).loss(m.model, m.guide, xs))
     assert losses[1] > losses[0]
     with pytest.raises(ValueError, match="density"):
-        MCVAE.build([2, 2], 2, guide="mmvae", mixture_density="exact")
+        MCVAE.build([2, 2], 2, guide="mmvae", density="exact")
 
 
 # -- one draw per datum from the mixture (strata="one") ---------------------------------------------
@@ -191,7 +191,7 @@ def test_one_draw_decodes_once_and_needs_the_mixture_density():
         assert all(model_tr.nodes[f"x{k}"]["fn"].batch_shape == (draws, 4) for k in range(3)), strata
         assert MultimodalObjective.strata_weights(model.guide, (xs,), {}).shape == (draws, 4)
     with pytest.raises(ValueError, match="density='mixture'"):
-        MCVAE.build([2, 2], 2, guide="mopoe", strata="one", mixture_density="stratum")
+        MCVAE.build([2, 2], 2, guide="mopoe", strata="one", density="stratum")
     with pytest.raises(ValueError, match="strata must be"):
         MCVAE.build([2, 2], 2, guide="mopoe", strata="some")
 

@@ -122,7 +122,7 @@ def test_random_subset_terms_are_drawn_uniformly_from_the_middle_sizes():
     at every step, uniformly (each of the 2^M - M - 2 candidates within 4 standard errors)."""
     seed_everything(0)
     m, k, batch = 4, 3, 5
-    objective = objective_for(MCVAE.build([2] * m, 3, hidden=(8,), guide="mvae", mvae_random_subsets=k))
+    objective = objective_for(MCVAE.build([2] * m, 3, hidden=(8,), guide="mvae", random_subsets=k))
     rec = objective.elbo = _RecordingELBO()
     xs = torch.rand(batch, m, 2)
     counts = {}
@@ -154,18 +154,18 @@ def test_random_subsets_are_seeded_and_checked():
     picks = []
     for _ in range(2):
         seed_everything(3)
-        objective = objective_for(MCVAE.build([2] * 5, 3, hidden=(8,), guide="mvae", mvae_random_subsets=2))
+        objective = objective_for(MCVAE.build([2] * 5, 3, hidden=(8,), guide="mvae", random_subsets=2))
         picks.append(objective.terms())
     assert torch.equal(picks[0], picks[1])
     with pytest.raises(ValueError, match="at least 3 components"):
-        MCVAE.build([2, 2], 3, guide="mvae", mvae_random_subsets=1)
+        MCVAE.build([2, 2], 3, guide="mvae", random_subsets=1)
     with pytest.raises(ValueError, match="non-negative integer"):
-        MCVAE.build([2, 2, 2], 3, guide="mvae", mvae_random_subsets=-1)
+        MCVAE.build([2, 2, 2], 3, guide="mvae", random_subsets=-1)
 
 
 def test_mvae_trains_with_random_subset_terms():
     seed_everything(0)
-    model = MCVAE.build([2, 2, 2], 3, hidden=(16,), guide="mvae", mvae_random_subsets=2)
+    model = MCVAE.build([2, 2, 2], 3, hidden=(16,), guide="mvae", random_subsets=2)
     data = torch.rand(256, 3, 2)
     result = fit(model, data, TrainConfig(epochs=3, batch_size=64, lr=3e-3), progress=False)
     assert result.steps == 12 and np.isfinite(result.losses).all() and result.losses[-1] < result.losses[0]

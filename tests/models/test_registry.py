@@ -3,18 +3,13 @@ refused by name, and a new method registered in a few lines trains through the C
 (docs/architecture.md, "add a model in 50 lines")."""
 
 import json
-from dataclasses import dataclass
 
-import pyro.distributions as dist
 import pytest
 import torch
-from torch import nn
 
+from helpers import toy_registered
 from pyro_mcvae import MCVAE, TrainConfig, build_model, fit
-from pyro_mcvae.models import BlockLatentVAE, CommonConfig, get_method, method_names, register
-from pyro_mcvae.models.layouts import BlockGuide
-from pyro_mcvae.models.registry import _METHODS
-from pyro_mcvae.nets import VectorDecoder
+from pyro_mcvae.models import get_method, method_names, register
 
 BUILTIN = ["gmrf", "diagonal", "almrf", "nnmrf", "mvae", "mmvae", "mopoe", "mmvaeplus"]
 
@@ -42,10 +37,27 @@ def test_settings_are_checked_by_name():
         build_model("gmrf", [2, 2], shared_dim=3)
     with pytest.raises(ValueError, match="takes a MVAEConfig"):
         build_model("mvae", [2, 2], config=get_method("gmrf").config())
-    with pytest.raises(ValueError, match="has no setting 'private_dim'"):
-        MCVAE.build([2, 2], 2, guide="gmrf", private_dim=3)  # the old build ignored it silently
+    with pytest.raises(ValueError, match=r"GMRFConfig has no field\(s\) \['private_dim'\]"):
+        MCVAE.build([2, 2], 2, guide="gmrf", private_dim=3)
     with pytest.raises(ValueError, match="already registered"):
         register("gmrf", get_method("gmrf").config, get_method("gmrf").builder)
+
+
+def test_mcvae_build_is_build_model_and_refuses_every_keyword_the_config_lacks():
+    """MCVAE.build: the method named by ``guide``, ``latent_dim`` its latent field, the other
+    keywords its config's fields, nothing renamed or ignored (the keyword shim before this took
+    other methods' settings at their old defaults and dropped them, and renamed two)."""
+    model = MCVAE.build([2, 3], 3, guide="mvae", hidden=(8,), family="laplace")
+    assert model.method == "mvae" and model.config == get_method("mvae").config(hidden=(8,), shared_dim=3,
+                                                                               family="laplace")
+    assert MCVAE.build([2, 3], 4, hidden=(8,)).config == build_model("gmrf", [2, 3], hidden=(8,), block_dim=4).config
+    for guide, key, value in (("gmrf", "family", "normal"), ("gmrf", "private_dim", None), ("mvae", "eps", 0.9),
+                              ("mvae", "mvae_random_subsets", 2), ("mopoe", "mixture_density", "stratum"),
+                              ("diagonal", "prior", "diagonal"), ("mmvae", "offdiag_keep", 1.0)):
+        with pytest.raises(ValueError, match=rf"has no field\(s\) \['{key}'\]; fields: \["):
+            MCVAE.build([2, 2], 2, guide=guide, **{key: value})
+    with pytest.raises(ValueError, match="give the latent size of 'mvae' as latent_dim, not shared_dim"):
+        MCVAE.build([2, 2], 3, guide="mvae", shared_dim=4)
 
 
 @pytest.mark.parametrize("name", method_names())
@@ -88,40 +100,11 @@ def test_the_methods_own_settings_are_checked_when_built():
     GMRFConfig(hidden=(8,), likelihood=["normal", "bernoulli"], scale=0.5, graph=torch.eye(2, dtype=torch.bool))
 
 
-# -- a new method in a few lines (the one in docs/architecture.md) --------------------------------
-class UnitPrior(nn.Module):
-    def __init__(self, size):
-        super().__init__()
-        self.register_buffer("zero", torch.zeros(size))
-
-    def forward(self):
-        return dist.Normal(self.zero, 1.0).to_event(1)
-
-
-class IndependentGuide(BlockGuide):
-    def _posterior(self, xs, mask=None):
-        loc, var = self.encoder(xs)
-        return dist.Normal(loc.flatten(-2), var.sqrt().flatten(-2)).to_event(1)
-
-
-@dataclass
-class ToyConfig(CommonConfig):
-    block_dim: int = 2
-
-
-def build_toy(component_dims, config):
-    dims, d = list(component_dims), config.block_dim
-    prior = UnitPrior(len(dims) * d)
-    guide = IndependentGuide(dims, d, config.hidden, prior=prior)
-    return BlockLatentVAE(dims, d, prior, guide, VectorDecoder(dims, d, config.hidden),
-                          config.likelihoods(dims), config)
-
-
+# -- a new method in a few lines (the one in docs/architecture.md, in tests/helpers.py) -----------
 @pytest.fixture
 def toy_method():
-    register("toy", ToyConfig, build_toy, objective="meanfield")
-    yield "toy"
-    _METHODS.pop("toy")
+    with toy_registered() as name:
+        yield name
 
 
 def test_a_registered_toy_method_trains_evaluates_and_samples_through_the_cli(toy_method, tmp_path):
