@@ -19,15 +19,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MASK_SEED_OFFSET", "Experiment", "ModelSpec", "RunConfig", "add_config_arguments", "config_from_args",
-           "experiment_names", "flat_components", "get_experiment", "inception_network", "mean_std", "model_dir",
-           "incomplete_training_set", "option", "register_experiment", "to_float", "train_dir", "training_mask"]
+__all__ = ["MASK_SEED_OFFSET", "Experiment", "ModelSpec", "RunConfig", "add_config_arguments", "build_method",
+           "config_from_args", "experiment_names", "flat_components", "get_experiment", "inception_network", "mean_std",
+           "model_dir", "incomplete_training_set", "option", "register_experiment", "to_float", "train_dir", "training_mask"]
 
 #: The training mask of ``--missing-ratio`` is drawn with seed ``<data or run seed> + MASK_SEED_OFFSET``.
 MASK_SEED_OFFSET = 7_919
-
-#: The methods every image benchmark compares.
-IMAGE_MODELS = ("gmrf", "mvae", "mmvae", "mopoe", "mmvaeplus")
 
 
 def option(default, help: str = "", **metadata):
@@ -74,6 +71,22 @@ class ModelSpec:
     particles: int = 1
 
 
+def build_method(name: str, component_dims, settings: dict, latent: int | None = None, fixed: dict | None = None):
+    """The registered method ``name`` built through the registry with an experiment's
+    ``settings``: each one the method's config has is set (the others are options of other
+    methods; the method keeps its defaults where the experiment has no option); ``latent`` (when
+    given) sets its latent size (``Method.latent_field``); ``fixed``: settings of this method
+    alone (a model table's), each of which must be a field of its config."""
+    from ..models import build_model, get_method
+
+    method = get_method(name)
+    known = {f.name for f in dataclasses.fields(method.config)}
+    fields = {k: v for k, v in settings.items() if k in known}
+    if latent is not None:
+        fields[method.latent_field] = latent
+    return build_model(name, component_dims, **fields | (fixed or {}))
+
+
 def mean_std(values, digits: int = 1) -> str:
     """``"mean ± std"`` over seeds (just the mean for one seed)."""
     import numpy as np
@@ -84,7 +97,9 @@ def mean_std(values, digits: int = 1) -> str:
 
 class Experiment(ABC):
     """A benchmark. Subclasses set ``name``, ``Config`` (a :class:`RunConfig` subclass),
-    ``models`` (name -> :class:`ModelSpec`) and ``all_models`` (what ``--model all`` runs)."""
+    ``models`` (name -> :class:`ModelSpec`: the benchmark's own settings of some methods) and
+    ``all_models`` (what ``--model all`` runs). Any other registered method runs by its name,
+    with the run's settings (:meth:`spec`)."""
 
     name: str = ""
     description: str = ""
@@ -104,14 +119,22 @@ class Experiment(ABC):
         if "all" in config.model:
             config.model = list(self.all_models or self.models)
         config.model = list(dict.fromkeys(config.model))
-        unknown = [m for m in config.model if m not in self.models]
+        from ..models import method_names
+
+        unknown = [m for m in config.model if m not in self.models and m not in method_names()]
         if unknown:
-            raise ValueError(f"--model: unknown model(s) {unknown}; choose from {[*self.models, 'all']}")
+            raise ValueError(f"--model: unknown model(s) {unknown}; choose from {[*self.models, 'all']} or a "
+                             f"registered method ({', '.join(method_names())})")
         if config.jobs is None:
             config.jobs = max(1, min(os.cpu_count() or 1, len(config.model) * config.seeds))
 
     def seeds(self, config) -> list[int]:
         return list(range(config.seeds))
+
+    def spec(self, model_name: str) -> ModelSpec:
+        """The model table's row of ``model_name``, or a registered method of that name with the
+        run's settings alone."""
+        return self.models.get(model_name) or ModelSpec(model_name)
 
     def run_dir(self, config, model_name: str, seed: int) -> Path:
         """Where one run's log and checkpoint live."""
@@ -145,21 +168,17 @@ class Experiment(ABC):
 
     def build(self, config, data, model_name: str, seed: int):
         """The model named ``model_name`` through the registry (seeded by the runner)."""
-        from ..models import build_model, get_method
-
-        spec = self.models[model_name]
-        method = get_method(spec.method)
-        known = {f.name for f in dataclasses.fields(method.config)}
-        fields = {k: v for k, v in self.method_fields(config, spec).items() if k in known}
-        fields[method.latent_field] = spec.latent if spec.latent is not None else config.latent_dim
-        return build_model(spec.method, self.component_dims(data), **fields, **spec.fields)
+        spec = self.spec(model_name)
+        latent = spec.latent if spec.latent is not None else config.latent_dim
+        return build_method(spec.method, self.component_dims(data), self.method_fields(config, spec), latent,
+                            spec.fields)
 
     def objective(self, config, model_name: str) -> tuple[str, int]:
         """The objective's name and particle count for a model (``--elbo``/``--particles`` where
         the config has them, else the model table's and the method's own)."""
         from ..models import get_method
 
-        spec = self.models[model_name]
+        spec = self.spec(model_name)
         elbo = getattr(config, "elbo", None) or get_method(spec.method).objective
         return elbo, getattr(config, "particles", None) or spec.particles
 
@@ -234,16 +253,18 @@ class ImageConfig:
 
 class ImageExperiment(Experiment):
     """A benchmark run one model at a time by its own pipeline (``pipeline(run, data)``, writing
-    ``<out>/<model>/results.json``); ``results.json`` maps each model to its record."""
-
-    models = dict.fromkeys(IMAGE_MODELS)
-    all_models = IMAGE_MODELS
+    ``<out>/<model>/results.json``); ``results.json`` maps each model to its record. A model is a
+    registered method, named as registered; ``all_models``: the methods the benchmark compares."""
 
     def check(self, config) -> None:
         config.check_settings()
         if "all" in config.model:
             config.model = list(self.all_models)
         config.model = list(dict.fromkeys(config.model))
+        from ..models import get_method
+
+        for name in config.model:
+            get_method(name)  # registered now (a method registered after import included), or named
         config.resolve_quick()
 
     def seeds(self, config) -> list[int]:

@@ -29,25 +29,31 @@ from ..metrics.assembly import (
     train_keypoint_regressor,
 )
 from ..models import MCVAE, get_method
+from ..models.registry import default_latent
 from ..nets import MLPNets, ResNetNets
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import (IMAGE_MODELS as MODELS, ImageConfig, ImageExperiment, bf16_wanted, cuda_wanted,
-                   flat_components, incomplete_training_set, option, register_experiment, inception_network,
+from .base import (ImageConfig, ImageExperiment, bf16_wanted, build_method, cuda_wanted, flat_components, incomplete_training_set, option, register_experiment, inception_network,
                    model_dir, to_float, train_dir, write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 from .seeds import Metric, Variants
 
-__all__ = ["BikeRun", "BIKE_LATENT", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
+__all__ = ["BikeRun", "BIKE_LATENT", "MODELS", "build_bike_model", "load_bike_data", "train_bikes", "evaluate_bikes",
            "load_trained_bikes", "save_bike_samples", "run_bikes", "bikes_table", "comparison_figure", "SEED_METRICS",
            "BIKE_VARIANTS"]
 
 IMAGE_SHAPE = (1, 64, 64)
-#: GMRF: 4 per component (the paper). Baselines: our choice, the same total size (M x 4 = 20)
-#: shared; MMVAE+ 16 shared + 4 private per component.
+#: Latent sizes of the methods the benchmark compares (``--model all``). GMRF: 4 per component
+#: (the paper). Baselines: our choice, the same total size (M x 4 = 20) shared; MMVAE+ 16 shared +
+#: 4 private per component. Any other registered method runs at its config's default latent size
+#: unless ``--latent-dim`` says otherwise.
 BIKE_LATENT = {"gmrf": 4, "mvae": 20, "mmvae": 20, "mopoe": 20, "mmvaeplus": 16}
+MODELS = tuple(BIKE_LATENT)
 BIKE_PRIVATE = 4
+#: This benchmark's settings of one method alone (MMVAE, whose config has the same field, keeps
+#: its default): MoPoE-VAE's per-subset terms, each draw scored by its own subset.
+METHOD_FIELDS = {"mopoe": {"density": "stratum"}}
 #: KL weight when neither ``--beta`` nor the preset gives one (quick and full): the GMRF paper's
 #: choice for its method on BIKED (best of its grid {2.5e-3, 1e-3, 5e-4, 1e-4}); 1 for the
 #: baselines (their grid is {5, 2.5, 1}).
@@ -87,7 +93,7 @@ WHEEL_POINTS = ("rear_wheel_centre", "front_wheel_centre")
 class BikeRun:
     """Settings of one assembly run; ``None`` means the full value, or the quick one."""
 
-    model: str = option("gmrf", "the model (a registered method)", choices=list(MODELS))
+    model: str = option("gmrf", f"the model: a registered method (the benchmark compares {', '.join(MODELS)})")
     epochs: int | None = option(None, "training epochs (full: 100; quick: 3)")
     batch_size: int = option(64, "minibatch size")
     lr: float = option(1e-3, "learning rate")
@@ -150,8 +156,7 @@ class BikeRun:
         return "gpu" if cuda_wanted(self.device) else "cpu"
 
     def check(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        get_method(self.model)  # a registered method, or an error naming them
         if self.condition_on not in COMPONENTS:
             raise ValueError(f"condition_on must be one of {COMPONENTS}, got {self.condition_on!r}")
         if not 0.0 <= self.missing_ratio < 1.0:
@@ -166,7 +171,7 @@ class BikeRun:
 
 def recorded_settings(run: BikeRun) -> dict:
     """The settings a results record holds: the options, with the preset's values filled in."""
-    return asdict(run) | {"latent_dim": run.latent_dim or BIKE_LATENT[run.model], "preset": run.resolved_preset(),
+    return asdict(run) | {"latent_dim": latent_size(run), "preset": run.resolved_preset(),
                           **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "n_train", "n_test",
                                                        "minutes", "curve_every", "beta", "prior_form",
                                                        "subset_posteriors", "subset_max_size")},
@@ -196,22 +201,29 @@ def test_images(run: BikeRun) -> torch.Tensor:
     return load_bike_data(run)["test"]
 
 
-def build_bike_model(run: BikeRun) -> MCVAE:
-    d = run.latent_dim or BIKE_LATENT[run.model]
+def latent_size(run: BikeRun) -> int:
+    return run.latent_dim or BIKE_LATENT.get(run.model) or default_latent(run.model)
+
+
+def model_settings(run: BikeRun) -> dict:
+    """The run's settings as config fields: every method gets those its config has (the GMRF
+    prior's and subset terms' to the GMRF, ``private_dim`` to MMVAE+, the networks and the
+    Bernoulli likelihood to all)."""
     if run.value("arch") == "mlp":
         nets = MLPNets(tuple(run.value("hidden")))
     else:
         nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"), levels=run.levels)
-    kwargs = dict(hidden=nets, likelihood="bernoulli", guide=run.model)
-    if run.model == "gmrf":
-        kwargs.update(prior_standardized=run.value("prior_form") == "standardized",
-                      subset_posteriors=run.value("subset_posteriors"), subset_max_size=run.value("subset_max_size"),
-                      subset_per_example=True)
-    if run.model == "mmvaeplus":
-        kwargs["private_dim"] = BIKE_PRIVATE
-    if run.model == "mopoe":
-        kwargs["mixture_density"] = "stratum"
-    return MCVAE.build([int(np.prod(IMAGE_SHAPE))] * len(COMPONENTS), d, **kwargs)
+    return dict(hidden=nets, likelihood="bernoulli", prior_standardized=run.value("prior_form") == "standardized",
+                subset_posteriors=run.value("subset_posteriors"), subset_max_size=run.value("subset_max_size"),
+                subset_per_example=True, private_dim=BIKE_PRIVATE)
+
+
+def build_bike_model(run: BikeRun) -> MCVAE:
+    """The registered method ``run.model`` through the registry, its config filled from the
+    run's settings (:func:`model_settings`, :data:`METHOD_FIELDS`; a setting its config lacks
+    keeps its default)."""
+    return build_method(run.model, [int(np.prod(IMAGE_SHAPE))] * len(COMPONENTS), model_settings(run),
+                        latent_size(run), METHOD_FIELDS.get(run.model))
 
 
 def _regressors(run: BikeRun, data: dict, device) -> tuple | None:
@@ -479,7 +491,8 @@ def comparison_figure(test_images: torch.Tensor, records: dict, condition_on: st
 class BikeConfig(ImageConfig, BikeRun):
     """The command line's settings: several models, the run settings of each."""
 
-    model: list[str] = option(list(MODELS), "models to run (or 'all')", choices=[*MODELS, "all"])
+    model: list[str] = option(list(MODELS), "models to run: registered methods, or 'all' (the default: "
+                                            f"{', '.join(MODELS)})")
     save_samples: int = option(0, "write N generated assemblies per model to <out>/<model>/samples.pt")
 
     def resolve_quick(self) -> None:
@@ -506,6 +519,7 @@ class BikeExperiment(ImageExperiment):
     name = "bikes"
     description = "Structural coherence on bicycle assemblies: GMRF MCVAE against the baselines."
     Config = BikeConfig
+    all_models = MODELS
     config_file = ImageFiles(BikeRun, "bike-assembly", run_bikes, load_trained_bikes, test_images, save_bike_samples)
 
     def data(self, config):

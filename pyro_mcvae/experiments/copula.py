@@ -103,7 +103,7 @@ class VectorExperiment(Experiment):
         super().check(config)
         if config.missing_ratio > 0:
             for name in config.model:
-                method = self.models[name].method
+                method = self.spec(name).method
                 if method in NO_PER_SAMPLE_MASKS:
                     raise ValueError(f"--missing-ratio {config.missing_ratio:g}: model {name!r} cannot train on "
                                      f"incomplete data: {NO_PER_SAMPLE_MASKS[method]}")
@@ -156,8 +156,8 @@ class CopulaConfig(VectorConfig):
     model: list[str] = option(["gmrf"], "gmrf: precision-parameterised GMRF prior (default); mvae, mmvae, mopoe, "
                               "mmvaeplus: baselines over a shared latent of size 3 (MMVAE+: plus 1 private "
                               "coordinate per component); all: those five; gmrf-covprior: ablation, the prior's "
-                              "covariance built by the block construction; nnmrf: neural MRF prior",
-                              choices=[*MODELS, "all"])
+                              "covariance built by the block construction; nnmrf: neural MRF prior; or any "
+                              "registered method"),
     elbo: str | None = option(None, "objective for every model (default: each model's own)", choices=OBJECTIVES)
     particles: int | None = option(None, "importance samples K for iwae/dreg (default: each model's own)")
     family: str = option("normal", "posterior and prior family of the baselines", choices=["normal", "laplace"])
@@ -213,14 +213,12 @@ class CopulaExperiment(VectorExperiment):
         return [ChainSnapshots(run_dir, config.chains_every)]  # does nothing for a prior without chains
 
     def method_fields(self, config, spec) -> dict:
-        fields = dict(hidden=tuple(config.hidden), likelihood=config.likelihood, mode=config.mode, eps=config.eps,
-                      prior_eps=config.prior_eps)
-        if spec.method not in ("gmrf", "diagonal"):
-            fields["family"] = config.family
-        # The NN-MRF prior's settings (the other methods have no such fields: build drops them).
-        fields |= dict(energy_penalty=config.energy_penalty, penalty_form=config.penalty_form,
-                       num_chains=config.chains, dense_mass=not config.diagonal_mass, readapt_every=config.readapt_every)
-        return fields
+        # Each method takes those of these settings its config has (the GMRF no family; only the
+        # NN-MRF the prior's sampler settings).
+        return dict(hidden=tuple(config.hidden), likelihood=config.likelihood, mode=config.mode, eps=config.eps,
+                    prior_eps=config.prior_eps, family=config.family, energy_penalty=config.energy_penalty,
+                    penalty_form=config.penalty_form, num_chains=config.chains, dense_mass=not config.diagonal_mass,
+                    readapt_every=config.readapt_every)
 
     def evaluate(self, model, data, config, seed) -> dict:
         record, samples = {}, {}

@@ -31,7 +31,7 @@ MODELS = {"gmrf": ModelSpec("gmrf"), "almrf": ModelSpec("almrf")}
 
 @dataclass
 class HeavyTailConfig(VectorConfig):
-    model: list[str] = option(list(MODELS), "models to run", choices=[*MODELS, "all"])
+    model: list[str] = option(list(MODELS), "models to run (gmrf, almrf; all: both; or any registered method)")
     out: str = option("results/heavy-tails", "output directory (runs resume there)")
     df: float = option(3.0, "degrees of freedom of the data (> 2)")
     skew: float = option(1.0, "skewness of the data")

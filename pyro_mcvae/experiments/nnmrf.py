@@ -24,7 +24,8 @@ __all__ = ["NNMRFConfig", "NNMRFExperiment", "chain_figures", "diagnostics_table
 
 @dataclass
 class NNMRFConfig(CopulaConfig):
-    model: list[str] = option(["gmrf", "nnmrf"], "models to run", choices=[*MODELS, "all"])
+    model: list[str] = option(["gmrf", "nnmrf"], f"models to run ({', '.join(MODELS)}; all: gmrf and nnmrf; or any "
+                                                      "registered method)")
     out: str = option("results/nn-mrf", "output directory (runs resume there)")
 
 

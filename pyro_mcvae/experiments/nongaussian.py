@@ -34,7 +34,7 @@ MODELS = {
 @dataclass
 class NonGaussianConfig(CopulaConfig):
     model: list[str] = option(list(MODELS), "gmrf: GMRF prior; almrf: asymmetric Laplace MRF; nnmrf: neural "
-                              "MRF prior (HMC, slow); all: the three", choices=[*MODELS, "all"])
+                              "MRF prior (HMC, slow); all: the three; or any registered method")
     out: str = option("results/nongaussian", "output directory (runs resume there)")
     kind: str = option("x", "x: sign mixture of +-rho Gaussian copulas (zero correlation, X-shaped pairs); "
                             "t: Student-t copula (tail dependence)", choices=["x", "t"])

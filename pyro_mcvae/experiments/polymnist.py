@@ -2,7 +2,8 @@
 
 ``examples/polymnist.py`` and ``pyro-mcvae ... dataset = "polymnist"`` both run
 :func:`run_polymnist` on a :class:`PolyMNISTRun`. Nothing here is mathematics: it wires the data
-loaders, :meth:`MCVAE.build` with :class:`~pyro_mcvae.nets.ResNetNets`, :func:`fit` and
+loaders, the registry (any registered method, its config filled from the run's settings, on
+:class:`~pyro_mcvae.nets.ResNetNets` or :class:`~pyro_mcvae.nets.MLPNets`), :func:`fit` and
 :func:`~pyro_mcvae.evaluate.evaluate_polymnist` together.
 """
 
@@ -22,6 +23,7 @@ from ..data.polymnist import PolyMNISTData, generate_polymnist, load_polymnist
 from ..evaluate import evaluate_polymnist_judges, generate_images
 from ..infer import TrainConfig
 from ..models import MCVAE, get_method
+from ..models.registry import default_latent
 from ..nets import MLPNets, ResNetNets
 from ..nets.compiled import COMPILE_MODES
 from ..nets.classifier import (
@@ -33,22 +35,23 @@ from ..nets.classifier import (
 from ..metrics.coherence import train_digit_classifiers
 from ..plots import image_grid, save_figure
 from ..provenance import provenance
-from .base import (IMAGE_MODELS, ImageConfig, ImageExperiment, bf16_wanted, cuda_wanted, flat_components,
+from .base import (ImageConfig, ImageExperiment, bf16_wanted, build_method, cuda_wanted, flat_components,
                    incomplete_training_set, option, register_experiment, inception_network, model_dir, to_float,
                    train_dir, training_mask, write_curve_png)
 from .files import ImageFiles
 from .runner import resolve_device, restore, train_or_resume
 from .seeds import Metric, Variants
 
-__all__ = ["PolyMNISTRun", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
+__all__ = ["PolyMNISTRun", "METHOD_OPTIONS", "MODELS", "PAPER_LATENT", "build_polymnist_model", "evaluate_trained",
            "load_judges", "missing_ratio_table", "load_trained", "prepare_polymnist", "results_table", "run_polymnist",
-           "save_samples", "train_polymnist", "SEED_METRICS", "POLYMNIST_VARIANTS"]
+           "model_settings", "save_samples", "train_polymnist", "SEED_METRICS", "POLYMNIST_VARIANTS"]
 
-MODELS = IMAGE_MODELS
-#: Latent sizes: GMRF 16 per component (the GMRF MCVAE paper); MMVAE+ 32 shared + 32 private
-#: per modality (the MMVAE+ paper's PolyMNIST setting); MVAE, MMVAE and MoPoE-VAE 512 (MoPoE-VAE's
-#: PolyMNIST setting).
+#: Latent sizes of the methods the benchmark compares (``--model all``): GMRF 16 per component (the
+#: GMRF MCVAE paper); MMVAE+ 32 shared + 32 private per modality (the MMVAE+ paper's PolyMNIST
+#: setting); MVAE, MMVAE and MoPoE-VAE 512 (MoPoE-VAE's PolyMNIST setting). Any other registered
+#: method runs too, at its config's default latent size unless ``--latent-dim`` says otherwise.
 PAPER_LATENT = {"gmrf": 16, "mvae": 512, "mmvae": 512, "mopoe": 512, "mmvaeplus": 32}
+MODELS = tuple(PAPER_LATENT)
 IMAGE_SHAPE = (3, 28, 28)
 QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_scale": 0.125,
          "classifier_epochs": 1, "arch": "resnet", "hidden": None, "minutes": None, "steps": None,
@@ -94,7 +97,7 @@ class PolyMNISTRun:
     """Settings of one PolyMNIST run. ``None`` means: the full (paper) value, or the quick one
     with ``quick=True`` (a small CPU run: 3,000 training tuples, narrow networks, 2 epochs)."""
 
-    model: str = option("gmrf", "the model (a registered method)", choices=list(MODELS))
+    model: str = option("gmrf", f"the model: a registered method (the benchmark compares {', '.join(MODELS)})")
     epochs: int | None = option(None, "training epochs (full: 150; quick: 2)")
     batch_size: int = option(128, "minibatch size")
     lr: float = option(1e-3, "learning rate")
@@ -203,8 +206,7 @@ class PolyMNISTRun:
         return "gpu" if cuda_wanted(self.device) else "cpu"
 
     def check(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        get_method(self.model)  # a registered method, or an error naming them
         if self.fid not in ("auto", "on", "off"):
             raise ValueError(f"fid must be 'auto', 'on' or 'off', got {self.fid!r}")
         if not 2 <= self.num_modalities <= 9:
@@ -246,36 +248,49 @@ def recorded_settings(run: PolyMNISTRun) -> dict:
 def latent_size(run: PolyMNISTRun) -> int:
     if run.latent_dim is not None:
         return int(run.latent_dim)
+    if run.model not in PAPER_LATENT:
+        return default_latent(run.model)
     d = PAPER_LATENT[run.model]
     return max(4, round(d * QUICK["latent_scale"])) if run.quick else d
 
 
-def build_polymnist_model(run: PolyMNISTRun) -> MCVAE:
-    """The model named by ``run.model`` on ResNet networks, Laplace likelihoods of fixed scale."""
+def model_settings(run: PolyMNISTRun) -> dict:
+    """The run's settings as config fields: every method gets those its config has (the GMRF
+    posterior's to the GMRF-type methods, the GMRF prior's and subset terms' to the GMRF,
+    ``private_dim`` to MMVAE+, the networks and the Laplace likelihood of fixed scale to all)."""
     d = latent_size(run)
     if run.value("arch") == "mlp":
         nets = MLPNets(tuple(run.value("hidden")))
     else:
         nets = ResNetNets(IMAGE_SHAPE, width=run.value("width"))
+    return dict(hidden=nets, likelihood="laplace", scale=run.likelihood_scale, offdiag_keep=run.offdiag_keep,
+                mode=run.construction, coupled_dims=run.coupled_dims,
+                prior_standardized=run.value("prior_form") == "standardized",
+                prior_init_shared=min(run.value("prior_init_shared"), run.coupled_dims or d),
+                subset_posteriors=run.value("subset_posteriors"), subset_max_size=run.value("subset_max_size"),
+                subset_per_example=run.subset_per_example, subset_singles=run.subset_singles,
+                private_dim=run.private_dim or d)
+
+
+def _mopoe_fields(run: PolyMNISTRun) -> dict:
+    strata = run.value("mopoe_strata")
+    # 'every': MoPoE-VAE's per-subset terms, each scored by its own subset; 'one' draws from the
+    # mixture, scored by it
+    return {"strata": strata, "density": "stratum" if strata == "every" else "mixture"}
+
+
+#: Options of one method alone: ``--mopoe-strata`` (MMVAE, whose config has the same fields,
+#: keeps its defaults). Method -> its fields from the run.
+METHOD_OPTIONS = {"mopoe": _mopoe_fields}
+
+
+def build_polymnist_model(run: PolyMNISTRun) -> MCVAE:
+    """The registered method ``run.model`` through the registry, its config filled from the
+    run's settings (:func:`model_settings`, :data:`METHOD_OPTIONS`; a setting its config lacks
+    keeps its default)."""
     dims = [IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]] * run.num_modalities
-    kwargs = dict(hidden=nets, likelihood="laplace", scale=run.likelihood_scale, guide=run.model)
-    if run.model == "gmrf":
-        kwargs["offdiag_keep"] = run.offdiag_keep
-        kwargs["mode"] = run.construction
-        kwargs["prior_standardized"] = run.value("prior_form") == "standardized"
-        kwargs["coupled_dims"] = run.coupled_dims
-        kwargs["prior_init_shared"] = min(run.value("prior_init_shared"), run.coupled_dims or d)
-        kwargs["subset_posteriors"] = run.value("subset_posteriors")
-        kwargs["subset_max_size"] = run.value("subset_max_size")
-        kwargs["subset_per_example"] = run.subset_per_example
-        kwargs["subset_singles"] = run.subset_singles
-    if run.model == "mmvaeplus":
-        kwargs["private_dim"] = run.private_dim or d
-    if run.model == "mopoe":
-        kwargs["strata"] = run.value("mopoe_strata")
-        # 'every': MoPoE-VAE's per-subset terms; 'one' draws from the mixture, scored by it
-        kwargs["mixture_density"] = "stratum" if kwargs["strata"] == "every" else "mixture"
-    return MCVAE.build(dims, d, **kwargs)
+    own = METHOD_OPTIONS[run.model](run) if run.model in METHOD_OPTIONS else None
+    return build_method(run.model, dims, model_settings(run), latent_size(run), own)
 
 
 def _subset(data: PolyMNISTData, n: int | None, seed: int) -> PolyMNISTData:
@@ -660,7 +675,7 @@ def missing_ratio_table(by_ratio: dict):
 class PolyMNISTConfig(ImageConfig, PolyMNISTRun):
     """The command line's settings: several models, the run settings of each."""
 
-    model: list[str] = option(["gmrf"], "models to run (or 'all')", choices=[*MODELS, "all"])
+    model: list[str] = option(["gmrf"], f"models to run: registered methods, or 'all' ({', '.join(MODELS)})")
     classifiers_only: bool = option(False, "only train (or load) the digit classifiers and print their test accuracy")
 
     def resolve_quick(self) -> None:
@@ -686,6 +701,7 @@ class PolyMNISTExperiment(ImageExperiment):
     name = "polymnist"
     description = "PolyMNIST: train a multimodal VAE on five image modalities and score its coherence."
     Config = PolyMNISTConfig
+    all_models = MODELS
     config_file = ImageFiles(PolyMNISTRun, "PolyMNIST", run_polymnist, load_trained, test_tuples, save_samples)
 
     def shortcut(self, config) -> bool:
