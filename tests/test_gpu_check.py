@@ -37,11 +37,27 @@ def test_square_root_rule_and_the_order_of_the_timings():
     assert gpu_check.scaled_lr(1024) == pytest.approx(1e-3 * math.sqrt(8))
     args = gpu_check.parse([])  # the GPU defaults
     groups = gpu_check.timing_groups(args)
-    # every model eagerly first, then each compiled model alone, then the larger batch
-    assert [(c["model"], c["compile"], c["batch"]) for c in groups[0]] == [(m, "off", 128) for m in gpu_check.MODELS]
-    assert [[(c["model"], c["compile"]) for c in g] for g in groups[1:3]] == [[("gmrf", "default")],
-                                                                            [("mmvaeplus", "default")]]
-    assert [(c["compile"], c["batch"], c["lr"]) for c in groups[3]] == [("off", 512, 2e-3), ("default", 512, 2e-3)]
+    # every model eagerly first (and the GMRF at batch 512), then the GMRF compiled at both
+    # batches, then MMVAE+ compiled
+    assert [(c["model"], c["compile"], c["batch"]) for c in groups[0]] == [
+        *((m, "off", 128) for m in gpu_check.MODELS), ("gmrf", "off", 512)]
+    assert groups[0][-1]["lr"] == pytest.approx(2e-3)
+    assert [[(c["model"], c["compile"], c["batch"]) for c in g] for g in groups[1:]] == [
+        [("gmrf", "default", 128)], [("gmrf", "default", 512)], [("mmvaeplus", "default", 128)]]
+
+
+def test_runs_take_the_compile_mode_with_most_steps_in_their_budget():
+    """Compilation costs its first steps' time: worth it in a long budget, not in a short one."""
+    gpu_check = load_script()
+    rows = [{"model": "gmrf", "batch": 128, "compile": "off", "warmup": 10, "first_steps_s": 2.0, "ms_median": 50.0},
+            {"model": "gmrf", "batch": 128, "compile": "default", "warmup": 13, "first_steps_s": 80.0,
+             "ms_median": 20.0},
+            {"model": "gmrf", "batch": 512, "compile": "default", "warmup": 13, "first_steps_s": 1.0, "ms_median": 1.0},
+            {"model": "mmvaeplus", "batch": 128, "compile": "off", "error": "RuntimeError: ..."}]
+    report = {"phases": {"timings": {"configs": rows}}}
+    assert gpu_check.best_compile(report, "gmrf", 128, 60.0) == "off"  # 1,170 steps against 13
+    assert gpu_check.best_compile(report, "gmrf", 128, 600.0) == "default"  # 26,013 against 11,970
+    assert gpu_check.best_compile(report, "mmvaeplus", 128, 600.0) == "off"  # nothing measured
 
 
 def test_tags_never_overwrite(tmp_path):

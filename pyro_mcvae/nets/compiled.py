@@ -134,7 +134,9 @@ def compile_networks(model: nn.Module, mode="default", device=None) -> list[str]
     if reason is not None:
         warnings.warn(f"training eagerly, without torch.compile: {reason}", RuntimeWarning, stacklevel=2)
         return []
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
     names = []
     for name, module in _outermost(model):
         current = module._compiled_call_impl
