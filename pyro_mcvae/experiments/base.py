@@ -421,7 +421,8 @@ def _flag(f) -> str:
 def add_config_arguments(parser: argparse.ArgumentParser, config_class, defaults: dict | None = None) -> None:
     """One option per field of ``config_class``: ``--field-name`` (``flag`` in the field's
     metadata overrides it), typed by the annotation, lists as ``nargs="+"``, booleans as
-    switches (``--name`` for a default False, ``--no-name`` for a default True)."""
+    switches (``--name`` for a default False, ``--no-name`` for a default True; both for an
+    optional boolean whose default ``None`` leaves the choice to a preset)."""
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING
@@ -429,6 +430,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class, defaults
         kind, many = _unwrap(hints[f.name])
         help_text = f.metadata.get("help", "")
         if kind is bool and not many:
+            if default is None:
+                name = f.name.replace("_", "-")
+                parser.add_argument(f"--{name}", dest=f.name, action="store_const", const=True, default=None,
+                                    help=help_text)
+                parser.add_argument(f"--no-{name}", dest=f.name, action="store_const", const=False,
+                                    help=f"the opposite of --{name}")
+                continue
             if default:
                 flag = f.metadata.get("flag") or "--no-" + f.name.replace("_", "-")
                 parser.add_argument(flag, dest=f.name, action="store_false", help=help_text)

@@ -157,7 +157,7 @@ class CopulaConfig(VectorConfig):
                               "mmvaeplus: baselines over a shared latent of size 3 (MMVAE+: plus 1 private "
                               "coordinate per component); all: those five; gmrf-covprior: ablation, the prior's "
                               "covariance built by the block construction; nnmrf: neural MRF prior; or any "
-                              "registered method"),
+                              "registered method")
     elbo: str | None = option(None, "objective for every model (default: each model's own)", choices=OBJECTIVES)
     particles: int | None = option(None, "importance samples K for iwae/dreg (default: each model's own)")
     family: str = option("normal", "posterior and prior family of the baselines", choices=["normal", "laplace"])

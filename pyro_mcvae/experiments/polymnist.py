@@ -57,7 +57,7 @@ QUICK = {"epochs": 2, "num_train": 3000, "num_eval": 300, "width": 8, "latent_sc
          "classifier_epochs": 1, "arch": "resnet", "hidden": None, "minutes": None, "steps": None,
          "curve_every": 0, "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0,
          "likelihood_samples": 10, "likelihood_tuples": 20, "sampler_components": 2,
-         "subset_posteriors": 0, "subset_max_size": None, "mopoe_strata": "every", "gmrf_beta": 1.0}
+         "subset_posteriors": 0, "subset_max_size": None, "subset_singles": False, "mopoe_strata": "every", "gmrf_beta": 1.0}
 #: Evaluation beyond coherence in every preset: log-likelihoods with K = 100 on 200 test tuples,
 #: and unconditional generation from a 10-component mixture fitted to 10,000 training encodings.
 EXTRAS = {"likelihood_samples": 100, "likelihood_tuples": 200, "sampler_components": 10}
@@ -78,15 +78,15 @@ PRESETS = {
     "cpu": {"epochs": 1000, "width": 16, "classifier_epochs": 1, "num_train": None, "num_eval": None,
             "arch": "mlp", "hidden": [512, 512], "minutes": None, "steps": 3500, "curve_every": 500,
             "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8,
-            "subset_posteriors": 1, "subset_max_size": 1, "mopoe_strata": "one", "gmrf_beta": 0.001, **EXTRAS},
+            "subset_posteriors": 1, "subset_max_size": 1, "subset_singles": False, "mopoe_strata": "one", "gmrf_beta": 0.001, **EXTRAS},
     "gpu": {"epochs": 1000, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None,
             "arch": "resnet", "hidden": None, "minutes": 15.0, "steps": None, "curve_every": 500,
             "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8,
-            "subset_posteriors": 1, "subset_max_size": 1, "mopoe_strata": "one", "gmrf_beta": 0.001, **EXTRAS},
+            "subset_posteriors": 1, "subset_max_size": 1, "subset_singles": False, "mopoe_strata": "one", "gmrf_beta": 0.001, **EXTRAS},
     "paper": {"epochs": 150, "width": 64, "classifier_epochs": 3, "num_train": None, "num_eval": None,
               "arch": "resnet", "hidden": None, "minutes": None, "steps": None, "curve_every": 0,
               "prior_form": "paper", "prior_lr": None, "prior_init_shared": 0,
-              "subset_posteriors": 0, "subset_max_size": None, "mopoe_strata": "every", "gmrf_beta": 0.001,
+              "subset_posteriors": 0, "subset_max_size": None, "subset_singles": False, "mopoe_strata": "every", "gmrf_beta": 0.001,
               **EXTRAS},
 }
 PRESET_NAMES = ("auto", *PRESETS)
@@ -166,8 +166,9 @@ class PolyMNISTRun:
     subset_per_example: bool = option(True, "GMRF: one subset per batch in the subset-posterior terms instead of one "
                                             "per training tuple (the default, which learns faster: docs/results/"
                                             "polymnist.md)", flag="--subset-per-batch")
-    subset_singles: bool = option(False, "GMRF: also one subset-posterior term per modality given alone, every "
-                                          "modality in turn at every step (M more terms)")
+    subset_singles: bool | None = option(None, "GMRF: also one subset-posterior term per modality given alone, "
+                                                 "every modality in turn at every step (M more terms; default: the "
+                                                 "preset's)")
     mopoe_strata: str | None = option(None, "MoPoE-VAE: 'one' latent per training tuple drawn from its mixture "
                                             "over the 31 subsets, scored by the mixture (cpu/gpu presets), or "
                                             "'every': one per subset, each scored by its own subset (paper "
@@ -242,7 +243,8 @@ def recorded_settings(run: PolyMNISTRun) -> dict:
                           "beta": run.resolved_beta(),
                           **{k: run.value(k) for k in ("epochs", "width", "arch", "hidden", "minutes", "steps", "curve_every",
                                                        "prior_form", "prior_lr", "prior_init_shared",
-                                                       "subset_posteriors", "subset_max_size", "mopoe_strata")}}
+                                                       "subset_posteriors", "subset_max_size", "subset_singles",
+                                                       "mopoe_strata")}}
 
 
 def latent_size(run: PolyMNISTRun) -> int:
@@ -268,7 +270,7 @@ def model_settings(run: PolyMNISTRun) -> dict:
                 prior_standardized=run.value("prior_form") == "standardized",
                 prior_init_shared=min(run.value("prior_init_shared"), run.coupled_dims or d),
                 subset_posteriors=run.value("subset_posteriors"), subset_max_size=run.value("subset_max_size"),
-                subset_per_example=run.subset_per_example, subset_singles=run.subset_singles,
+                subset_per_example=run.subset_per_example, subset_singles=run.value("subset_singles"),
                 private_dim=run.private_dim or d)
 
 

@@ -34,6 +34,19 @@ def test_every_config_field_is_a_command_line_option(name):
     assert config_from_args(experiment.Config, parser.parse_args([])) == experiment.Config()
 
 
+def test_an_optional_boolean_is_left_to_the_preset_unless_switched_on_or_off():
+    from pyro_mcvae.experiments.base import option
+
+    @dataclasses.dataclass
+    class Settings:
+        singles: bool | None = option(None, "on, off, or the preset's")
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Settings)
+    assert [config_from_args(Settings, parser.parse_args(argv)).singles
+            for argv in ([], ["--singles"], ["--no-singles"])] == [None, True, False]
+
+
 def test_generated_options_types_and_validation():
     copula = get_experiment("copula")
     config = parse_config(copula, ["--model", "all", "--hidden", "16", "8", "--prior-eps", "0.5", "--no-progress"])
