@@ -131,7 +131,11 @@ def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
     assert settings["preset"] == preset
     assert settings["arch"] == ("mlp" if preset == "cpu" else "resnet")
     assert settings["prior_form"] == "standardized" and settings["prior_init_shared"] == 8
-    assert settings["subset_posteriors"] == 1 and settings["subset_max_size"] == 1
+    if preset == "cpu":  # one term per modality given alone (2026-12-07)
+        assert settings["subset_posteriors"] == 0 and settings["subset_singles"] is True
+    else:
+        assert settings["subset_posteriors"] == 1 and settings["subset_max_size"] == 1
+        assert settings["subset_singles"] is False
     assert settings["subset_per_example"] is True
     training = record["training"]
     if preset == "cpu":  # a number of steps, whatever the machine's speed
@@ -191,9 +195,12 @@ def test_subset_terms_draw_per_tuple_unless_per_batch_is_asked():
 
     for argv, per_example in (([], True), (["--subset-per-batch"], False)):
         assert parse_config(get_experiment("polymnist"), argv).subset_per_example is per_example
-        run = PolyMNISTRun(hidden=[8], latent_dim=2, subset_per_example=per_example)
+        run = PolyMNISTRun(hidden=[8], latent_dim=2, subset_per_example=per_example, subset_posteriors=1,
+                           subset_singles=False)
         objective = objective_for(build_polymnist_model(run))
-        assert objective.per_example is per_example and objective.num_random == 1  # the cpu preset's term
+        assert objective.per_example is per_example and objective.num_random == 1
+    singles = objective_for(build_polymnist_model(PolyMNISTRun(hidden=[8], latent_dim=2)))  # the cpu preset's
+    assert singles.num_random == 0 and singles.terms().shape == (1 + 5, 5)
 
 
 def test_construction_option_reaches_prior_and_posterior():
@@ -247,3 +254,12 @@ def test_gmrf_trains_at_the_papers_beta_in_the_presets():
     assert PolyMNISTRun(beta=0.25).resolved_beta() == 0.25
     assert train_config(PolyMNISTRun(preset="cpu"), torch.device("cpu")).beta == 0.001
     assert recorded_settings(PolyMNISTRun(preset="cpu"))["beta"] == 0.001
+
+
+def test_the_cpu_preset_gives_each_model_its_own_number_of_steps():
+    from pyro_mcvae.experiments.polymnist import PolyMNISTRun
+
+    assert PolyMNISTRun(model="gmrf", preset="cpu").value("steps") == 2000
+    assert PolyMNISTRun(model="mmvaeplus", preset="cpu").value("steps") == 3500
+    assert PolyMNISTRun(model="gmrf", preset="cpu", steps=7).value("steps") == 7
+    assert PolyMNISTRun(model="gmrf", preset="gpu").value("steps") is None
