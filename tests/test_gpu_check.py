@@ -114,6 +114,7 @@ def test_dry_run_times_steps_and_runs_the_gmrf(tmp_path):
     assert "examples/polymnist.py" in (res / "gpu_check_t_log.txt").read_text()
 
 
+@pytest.mark.slow  # 10 s: keep make test short
 def test_deadline_skips_what_does_not_fit(tmp_path):
     """With 20 s in all (15 s of them the closing margin) nothing is started, and the report says so."""
     proc = run(tmp_path, "--deadline", "20", timeout=120)

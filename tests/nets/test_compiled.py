@@ -60,7 +60,7 @@ def assert_same_step(eager, compiled, xs, rtol):
         assert ((grads1[name] - g0).abs().max() / scale).item() < rtol, name
 
 
-@pytest.mark.parametrize("name", ["gmrf", "mmvaeplus"])
+@pytest.mark.parametrize("name", ["gmrf", pytest.param("mmvaeplus", marks=pytest.mark.slow)])  # keep make test short
 def test_captured_step_matches_eager_and_keeps_state_dict(name):
     """The networks' graphs are captured inside the Pyro step (forward and backward), the step
     computes what the eager one does, and the state dict and parameters are the model's own."""
