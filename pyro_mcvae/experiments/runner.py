@@ -86,8 +86,9 @@ def check_runs(experiment: Experiment, config, data) -> None:
             if differences:
                 conflicts.append(f"{path.parent} holds a run of {differences}")
     if conflicts:
-        raise RunConflictError("; ".join(conflicts) + ". Rerun with the settings those runs were trained with, or "
-                               "choose another --out (nothing was changed)")
+        raise RunConflictError("; ".join(conflicts) + ". Rerun with the settings those runs were trained with, "
+                               "choose another --out, or add --restart to train them again from the start, "
+                               "replacing them (nothing was changed)")
 
 
 def train_config(experiment: Experiment, config, model_name: str, seed: int) -> TrainConfig:

@@ -124,7 +124,7 @@ def test_cli_rerun_with_other_settings_is_refused_and_restart_trains_again(tmp_p
     assert main([*args, "--lr", "0.02"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "lr: 0.002 in the checkpoint, 0.02 here" in err and "gmrf" in err and "mvae" in err
+    assert "lr: 0.002 in the checkpoint, 0.02 here" in err and "gmrf" in err and "mvae" in err and "--restart" in err
     assert main([*args, "--latent-dim", "3"]) == 2
     assert "block_dim: 2 in the checkpoint, 3 here" in capsys.readouterr().err
     assert _files(tmp_path) == before
