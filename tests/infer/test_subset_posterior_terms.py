@@ -55,6 +55,18 @@ def exact_log_evidence(model, x):
     return multivariate_normal((c + w @ p.mean).detach().numpy(), cov.detach().numpy()).logpdf(x.reshape(-1).numpy())
 
 
+def loss_estimates(objective, model, x, copies, seed=200, repeats=20):
+    """``repeats`` seeded estimates of the objective per datum (one draw per copy of ``x``:
+    the loss sums them), and their standard error."""
+    estimates = []
+    with torch.no_grad():
+        for i in range(repeats):
+            pyro.set_rng_seed(seed + i)
+            estimates.append(-objective.loss(model.model, model.guide, x.expand(copies, M, D).clone()) / copies)
+    estimates = np.array(estimates)
+    return estimates, estimates.std(ddof=1) / math.sqrt(repeats)
+
+
 @pytest.mark.parametrize("subset", [(0,), (1, 2), (0, 1, 2)])
 def test_subset_posterior_term_matches_its_closed_form_and_bounds_the_evidence(subset):
     model = linear_gmrf()
@@ -62,15 +74,9 @@ def test_subset_posterior_term_matches_its_closed_form_and_bounds_the_evidence(s
     rows = torch.zeros(1, M, dtype=torch.bool)
     rows[0, list(subset)] = True
     objective = SubsetELBO(make_objective("meanfield"), rows, score="all")
-    copies = 1000  # one draw per copy of the datum: the loss sums them
-    estimates = []
-    with torch.no_grad():
-        for i in range(20):
-            pyro.set_rng_seed(100 + i)
-            estimates.append(-objective.loss(model.model, model.guide, x.expand(copies, M, D).clone()) / copies)
-    estimates = np.array(estimates)
+    copies = 1000
+    estimates, se = loss_estimates(objective, model, x, copies, seed=100)
     exact = closed_form_term(model, x, subset)
-    se = estimates.std(ddof=1) / math.sqrt(len(estimates))
     assert abs(estimates.mean() - exact) < 4 * se + 1e-9, (estimates.mean(), exact, se)
     assert exact <= exact_log_evidence(model, x) + 1e-9
     if len(subset) < M:  # the absent components are scored, at blocks drawn from the prior's conditional
@@ -122,14 +128,8 @@ def test_subset_singles_add_one_term_per_component_given_alone():
     assert objective.num_random == 0
     assert torch.equal(objective.terms(), torch.cat([torch.ones(1, M, dtype=torch.bool), torch.eye(M, dtype=torch.bool)]))
     x = torch.randn(M, D, dtype=torch.float64)
-    copies, estimates = 500, []
-    with torch.no_grad():
-        for i in range(20):
-            pyro.set_rng_seed(200 + i)
-            estimates.append(-objective.loss(model.model, model.guide, x.expand(copies, M, D).clone()) / copies)
-    estimates = np.array(estimates)
+    estimates, se = loss_estimates(objective, model, x, copies=500)
     exact = sum(closed_form_term(model, x, s) for s in [tuple(range(M))] + [(k,) for k in range(M)])
-    se = estimates.std(ddof=1) / math.sqrt(len(estimates))
     assert abs(estimates.mean() - exact) < 4 * se + 1e-9, (estimates.mean(), exact, se)
     with_random = objective_for(build_model("gmrf", [D] * M, block_dim=2, subset_singles=True, subset_posteriors=2))
     assert with_random.terms().shape == (1 + M + 2, M)
@@ -163,14 +163,8 @@ def test_per_example_subsets_draw_one_subset_per_datum_with_the_same_expectation
     counts = rows[0].sum(0).double()
     assert bool(((counts - 1000).abs() < 4 * (3000 * (1 / 3) * (2 / 3)) ** 0.5).all()), counts
     x = torch.randn(M, D, dtype=torch.float64)
-    copies, estimates = 1000, []
-    with torch.no_grad():
-        for i in range(20):
-            pyro.set_rng_seed(200 + i)
-            estimates.append(-objective.loss(model.model, model.guide, x.expand(copies, M, D).clone()) / copies)
-    estimates = np.array(estimates)
+    estimates, se = loss_estimates(objective, model, x, copies=1000)
     exact = np.mean([closed_form_term(model, x, (k,)) for k in range(M)])
-    se = estimates.std(ddof=1) / math.sqrt(len(estimates))
     assert abs(estimates.mean() - exact) < 4 * se + 1e-9, (estimates.mean(), exact, se)
     # the registry passes the GMRF's setting through
     built = objective_for(build_model("gmrf", [D] * M, block_dim=2, subset_posteriors=1, subset_per_example=True))
