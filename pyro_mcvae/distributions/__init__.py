@@ -12,9 +12,11 @@ from .experts import (
     subset_masks,
     valid_subsets,
 )
-from .gmrf import GMRF, as_gmrf, complete_from_prior, component_indices
+from .completed_gmrf import CompletedGMRF, complete_from_prior
+from .gmrf import GMRF, as_gmrf, component_indices
 
 __all__ = [
+    "CompletedGMRF",
     "GIGMixtureNormal",
     "GMRF",
     "LATENT_FAMILIES",

@@ -3,7 +3,7 @@
 For a block law whose marginals and conditionals are known (the asymmetric Laplace law: its
 conditional is a GIG mixture of Gaussians) this is the law ``q(z_A) p(z_B | z_A)`` that a block
 guide uses when the components outside ``A`` are absent. The Gaussian case has a closed form as
-one GMRF (:func:`~pyro_mcvae.distributions.gmrf.complete_from_prior`); this class is the general
+one GMRF (:func:`~pyro_mcvae.distributions.completed_gmrf.complete_from_prior`); this class is the general
 one, by its density::
 
     log q(z) = log q_A(z_A) + log p(z) - log p_A(z_A),

@@ -18,7 +18,7 @@ from torch.distributions.utils import _standard_normal
 from ..validation import check_component_indices, check_finite
 from ..covariance import assemble_block_covariance
 
-__all__ = ["GMRF", "as_gmrf", "complete_from_prior", "component_indices"]
+__all__ = ["GMRF", "as_gmrf", "component_indices"]
 
 
 def component_indices(components: Sequence[int], component_dim: int, device=None) -> torch.Tensor:
@@ -116,13 +116,31 @@ class GMRF(dist.MultivariateNormal):
         self.component_dim = component_dim
         # The matrix as given, before torch expands it to the batch shape.
         self._given = {"covariance": covariance_matrix, "precision": precision_matrix}
-        super().__init__(
-            loc,
-            covariance_matrix=covariance_matrix,
-            precision_matrix=precision_matrix,
-            scale_tril=scale_tril,
-            validate_args=validate_args,
-        )
+        if covariance_matrix is None:
+            super().__init__(loc, precision_matrix=precision_matrix, scale_tril=scale_tril,
+                             validate_args=validate_args)
+            return
+        # Given a covariance, the Cholesky factor is computed when first needed (torch computes it
+        # here): a posterior that is only completed (complete_from_prior) never needs the factor
+        # of the whole matrix.
+        batch_shape = torch.broadcast_shapes(covariance_matrix.shape[:-2], loc.shape[:-1])
+        self.covariance_matrix = covariance_matrix.expand(batch_shape + (n, n))
+        self.loc = loc.expand(batch_shape + (n,))
+        torch.distributions.Distribution.__init__(self, batch_shape, torch.Size([n]), validate_args=validate_args)
+
+    @property
+    @full_precision
+    def _unbroadcasted_scale_tril(self) -> torch.Tensor:
+        """Cholesky factor for the law's own batch shape (formed on first use from a given
+        covariance)."""
+        if "_tril" not in self.__dict__:
+            with torch.enable_grad():  # first use may be inside sample(): the cache keeps its graph
+                self._tril = torch.linalg.cholesky(self._given["covariance"])
+        return self._tril
+
+    @_unbroadcasted_scale_tril.setter
+    def _unbroadcasted_scale_tril(self, value: torch.Tensor) -> None:
+        self._tril = value
 
     @classmethod
     def from_blocks(
@@ -163,7 +181,17 @@ class GMRF(dist.MultivariateNormal):
         new.num_components = self.num_components
         new.component_dim = self.component_dim
         new._given = self._given
-        return super().expand(batch_shape, _instance=new)
+        batch_shape = torch.Size(batch_shape)
+        n = self.event_shape[0]
+        if "_tril" in self.__dict__ or self._given["covariance"] is None:
+            new._tril = self._unbroadcasted_scale_tril  # (the lazy factor stays lazy otherwise)
+        new.loc = self.loc.expand(batch_shape + (n,))
+        for name in ("covariance_matrix", "scale_tril", "precision_matrix"):
+            if name in self.__dict__:
+                setattr(new, name, self.__dict__[name].expand(batch_shape + (n, n)))
+        torch.distributions.Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
 
     @full_precision
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
@@ -296,81 +324,6 @@ def as_gmrf(prior, num_components: int, component_dim: int) -> GMRF:
     loc, cov = _prior_moments(prior)
     return GMRF(loc, covariance_matrix=cov, num_components=num_components,
                 component_dim=component_dim, validate_args=False)
-
-
-@full_precision
-def complete_from_prior(
-    loc: torch.Tensor,
-    covariance: torch.Tensor,
-    present: torch.Tensor,
-    prior,
-    component_dim: int,
-) -> GMRF:
-    """The law ``q(z_A) p(z_B | z_A)`` for the present components ``A`` of each batch element.
-
-    When components are absent from a sample the posterior of the present ones, ``q(z_A)``, is
-    completed by the prior's conditional law of the absent blocks given the present ones. Then
-    ``log q(z) - log p(z) = log q(z_A) - log p(z_A)`` for every ``z``: the ELBO is the one of the
-    observed components alone, its KL is ``KL(q_A || p_A)`` (exact with ``TraceMeanField_ELBO``,
-    without extra variance with ``Trace_ELBO``), and the result is still one Gaussian per sample,
-    so different samples may miss different components in one batch.
-
-    Args:
-        loc: ``(..., M*d)`` mean of ``q``; entries of absent blocks are ignored.
-        covariance: ``(..., M*d, M*d)`` covariance of ``q``, with zero blocks between present and
-            absent components (absent diagonal blocks are ignored but must be SPD).
-        present: bool ``(..., M)``, at least one True per row.
-        prior: Gaussian over ``(M*d,)`` with batch shape ``()``: a :class:`GMRF`, a
-            ``MultivariateNormal`` or ``Normal(...).to_event(1)``.
-        component_dim: ``d``.
-
-    Returns:
-        a :class:`GMRF` with covariance ``H S_q,pad H^T + C`` and mean ``H (a * mu_q) + c``, where
-        ``S_q,pad`` is ``S_q`` with the absent rows and columns zeroed, ``a`` flags the present
-        coordinates, and, from the prior alone, ``H`` is the identity on the present rows and the
-        prior's regression ``G = S_p,BA S_p,AA^-1`` on the absent ones (the draw
-        ``z_B = mu_p,B + G (z_A - mu_p,A) + noise``), ``C`` the conditional covariance
-        ``S_p,BB - G S_p,AB`` on the absent block, and ``c = mu_p - H (a * mu_p)`` (zero on the
-        present rows). The prior's quantities depend only on ``A``: they are computed once for each
-        distinct row of ``present`` (Cholesky factors of the prior's ``A`` block padded with the
-        identity on the absent ones), so a batch in which every sample has its own ``A`` is still
-        one batched call, and the rows of the batch only pay two matrix products. Where every
-        component is present the law is ``q`` itself, exactly.
-    """
-    if present.dtype != torch.bool or not bool(present.any(-1).all()):
-        raise ValueError("present must be a bool (..., M) tensor with a True in every row")
-    m, d = present.shape[-1], component_dim
-    n = m * d
-    if loc.shape[-1] != n or covariance.shape[-2:] != (n, n):
-        raise ValueError(f"loc and covariance must have M*d = {n} coordinates, got "
-                         f"{tuple(loc.shape)} and {tuple(covariance.shape)}")
-    mu_p, cov_p = _prior_moments(prior)
-    rows, which = torch.unique(present.reshape(-1, m), dim=0, return_inverse=True)  # (U, M), (B,)
-    lift, cond, shift = _prior_completion_terms(mu_p, cov_p, rows.repeat_interleave(d, -1).to(loc.dtype))
-    shape = present.shape[:-1]
-    lift, cond, shift = (t[which].reshape(*shape, *t.shape[1:]) for t in (lift, cond, shift))
-    a = present.repeat_interleave(d, -1).to(loc.dtype)  # (..., M*d)
-    cov_a = covariance * (a.unsqueeze(-1) * a.unsqueeze(-2))
-    cov = lift @ cov_a @ lift.transpose(-1, -2) + cond
-    mean = (lift @ (loc * a).unsqueeze(-1)).squeeze(-1) + shift
-    return GMRF(mean, covariance_matrix=0.5 * (cov + cov.transpose(-1, -2)), num_components=m, component_dim=d,
-                validate_args=False)
-
-
-def _prior_completion_terms(mu_p: torch.Tensor, cov_p: torch.Tensor, a: torch.Tensor):
-    """For present-coordinate flags ``a`` ``(U, n)`` (float 0/1): the lift ``H`` ``(U, n, n)``,
-    the conditional covariance ``C`` ``(U, n, n)`` (zero outside the absent block) and the shift
-    ``c`` ``(U, n)`` of :func:`complete_from_prior`."""
-    outer = a.unsqueeze(-1) * a.unsqueeze(-2)
-    absent = 1.0 - a
-    # S_p,AA^-1 padded: the identity on the absent coordinates keeps the factor well defined
-    inv_aa = torch.cholesky_inverse(torch.linalg.cholesky(cov_p * outer + torch.diag_embed(absent))) * outer
-    regression = absent.unsqueeze(-1) * (cov_p @ inv_aa)  # G on the absent rows, A columns
-    lift = torch.diag_embed(a) + regression
-    cond = cov_p - regression @ cov_p  # S_p,BB - G S_p,AB on the absent block
-    cond = 0.5 * (cond + cond.transpose(-1, -2)) * (absent.unsqueeze(-1) * absent.unsqueeze(-2))
-    shift = absent * (mu_p - (regression @ (mu_p * a).unsqueeze(-1)).squeeze(-1))
-    return lift, cond, shift
 
 
 @register_kl(GMRF, torch.distributions.Independent)
