@@ -135,8 +135,8 @@ def main(argv=None):
               f"D={cfg['dim']}, latent d={cfg['latent']}, hidden {cfg['hidden']}, batch {BATCH}")
         batches = make_batches(cfg, args.seed, device)
         torch.manual_seed(args.seed)
-        base = MCVAE.build([cfg["dim"]] * NUM_COMPONENTS, cfg["latent"], cfg["hidden"],
-                           prior="precision", guide="gmrf").to(device)
+        base = MCVAE.build([cfg["dim"]] * NUM_COMPONENTS, cfg["latent"], hidden=cfg["hidden"],
+                           prior="precision").to(device)
         pyro_s = PyroStepper(copy.deepcopy(base), batches)
         torch_s = TorchStepper(copy.deepcopy(base), batches)
         check = check_same_objective(pyro_s, torch_s, args.seed)

@@ -51,7 +51,7 @@ FIT_VALIDATE = TrainConfig().validate
 
 def build(cfg: dict, kind: str, seed: int, device) -> MCVAE:
     torch.manual_seed(seed)
-    return MCVAE.build([cfg["dim"]] * NUM_COMPONENTS, cfg["latent"], cfg["hidden"], **MODELS[kind]).to(device)
+    return MCVAE.build([cfg["dim"]] * NUM_COMPONENTS, cfg["latent"], hidden=cfg["hidden"], **MODELS[kind]).to(device)
 
 
 class SVIStepper:

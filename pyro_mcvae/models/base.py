@@ -264,7 +264,7 @@ class MCVAE(nn.Module):
         self.config = config
 
     @classmethod
-    def build(cls, component_dims: Sequence[int], latent_dim: int = 2, guide: str = "gmrf", **fields) -> "MCVAE":
+    def build(cls, component_dims: Sequence[int], latent_dim: int = 2, *, guide: str = "gmrf", **fields) -> "MCVAE":
         """A registered method, a shorthand for :func:`~pyro_mcvae.models.registry.build_model`:
         ``guide`` names the method (``"gmrf"``, ``"diagonal"``, ``"almrf"``, ``"nnmrf"``, ``"mvae"``,
         ``"mmvae"``, ``"mopoe"``, ``"mmvaeplus"`` or one you registered), ``latent_dim`` sets its

@@ -16,10 +16,13 @@ label = POLYMNIST_VARIANTS.label
 
 # the settings examples/polymnist.py records for the GMRF on the cpu preset, given no options
 CPU_GMRF = {"model": "gmrf", "seed": 0, "preset": "cpu", "quick": False, "beta": 0.001, "lr": 0.001, "batch_size": 128,
-            "arch": "mlp", "hidden": [512, 512], "width": 16, "minutes": None, "steps": 3500, "latent_dim": 16,
+            "arch": "mlp", "hidden": [512, 512], "width": 16, "minutes": None, "steps": 2000, "latent_dim": 16,
             "likelihood_scale": 0.75, "num_train": None, "elbo": None, "particles": 1, "missing_ratio": 0.0,
             "offdiag_keep": 0.25, "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8,
-            "subset_posteriors": 1, "subset_max_size": 1, "subset_per_example": True, "private_dim": None}
+            "subset_posteriors": 0, "subset_max_size": 1, "subset_per_example": True, "subset_singles": True,
+            "private_dim": None}
+#: the same for the baselines (their own number of steps)
+CPU_BASELINE = {**CPU_GMRF, "steps": 3500, "beta": 1.0}
 
 
 def _settings(**changes):
@@ -35,16 +38,24 @@ def test_polymnist_variant_labels():
     assert label(before_steps) == "gmrf (minutes 22.0, steps None)"
     assert label(_settings(coupled_dims=8)) == "gmrf (coupled_dims 8)"
     assert label(_settings(beta="0.001")) == "gmrf"  # --beta's text as recorded
+    # the preset before every modality was given alone (2026-12-07), and a record of it from
+    # before subset_singles existed
+    before = "gmrf (steps 3500, subset_posteriors 1, subset_singles False)"
+    assert label(_settings(steps=3500, subset_posteriors=1, subset_singles=False)) == before
+    older = _settings(steps=3500, subset_posteriors=1)
+    del older["settings"]["subset_singles"]
+    assert label(older) == before
     # the paper's objective: the subset terms' own settings no longer count
-    assert label(_settings(subset_posteriors=0, subset_max_size=None)) == "gmrf (subset_posteriors 0)"
+    assert label(_settings(subset_singles=False, subset_max_size=None)) == "gmrf (subset_singles False)"
     # a record from before the subset terms and --subset-per-example existed
     old = _settings()
-    for name in ("subset_posteriors", "subset_max_size", "subset_per_example"):
+    for name in ("subset_posteriors", "subset_max_size", "subset_per_example", "subset_singles"):
         del old["settings"][name]
-    assert label(old) == "gmrf (subset_posteriors 0)"
-    assert label(_settings(subset_per_example=False)) == "gmrf (subset_per_example False)"
+    assert label(old) == "gmrf (subset_singles False)"
+    assert (label(_settings(subset_posteriors=1, subset_per_example=False))
+            == "gmrf (subset_posteriors 1, subset_per_example False)")
     # baselines: their own latent sizes are the preset's; the GMRF's settings are not theirs
-    base = {k: v for k, v in CPU_GMRF.items() if k not in ("prior_form",)} | {"beta": 1.0}
+    base = {k: v for k, v in CPU_BASELINE.items() if k not in ("prior_form",)}
     assert label({"settings": {**base, "model": "mmvaeplus", "latent_dim": 32}}) == "mmvaeplus"
     assert label({"settings": {**base, "model": "mmvaeplus", "latent_dim": 32, "beta": 2.5}}) == "mmvaeplus (beta 2.5)"
     mopoe = {**base, "model": "mopoe", "latent_dim": 512, "subset_posteriors": 0}
@@ -55,14 +66,15 @@ def test_polymnist_variant_labels():
     # the network: hidden sizes count for MLPs, the width for ResNets
     assert label(_settings(width=64)) == "gmrf"
     assert label(_settings(hidden=[256])) == "gmrf (hidden [256])"
-    gpu = _settings(preset="gpu", arch="resnet", hidden=None, width=64, minutes=15.0, steps=None)
+    gpu = _settings(preset="gpu", arch="resnet", hidden=None, width=64, minutes=15.0, steps=None, subset_posteriors=1,
+                    subset_singles=False)
     assert label(gpu) == "gmrf"
     gpu["settings"]["width"] = 32
     assert label(gpu) == "gmrf (width 32)"
     quick = _settings(quick=True, preset="quick", arch="resnet", hidden=None, width=8, minutes=None, steps=None,
                       latent_dim=4,
                       prior_form="paper", prior_init_shared=0, subset_posteriors=0, subset_max_size=None,
-                      beta=1.0)
+                      subset_singles=False, beta=1.0)
     assert label(quick) == "gmrf"
 
 
@@ -81,7 +93,7 @@ def test_polymnist_metrics_over_seeds():
     records = [dict(_result(0.40 + 0.02 * s, 0.07, logp=-6400.0), **_settings(seed=s)) for s in (0, 1)]
     records += [dict(_result(0.30 + 0.02 * s, 0.01), **_settings(seed=s, beta=1.0)) for s in (0, 1)]
     records += [dict(_result(0.80, 0.30 + 0.01 * s, fd=90.0, mixture=0.7),
-                     settings={**CPU_GMRF, "model": "mmvaeplus", "latent_dim": 32, "seed": s, "beta": 1.0})
+                     settings={**CPU_BASELINE, "model": "mmvaeplus", "latent_dim": 32, "seed": s})
                 for s in (0, 1)]
     s = seed_summary(runs_by_seed(records, POLYMNIST_VARIANTS), SEED_METRICS)
     assert s["models"] == ["gmrf", "gmrf (beta 1.0)", "mmvaeplus"]
@@ -101,7 +113,8 @@ def test_polymnist_seeds_script(tmp_path, monkeypatch, capsys):
         for model, cond in (("gmrf", 0.4), ("mmvae", 0.7)):
             path = tmp_path / f"{model}{seed}.json"
             path.write_text(json.dumps(dict(_result(cond + 0.01 * seed, 0.1),
-                                            settings={**CPU_GMRF, "model": model, "seed": seed, "latent_dim":
+                                            settings={**(CPU_GMRF if model == "gmrf" else CPU_BASELINE),
+                                                      "model": model, "seed": seed, "latent_dim":
                                                       16 if model == "gmrf" else 512,
                                                       "beta": 0.001 if model == "gmrf" else 1.0})))
             files.append(str(path))
