@@ -45,9 +45,13 @@ import json
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .experiments.errors import OneLineParser, run_command
 from .experiments.files import SECTIONS, ConfigError, file_commands
+
+if TYPE_CHECKING:  # torch loads with the command that needs it
+    import torch
 
 
 def _parse_value(text: str):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributions import LATENT_FAMILIES, latent_law
+from ..distributions import LATENT_FAMILIES, StratifiedMixture, latent_law
 from ..nets import VectorDecoder
 from ..validation import check_components, check_mask, module_dtype
 from .base import CommonConfig, MCVAE, check_no_beta
