@@ -430,7 +430,9 @@ class GMRFVAE(BlockLatentVAE):
     (:class:`~pyro_mcvae.infer.objectives.SubsetELBO` with ``score="all"``). Each term is a lower
     bound on ``log p(x)`` of the same model; it trains the encoders of ``A``, the prior's
     couplings and the decoders of ``B`` along the path conditional generation takes. A departure
-    from the paper's training objective (its effect is measured in docs/results/polymnist.md)."""
+    from the paper's training objective (its effect is measured in docs/results/polymnist.md).
+    With ``config.subset_singles`` the step also has one such term per component given alone,
+    every component at every step (``M`` fixed terms beside the random ones)."""
 
     subset_scoring = "all"
 

@@ -52,7 +52,7 @@ def objective_for(model, kind: str | None = None, num_particles: int = 1):
     """The training objective of ``model``: ``kind`` (``None``: the model's ``default_objective``,
     else ``"meanfield"``) with ``num_particles`` particles or importance samples, summed over the
     model's subset terms when it declares them (:class:`SubsetTrained`: MVAE, and the GMRF with
-    ``subset_posteriors > 0``)."""
+    ``subset_posteriors > 0`` or ``subset_singles``)."""
     objective = make_objective(kind or getattr(model, "default_objective", "meanfield"), num_particles)
     if isinstance(model, SubsetTrained):
         terms = model.subset_terms()
