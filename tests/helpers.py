@@ -18,6 +18,15 @@ from pyro_mcvae.nets import VectorDecoder
 SEEDS = st.integers(0, 2**32 - 1)  # seeds of numpy Generators drawn by hypothesis
 
 
+def numpy_kl(mu0, s0, mu1, s1):
+    """KL(N(mu0, s0) || N(mu1, s1)) in dense NumPy, written out independently of the library."""
+    k = len(mu0)
+    s1_inv = np.linalg.inv(s1)
+    diff = mu1 - mu0
+    return 0.5 * (np.trace(s1_inv @ s0) + diff @ s1_inv @ diff - k
+                  + np.linalg.slogdet(s1)[1] - np.linalg.slogdet(s0)[1])
+
+
 def random_spd(rng, n, batch=(), ridge=0.3, log10_scale=1.0):
     """Well-conditioned random SPD matrices ``(*batch, n, n)`` (numpy float64) with some strong
     correlations: ``A A^T / n + ridge I``, its rows and columns scaled by ``10**u`` with ``u``

@@ -11,21 +11,12 @@ from hypothesis import strategies as st
 from pyro_mcvae.infer.objectives import MeanFieldELBO, TraceELBO
 from scipy.stats import multivariate_normal
 
-from helpers import SEEDS, random_spd, private
+from helpers import SEEDS, numpy_kl, private, random_spd
 from pyro_mcvae import MCVAE, TrainConfig, fit
 from pyro_mcvae.covariance import assemble_block_covariance
 from pyro_mcvae.distributions import GMRF, complete_from_prior
 from pyro_mcvae.infer import seed_everything
 from pyro_mcvae.models import build_model, method_names
-
-
-def numpy_kl(mu0, s0, mu1, s1):
-    """KL(N(mu0, s0) || N(mu1, s1)), written out independently."""
-    k = len(mu0)
-    s1_inv = np.linalg.inv(s1)
-    diff = mu1 - mu0
-    return 0.5 * (np.trace(s1_inv @ s0) + diff @ s1_inv @ diff - k
-                  + np.linalg.slogdet(s1)[1] - np.linalg.slogdet(s0)[1])
 
 
 def block_diagonal_in(cov, keep):
