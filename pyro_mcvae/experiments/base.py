@@ -431,11 +431,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class, defaults
         help_text = f.metadata.get("help", "")
         if kind is bool and not many:
             if default is None:
-                name = f.name.replace("_", "-")
-                parser.add_argument(f"--{name}", dest=f.name, action="store_const", const=True, default=None,
-                                    help=help_text)
-                parser.add_argument(f"--no-{name}", dest=f.name, action="store_const", const=False,
-                                    help=f"the opposite of --{name}")
+                on = _flag(f)
+                parser.add_argument(on, dest=f.name, action="store_const", const=True, default=None, help=help_text)
+                parser.add_argument("--no-" + on[2:], dest=f.name, action="store_const", const=False,
+                                    help=f"the opposite of {on}")
                 continue
             if default:
                 flag = f.metadata.get("flag") or "--no-" + f.name.replace("_", "-")

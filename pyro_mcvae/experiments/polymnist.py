@@ -71,7 +71,7 @@ EXTRAS = {"likelihood_samples": 100, "likelihood_tuples": 200, "sampler_componen
 #: departure from the paper's objective; measured effects, on the MLPs and the ResNets, in
 #: docs/results/polymnist.md): in ``cpu`` one per modality given alone for every tuple
 #: (``subset_singles``, since 2026-12-07, with 2,000 steps instead of the others' 3,500: its step
-#: costs 2.4x), in ``gpu`` one random one-given term per tuple (not yet measured on a GPU with
+#: costs about 2x the one-term step), in ``gpu`` one random one-given term per tuple (not yet measured on a GPU with
 #: the singles). MoPoE-VAE in ``cpu``/``gpu`` draws one latent per training
 #: tuple from its 31-subset mixture instead of one per subset (31 decoder passes per step). The
 #: GMRF's beta in every preset is the paper's 1e-3 (its best on PolyMNIST; measured here too, in
