@@ -214,27 +214,46 @@ def image_latent_sampler_scores(model, train_images: torch.Tensor, test_images: 
     ``train_images`` (``(N, M, C, H, W)`` in [0, 1]) instead of the prior: coherence under each
     judge (``{name: classifiers}``) and the digit-feature Frechet distance (the first judge's
     classifiers) per modality against ``test_images``, with as many generated tuples as test
-    tuples. Returns ``{"num_components", "unconditional_coherence": {judge: value},
-    "digit_fd_unconditional"}``."""
+    tuples. For a block-latent model with a Gaussian prior (the GMRF) also the anchored mixture
+    (:func:`~pyro_mcvae.samplers.fit_anchored_sampler`: one modality's block from a mixture fitted
+    to its encodings, the others from the prior's conditional), under ``"anchored"``. Returns
+    ``{"num_components", "unconditional_coherence": {judge: value}, "digit_fd_unconditional",
+    "num_generated"[, "anchored": {"unconditional_coherence", "digit_fd_unconditional"}]}``."""
     from .metrics.coherence import unconditional_coherence
     from .metrics.fid import digit_features, frechet_distance, gaussian_statistics
-    from .samplers import fit_latent_sampler
+    from .models.layouts import BlockGuide
+    from .samplers import fit_anchored_sampler, fit_latent_sampler
 
     shape = tuple(test_images.shape[2:])
     flat = [x.flatten(1) for x in train_images.unbind(1)]
-    sampler = fit_latent_sampler(model, flat, num_components=num_components, seed=seed, batch_size=batch_size)
-    generator = torch.Generator().manual_seed(seed)
-    n = test_images.shape[0]
-    with torch.no_grad():
-        generated = torch.cat([_as_images(sampler.generate(min(batch_size, n - i), generator=generator), shape)
-                               for i in range(0, n, batch_size)])
-    coherence = {name: unconditional_coherence(generated, classifiers) for name, classifiers in judges.items()}
     first = next(iter(judges.values()))
-    fd = [frechet_distance(*gaussian_statistics(digit_features(first[j], test_images[:, j], batch_size=1000)),
-                           *gaussian_statistics(digit_features(first[j], generated[:, j], batch_size=1000)))
-          for j in range(generated.shape[1])]
-    return {"num_components": num_components, "unconditional_coherence": coherence,
-            "digit_fd_unconditional": float(np.mean(fd)), "num_generated": n}
+    n = test_images.shape[0]
+    test_features = [gaussian_statistics(digit_features(first[j], test_images[:, j], batch_size=1000))
+                     for j in range(test_images.shape[1])]
+
+    def scores(sampler) -> dict:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            generated = torch.cat([_as_images(sampler.generate(min(batch_size, n - i), generator=generator), shape)
+                                   for i in range(0, n, batch_size)])
+        fd = [frechet_distance(*test_features[j], *gaussian_statistics(digit_features(first[j], generated[:, j],
+                                                                                       batch_size=1000)))
+              for j in range(generated.shape[1])]
+        return {"unconditional_coherence": {name: unconditional_coherence(generated, classifiers)
+                                            for name, classifiers in judges.items()},
+                "digit_fd_unconditional": float(np.mean(fd))}
+
+    out = {"num_components": num_components, "num_generated": n}
+    out |= scores(fit_latent_sampler(model, flat, num_components=num_components, seed=seed, batch_size=batch_size))
+    if isinstance(model.guide, BlockGuide):
+        try:
+            anchored = fit_anchored_sampler(model, flat, num_components=num_components, seed=seed,
+                                            batch_size=batch_size)
+        except ValueError:  # a prior without a closed-form conditional (the ALMRF's)
+            anchored = None
+        if anchored is not None:
+            out["anchored"] = scores(anchored)
+    return out
 
 
 # -- components of any sizes (your own data) ----------------------------------------------------

@@ -10,7 +10,14 @@ a Gaussian mixture to the latents a model's decoders read and decodes draws from
 - :func:`fit_latent_sampler`: encodes data with ``model.guide.reconstruction_latent`` (the
   latent ``MCVAE.decode`` takes: ``M*d`` blocks for GMRF/ALMRF/diagonal, the shared ``z`` for
   MVAE/MMVAE/MoPoE, ``z`` and the private ``w_k`` concatenated for MMVAE+) and fits the mixture;
-  :meth:`LatentSampler.generate` decodes like :meth:`MCVAE.sample`.
+  :meth:`LatentSampler.generate` decodes like :meth:`MCVAE.sample`;
+- :class:`AnchoredMixture` and :func:`fit_anchored_sampler` (block-latent models with a Gaussian
+  prior: the GMRF, the independent-Gaussian "diagonal"): one modality's block drawn from a
+  mixture fitted to that block's encodings, the other blocks from the prior's closed-form
+  conditional given it, the anchoring modality drawn uniformly. A joint mixture reproduces the
+  encodings, and with them every encoder's own mistakes (on PolyMNIST a decoded encoding renders
+  the right digit in 30-88% of modalities, so all five rarely agree); the anchored law asks of the
+  prior only what conditional generation asks of it, given one modality.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ import warnings
 
 import torch
 
+from .distributions.gmrf import GMRF, as_gmrf
 from .models.base import MCVAE
+from .models.layouts import BlockGuide
 from .validation import check_finite
 
-__all__ = ["GaussianMixture", "LatentSampler", "encode_latents", "fit_latent_sampler"]
+__all__ = ["AnchoredMixture", "GaussianMixture", "LatentSampler", "encode_latents", "fit_anchored_sampler",
+           "fit_latent_sampler"]
 
 _COVARIANCES = ("full", "diag")
 
@@ -206,10 +216,81 @@ class GaussianMixture:
         return (self.means[labels] + noise).to(self.dtype)
 
 
-class LatentSampler:
-    """A density over a model's decoder latents (see :func:`fit_latent_sampler`)."""
+class AnchoredMixture:
+    """A density over ``M`` blocks of size ``d`` (flat ``(M*d,)``): with probability ``1/|anchors|``
+    each, block ``k`` is drawn from ``mixtures[k]`` and the other blocks from ``prior``'s
+    conditional given it,
 
-    def __init__(self, model: MCVAE, mixture: GaussianMixture):
+    ``p(z) = (1/|A|) sum_{k in A} g_k(z_k) p(z_{-k} | z_k)``,  ``p(z_{-k} | z_k) = p(z) / p(z_k)``.
+
+    ``prior``: a :class:`~pyro_mcvae.distributions.GMRF` over the ``M*d`` vector, unbatched; the
+    law is held and drawn in float64 (draws come back in ``dtype``). ``mixtures``: ``{k:
+    GaussianMixture}`` fitted to block ``k`` (``d`` columns). ``seed`` seeds the default generator.
+    """
+
+    def __init__(self, prior: GMRF, mixtures: dict, dtype=torch.float32, seed: int = 0):
+        if not isinstance(prior, GMRF) or prior.batch_shape != ():
+            raise ValueError("prior must be an unbatched GMRF over the flat latent")
+        if not mixtures:
+            raise ValueError("give at least one anchoring block's mixture")
+        m, d = prior.num_components, prior.component_dim
+        for k, mixture in mixtures.items():
+            if not 0 <= k < m:
+                raise ValueError(f"anchor {k} is not a block of the {m}-block latent")
+            mixture._check_fitted()
+            if mixture.means.shape[1] != d:
+                raise ValueError(f"the mixture of block {k} has {mixture.means.shape[1]} columns, the blocks {d}")
+        self.prior = GMRF(prior.loc.detach().double(), covariance_matrix=prior._covariance_unbroadcast().detach().double(),
+                          num_components=m, component_dim=d, validate_args=False)
+        self.mixtures = dict(sorted(mixtures.items()))
+        self.anchors = list(self.mixtures)
+        self.dtype = dtype
+        self._generator = torch.Generator(device=self.prior.loc.device).manual_seed(int(seed))
+
+    def _block(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        d = self.prior.component_dim
+        return z[:, k * d:(k + 1) * d]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, M*d)`` draws: the anchor of each draw, then its block, then the rest."""
+        n = _positive_int(n, "n")
+        g = self._generator if generator is None else generator
+        dev = self.prior.loc.device
+        m, d = self.prior.num_components, self.prior.component_dim
+        pick = torch.randint(len(self.anchors), (n,), generator=g, device=g.device).to(dev)
+        out = torch.empty(n, m * d, dtype=torch.float64, device=dev)
+        for i, k in enumerate(self.anchors):  # one batched draw per anchor (M at most)
+            rows = (pick == i).nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                continue
+            z_k = self.mixtures[k].sample(rows.numel(), g).to(dev, torch.float64)
+            rest = self.prior.condition({k: z_k})
+            eps = torch.randn(rows.numel(), (m - 1) * d, generator=g, dtype=torch.float64, device=g.device).to(dev)
+            z_rest = rest.loc + (rest.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+            others = [j for j in range(m) if j != k]
+            full = torch.empty(rows.numel(), m, d, dtype=torch.float64, device=dev)
+            full[:, k] = z_k
+            full[:, others] = z_rest.reshape(-1, m - 1, d)
+            out[rows] = full.flatten(1)
+        return out.to(self.dtype)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` log density at ``z`` ``(N, M*d)``, computed in float64."""
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.prior.event_shape[0]:
+            raise ValueError(f"z must be a tensor (N, {self.prior.event_shape[0]}), got "
+                             f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+        z64 = z.to(self.prior.loc.device, torch.float64)
+        joint = self.prior.log_prob(z64)
+        terms = torch.stack([self.mixtures[k].log_prob(self._block(z64, k)).to(torch.float64) + joint
+                             - self.prior.marginal([k]).log_prob(self._block(z64, k)) for k in self.anchors], -1)
+        return (torch.logsumexp(terms, -1) - math.log(len(self.anchors))).to(z.dtype)
+
+
+class LatentSampler:
+    """A density over a model's decoder latents (see :func:`fit_latent_sampler`,
+    :func:`fit_anchored_sampler`); ``mixture``: the density (``sample``, ``log_prob``)."""
+
+    def __init__(self, model: MCVAE, mixture):
         self.model, self.mixture = model, mixture
 
     def _reference(self) -> torch.Tensor:
@@ -273,3 +354,31 @@ def fit_latent_sampler(model: MCVAE, data, num_components: int = 10, covariance:
                          f"({latents.shape[0]})")
     check_finite(latents, "the encoded latents")
     return LatentSampler(model, mixture.fit(latents.flatten(1)))
+
+
+def fit_anchored_sampler(model: MCVAE, data, num_components: int = 10, anchors=None, covariance: str = "full",
+                         use_mean: bool = True, batch_size: int = 1024, seed: int = 0, max_iter: int = 100,
+                         tol: float = 1e-3, reg: float = 1e-6, n_init: int = 1) -> LatentSampler:
+    """An :class:`AnchoredMixture` for a block-latent model with a Gaussian prior: a mixture of
+    ``num_components`` fitted to each anchoring block's encodings of ``data`` (``anchors``: block
+    indices, all by default), the other blocks from the model's prior conditioned on the anchor,
+    as conditional generation from one modality draws them. Returns a :class:`LatentSampler`."""
+    if not isinstance(model.guide, BlockGuide):
+        raise ValueError(f"the anchored sampler needs a block-latent model (one latent block per component: "
+                         f"gmrf, diagonal), got the guide {type(model.guide).__name__}")
+    m, d = model.guide.num_components, model.guide.latent_dim
+    try:
+        prior = as_gmrf(model.prior(), m, d)
+    except ValueError as err:
+        raise ValueError(f"the anchored sampler conditions the prior in closed form: {err}") from None
+    anchors = list(range(m)) if anchors is None else sorted(set(int(k) for k in anchors))
+    latents = encode_latents(model, data, use_mean, batch_size, seed)
+    check_finite(latents, "the encoded latents")
+    mixtures = {}
+    for k in anchors:
+        if not 0 <= k < m:
+            raise ValueError(f"anchor {k} is not one of the model's {m} components")
+        mixture = GaussianMixture(num_components, covariance, max_iter, tol, reg, seed + k, n_init)
+        mixtures[k] = mixture.fit(latents[:, k * d:(k + 1) * d].detach())
+    return LatentSampler(model, AnchoredMixture(prior, mixtures,
+                                                dtype=latents.dtype, seed=seed))

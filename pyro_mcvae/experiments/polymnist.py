@@ -620,6 +620,12 @@ def results_table(records: dict) -> str:
             coh = ", ".join(f"{judge} {v:.3f}" for judge, v in ls["unconditional_coherence"].items())
             parts.append(f"unconditional coherence from a {ls['num_components']}-component latent mixture: {coh}; "
                          f"digit-FD {ls['digit_fd_unconditional']:.2f}")
+            if "anchored" in ls:
+                a = ls["anchored"]
+                coh = ", ".join(f"{judge} {v:.3f}" for judge, v in a["unconditional_coherence"].items())
+                parts.append(f"from the anchored mixture (one modality's block from its {ls['num_components']}-"
+                             f"component mixture, the others from the prior's conditional): {coh}; digit-FD "
+                             f"{a['digit_fd_unconditional']:.2f}")
         if parts:
             extras.append(f"- **{name}**: " + "; ".join(parts))
     if extras:
@@ -646,7 +652,9 @@ def missing_ratio_table(by_ratio: dict):
             values = {"cond. coherence (30 subsets)": m["conditional_coherence"]["mean"],
                       "cond. coherence (1 given)": m["conditional_coherence"]["by_size"]["1"],
                       "uncond. (prior)": m["unconditional_coherence"],
-                      "uncond. (latent mixture)": ls["unconditional_coherence"][judge] if ls else None}
+                      "uncond. (latent mixture)": ls["unconditional_coherence"][judge] if ls else None,
+                      "uncond. (anchored mixture)": (ls["anchored"]["unconditional_coherence"][judge]
+                                                     if ls and "anchored" in ls else None)}
             for label, v in values.items():
                 if v is not None:
                     curves.setdefault((name, label), []).append((r, v))
@@ -657,14 +665,14 @@ def missing_ratio_table(by_ratio: dict):
                 cells[-1] += " (ratio)"  # a record from before the difference estimator
             rows.append(f"| {name} | {r:g} | {rec['training']['steps']} | {judge} | " + " | ".join(cells) + " |")
     table = ("| model | missing ratio | steps | judge | cond. coherence (30 subsets) | cond. coherence (1 given) | "
-             "uncond. (prior) | uncond. (latent mixture) | log p(x) | log p(x_rest given x_k) |\n"
-             "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\nCoherence on the complete test "
+             "uncond. (prior) | uncond. (latent mixture) | uncond. (anchored mixture) | log p(x) | "
+             "log p(x_rest given x_k) |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\nCoherence on the complete test "
              "tuples (higher is better); log-likelihoods in nats per tuple (± the standard error over tuples; the "
              "conditional by difference, averaged over the single given modalities; '(ratio)': by the ratio "
              "estimator, in runs evaluated before the difference estimator existed).\n")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, labels in zip(axes, (("cond. coherence (30 subsets)", "cond. coherence (1 given)"),
-                                 ("uncond. (prior)", "uncond. (latent mixture)"))):
+                                 ("uncond. (prior)", "uncond. (latent mixture)", "uncond. (anchored mixture)"))):
         for name in models:
             for label in labels:
                 pts = curves.get((name, label))
@@ -754,6 +762,8 @@ SEED_METRICS = (
     Metric("1 given", lambda r: r["metrics"]["mopoe"]["conditional_coherence"]["by_size"]["1"], False),
     Metric("uncond. (prior)", lambda r: r["metrics"]["mopoe"]["unconditional_coherence"], False),
     Metric("uncond. (latent mixture)", lambda r: r["latent_sampler"]["unconditional_coherence"]["mopoe"], False),
+    Metric("uncond. (anchored mixture)",
+           lambda r: r["latent_sampler"]["anchored"]["unconditional_coherence"]["mopoe"], False),
     Metric("SSIM", lambda r: r["metrics"]["mopoe"]["ssim"]["mean"], False),
     Metric("digit-FD uncond.", lambda r: r["metrics"]["ours"]["digit_fd"]["unconditional"], True, 1),
     Metric("digit-FD cond.", lambda r: r["metrics"]["ours"]["digit_fd"]["conditional"], True, 1),

@@ -68,6 +68,9 @@ def test_example_one_epoch_writes_table_figures_and_samples(tiny_polymnist, tmp_
     assert sampler["num_components"] == 2 and 0 <= sampler["unconditional_coherence"]["ours"] <= 1
     assert sampler["fitted_on"] == record["data"]["num_train"] and sampler["digit_fd_unconditional"] >= 0
     assert "2-component latent mixture" in proc.stdout
+    # the GMRF also generates from the anchored mixture (one block from its mixture, the rest conditioned)
+    assert 0 <= sampler["anchored"]["unconditional_coherence"]["ours"] <= 1
+    assert sampler["anchored"]["digit_fd_unconditional"] >= 0 and "from the anchored mixture" in proc.stdout
     for fig in record["figures"]:
         assert Path(fig).stat().st_size > 2_000
     assert (tiny_polymnist / "classifiers-e1.pt").is_file()  # our judges, trained and saved
