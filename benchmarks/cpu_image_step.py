@@ -20,7 +20,8 @@ the variants alternate step by step (``interleaved``), so load on the machine af
   coupled across modalities (``--coupled-dims 8``);
 - ``mlp-singles``: the MLPs with one subset-posterior term per modality given alone, every
   modality at every step (``--subset-posteriors 0 --subset-singles``: six stacked copies of the
-  batch through the decoders, the guide's networks once);
+  batch through the decoders, the guide's networks once): the ``cpu`` preset's step since
+  2026-12-07; ``mlp-singles-bf16``: the same under bf16 autocast (``--amp``);
 - ``mlp-d32``: the MLPs with 32 latent coordinates per modality instead of 16 (the blockwise
   construction's spectral norms grow with the block size);
 - ``mlp-elementwise``, ``mlp-d32-elementwise``, ``mlp-d64-elementwise``: the elementwise
@@ -53,6 +54,7 @@ VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size 
     "mlp-subset1-twopass": ("mlp", False, 1, 16, "blockwise"),
     "mlp-subset1-coupled8": ("mlp", False, 1, 16, "blockwise"),
     "mlp-singles": ("mlp", False, 0, 16, "blockwise"),
+    "mlp-singles-bf16": ("mlp", True, 0, 16, "blockwise"),
     "mlp-d32": ("mlp", False, 0, 32, "blockwise"),
     "mlp-elementwise": ("mlp", False, 0, 16, "elementwise"),
     "mlp-d32-elementwise": ("mlp", False, 0, 32, "elementwise"),
@@ -61,7 +63,7 @@ VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size 
 #: Settings of a variant beyond the tuple above: the run's coupled coordinates, the objective's
 #: encode_once.
 EXTRA = {"mlp-subset1-twopass": {"encode_once": False}, "mlp-subset1-coupled8": {"coupled_dims": 8},
-         "mlp-singles": {"subset_singles": True}}
+         "mlp-singles": {"subset_singles": True}, "mlp-singles-bf16": {"subset_singles": True}}
 #: The variants a run without ``--variants`` times (those recorded in docs/benchmarks.md section 7).
 DEFAULT_VARIANTS = ["resnet", "resnet-bf16", "mlp", "mlp-bf16", "mlp-subset1", "mlp-d32"]
 

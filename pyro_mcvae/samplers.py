@@ -217,15 +217,15 @@ class GaussianMixture:
 
 
 class AnchoredMixture:
-    """A density over ``M`` blocks of size ``d`` (flat ``(M*d,)``): with probability ``1/|anchors|``
-    each, block ``k`` is drawn from ``mixtures[k]`` and the other blocks from ``prior``'s
-    conditional given it,
+    """A density over ``M`` blocks of size ``d`` (flat ``(M*d,)``): with probability ``w_k`` block
+    ``k`` is drawn from ``mixtures[k]`` and the other blocks from ``prior``'s conditional given it,
 
-    ``p(z) = (1/|A|) sum_{k in A} g_k(z_k) p(z_{-k} | z_k)``,  ``p(z_{-k} | z_k) = p(z) / p(z_k)``.
+    ``p(z) = sum_{k in A} w_k g_k(z_k) p(z_{-k} | z_k)``,  ``p(z_{-k} | z_k) = p(z) / p(z_k)``.
 
     ``prior``: a :class:`~pyro_mcvae.distributions.GMRF` over the ``M*d`` vector, unbatched; the
     law is held and drawn in float64 (draws come back in ``dtype``). ``mixtures``: ``{k:
-    GaussianMixture}`` fitted to block ``k`` (``d`` columns). ``seed`` seeds the default generator.
+    GaussianMixture}`` fitted to block ``k`` (``d`` columns). ``weights`` ``w``: uniform over the
+    anchors until :meth:`fit_weights`. ``seed`` seeds the default generator.
     """
 
     def __init__(self, prior: GMRF, mixtures: dict, dtype=torch.float32, seed: int = 0):
@@ -244,6 +244,8 @@ class AnchoredMixture:
                           num_components=m, component_dim=d, validate_args=False)
         self.mixtures = dict(sorted(mixtures.items()))
         self.anchors = list(self.mixtures)
+        self.weights = torch.full((len(self.anchors),), 1.0 / len(self.anchors), dtype=torch.float64,
+                                  device=self.prior.loc.device)
         self.dtype = dtype
         self._generator = torch.Generator(device=self.prior.loc.device).manual_seed(int(seed))
 
@@ -257,7 +259,7 @@ class AnchoredMixture:
         g = self._generator if generator is None else generator
         dev = self.prior.loc.device
         m, d = self.prior.num_components, self.prior.component_dim
-        pick = torch.randint(len(self.anchors), (n,), generator=g, device=g.device).to(dev)
+        pick = torch.multinomial(self.weights.to(g.device), n, replacement=True, generator=g).to(dev)
         out = torch.empty(n, m * d, dtype=torch.float64, device=dev)
         for i, k in enumerate(self.anchors):  # one batched draw per anchor (M at most)
             rows = (pick == i).nonzero().squeeze(-1)
@@ -274,16 +276,36 @@ class AnchoredMixture:
             out[rows] = full.flatten(1)
         return out.to(self.dtype)
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` log density at ``z`` ``(N, M*d)``, computed in float64."""
+    def _anchor_log_probs(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, |A|)``: ``log g_k(z_k) + log p(z_{-k} | z_k)`` in float64."""
         if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.prior.event_shape[0]:
             raise ValueError(f"z must be a tensor (N, {self.prior.event_shape[0]}), got "
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
         z64 = z.to(self.prior.loc.device, torch.float64)
         joint = self.prior.log_prob(z64)
-        terms = torch.stack([self.mixtures[k].log_prob(self._block(z64, k)).to(torch.float64) + joint
-                             - self.prior.marginal([k]).log_prob(self._block(z64, k)) for k in self.anchors], -1)
-        return (torch.logsumexp(terms, -1) - math.log(len(self.anchors))).to(z.dtype)
+        return torch.stack([self.mixtures[k].log_prob(self._block(z64, k)).to(torch.float64) + joint
+                            - self.prior.marginal([k]).log_prob(self._block(z64, k)) for k in self.anchors], -1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` log density at ``z`` ``(N, M*d)``, computed in float64."""
+        return torch.logsumexp(self._anchor_log_probs(z) + self.weights.log(), -1).to(z.dtype)
+
+    def fit_weights(self, z: torch.Tensor, max_iter: int = 200, tol: float = 1e-8) -> "AnchoredMixture":
+        """The anchor weights of maximum likelihood on ``z`` ``(N, M*d)`` (EM over the weights
+        alone: the mixtures and the prior stay fixed); returns ``self``. The anchor whose block,
+        through the prior's conditional, best explains the other blocks gets the most weight."""
+        check_finite(z, "z")
+        terms = self._anchor_log_probs(z)
+        weights = torch.full_like(self.weights, 1.0 / len(self.anchors))
+        for _ in range(_positive_int(max_iter, "max_iter")):
+            resp = torch.softmax(terms + weights.log(), -1)
+            new = resp.mean(0)
+            done = float((new - weights).abs().max()) < tol
+            weights = new
+            if done:
+                break
+        self.weights = weights
+        return self
 
 
 class LatentSampler:
@@ -358,11 +380,16 @@ def fit_latent_sampler(model: MCVAE, data, num_components: int = 10, covariance:
 
 def fit_anchored_sampler(model: MCVAE, data, num_components: int = 10, anchors=None, covariance: str = "full",
                          use_mean: bool = True, batch_size: int = 1024, seed: int = 0, max_iter: int = 100,
-                         tol: float = 1e-3, reg: float = 1e-6, n_init: int = 1) -> LatentSampler:
+                         tol: float = 1e-3, reg: float = 1e-6, n_init: int = 1,
+                         weights: str = "uniform") -> LatentSampler:
     """An :class:`AnchoredMixture` for a block-latent model with a Gaussian prior: a mixture of
     ``num_components`` fitted to each anchoring block's encodings of ``data`` (``anchors``: block
     indices, all by default), the other blocks from the model's prior conditioned on the anchor,
-    as conditional generation from one modality draws them. Returns a :class:`LatentSampler`."""
+    as conditional generation from one modality draws them. ``weights``: ``"uniform"`` over the
+    anchors, or ``"fitted"`` (maximum likelihood on the same encodings,
+    :meth:`AnchoredMixture.fit_weights`). Returns a :class:`LatentSampler`."""
+    if weights not in ("uniform", "fitted"):
+        raise ValueError(f"weights must be 'uniform' or 'fitted', got {weights!r}")
     if not isinstance(model.guide, BlockGuide):
         raise ValueError(f"the anchored sampler needs a block-latent model (one latent block per component: "
                          f"gmrf, diagonal), got the guide {type(model.guide).__name__}")
@@ -380,5 +407,7 @@ def fit_anchored_sampler(model: MCVAE, data, num_components: int = 10, anchors=N
             raise ValueError(f"anchor {k} is not one of the model's {m} components")
         mixture = GaussianMixture(num_components, covariance, max_iter, tol, reg, seed + k, n_init)
         mixtures[k] = mixture.fit(latents[:, k * d:(k + 1) * d].detach())
-    return LatentSampler(model, AnchoredMixture(prior, mixtures,
-                                                dtype=latents.dtype, seed=seed))
+    density = AnchoredMixture(prior, mixtures, dtype=latents.dtype, seed=seed)
+    if weights == "fitted":
+        density.fit_weights(latents.detach())
+    return LatentSampler(model, density)
