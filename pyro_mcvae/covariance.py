@@ -25,18 +25,28 @@ with ``T`` zero outside the leading ``c x c`` sub-blocks (``lambda_min`` of the 
 
 The same function serves any SPD block matrix: a covariance (the guide) or a precision (the
 prior in its Markov-random-field parameterisation).
+
+Computation: only the ``M (M - 1) / 2`` blocks ``i < j`` are normed and scaled; the matrix is one
+gather from them, the diagonal blocks and a zero (:func:`assemble_packed`, :class:`PackedBlocks`),
+and a ``2 x 2`` block's norm has a closed form (:func:`spectral_norm`).
 """
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import torch
+from torch.autograd.function import once_differentiable
 
 from ._precision import full_precision
 
 from .validation import check_finite
 
 __all__ = [
+    "PackedBlocks",
     "assemble_block_covariance",
+    "assemble_packed",
     "block_scaling",
     "blocks_to_matrix",
     "matrix_to_blocks",
@@ -83,11 +93,6 @@ def mirror_upper_blocks(offdiag: torch.Tensor, graph: torch.Tensor | None = None
     return upper_blocks + upper_blocks.transpose(-4, -3).transpose(-2, -1)
 
 
-def _diag_blocks(diag: torch.Tensor, full_blocks: bool) -> torch.Tensor:
-    """Diagonal blocks as matrices ``(..., M, d, d)``."""
-    return diag if full_blocks else torch.diag_embed(diag)
-
-
 def _lambda_min(diag: torch.Tensor, full_blocks: bool) -> torch.Tensor:
     """Smallest eigenvalue of each diagonal block, ``(..., M)``."""
     if full_blocks:
@@ -102,31 +107,93 @@ def block_scaling(
     return torch.clamp(eps * lambda_min / row_sums, max=1.0)
 
 
+class _TopEigenvalue(torch.autograd.Function):
+    """Largest eigenvalue of symmetric ``(..., d, d)`` matrices, the values alone in the forward.
+
+    ``eigvalsh`` under autograd computes every eigenvector (``eigh``, about twice the time), yet
+    the gradient of the top eigenvalue is ``v v^T`` with ``v`` its unit eigenvector alone. The
+    backward finds ``v`` by inverse iteration with the shift ``sigma = lambda (1 + 64 eps)``
+    (``eps`` the dtype's machine epsilon, above the error of ``eigvalsh``), the matrix divided by
+    ``sigma`` so that no size can overflow: each step shrinks the part of ``v`` along another
+    eigenvalue ``lambda_k`` by ``(sigma - lambda) / (sigma - lambda_k)``, about
+    ``64 eps lambda / (lambda - lambda_k)``, so three steps from the column of largest diagonal
+    entry leave ``v`` exact to rounding unless the two top eigenvalues agree to about
+    ``(64 eps)^(2/3)`` relative. There the gradient is ill conditioned in ``eigh`` as well (a
+    repeated eigenvalue has no unique eigenvector; any unit vector of its eigenspace gives a
+    valid subgradient).
+    """
+
+    @staticmethod
+    def forward(ctx, gram):
+        top = torch.linalg.eigvalsh(gram)[..., -1]
+        ctx.save_for_backward(gram, top)
+        return top
+
+    @staticmethod
+    @once_differentiable  # the inverse iteration is not the eigenvector's derivative
+    def backward(ctx, grad):
+        gram, top = ctx.saved_tensors
+        d = gram.shape[-1]
+        info = torch.finfo(gram.dtype)
+        shift = (top.abs() * (1 + 64 * info.eps)).clamp_min(info.tiny)[..., None, None]  # (..., 1, 1)
+        eye = torch.eye(d, dtype=gram.dtype, device=gram.device)
+        lu, pivots = torch.linalg.lu_factor(gram / shift - eye)
+        # Start from the column of the largest diagonal entry (plus that unit vector, so that it
+        # is never zero), scaled to unit length.
+        first = gram.diagonal(dim1=-2, dim2=-1).argmax(-1, keepdim=True)  # (..., 1)
+        v = torch.take_along_dim(gram, first[..., None, :], dim=-1) / shift + eye[first.squeeze(-1)][..., None]
+        v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True)  # (..., d, 1)
+        for _ in range(3):
+            v = torch.linalg.lu_solve(lu, pivots, v)
+            v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True)
+        return grad[..., None, None] * (v @ v.transpose(-1, -2))
+
+
+def _cached_constant(fn):
+    """Memoise a constant tensor per argument tuple, made outside inference mode (a tensor made
+    inside it could not be saved for a later backward)."""
+
+    @functools.lru_cache(maxsize=64)
+    def make(*args):
+        with torch.inference_mode(False):
+            return fn(*args)
+
+    return functools.wraps(fn)(make)
+
+
+@_cached_constant
+def _signs(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(4, 4)``: columns ``a + d, c - b, a - d, b + c`` of the flattened ``2 x 2`` block
+    ``(a, b, c, d)``."""
+    signs = [[1.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 1.0], [1.0, 0.0, -1.0, 0.0]]
+    return torch.tensor(signs, dtype=dtype, device=device)
+
+
 def spectral_norm(blocks: torch.Tensor) -> torch.Tensor:
-    """Largest singular value of each ``(..., d, d)`` block, never below the true value.
+    """Largest singular value of each ``(..., d, d)`` block.
 
-    ``sqrt(lambda_max(T^T T) + tiny)``: an eigenvalue of the small Gram matrix is about three
-    times cheaper than an SVD for ``d = 2``, its gradient stays finite for repeated singular
-    values (``T = t I``, or ``T = 0`` at initialisation), and ``tiny`` (the dtype's smallest
-    normal number) keeps the square root differentiable at zero and can only overestimate.
+    - ``d = 1``: the absolute value.
+    - ``d = 2``: the closed form ``(|(a + d, c - b)| + |(a - d, b + c)|) / 2`` of the block
+      ``[[a, b], [c, d]]`` (no cancellation; each length is ``sqrt(x^2 + y^2 + tiny)``, so its
+      gradient stays finite where the block is a multiple of the identity or zero). The four
+      sums come from one product with a matrix of signs (exact: each is one addition).
+    - otherwise ``sqrt(lambda_max(T^T T) + tiny)``: the top eigenvalue of the small Gram matrix
+      (values only, :class:`_TopEigenvalue`); its gradient stays finite for repeated singular
+      values (``T = t I``, or ``T = 0`` at initialisation).
+
+    ``tiny`` (the dtype's smallest normal number) keeps the square roots differentiable at zero
+    and can only raise the value, by at most ``sqrt(tiny)``.
     """
-    if blocks.shape[-1] == 1:
+    d = blocks.shape[-1]
+    if d == 1:
         return blocks[..., 0, 0].abs()
-    gram = blocks.transpose(-1, -2) @ blocks
     tiny = torch.finfo(blocks.dtype).tiny
-    return (torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0.0) + tiny).sqrt()
-
-
-def _blockwise_row_sums(t: torch.Tensor) -> torch.Tensor:
-    """``sum_{j != i} ||T_ij||_2`` for the symmetric block matrix ``t (..., M, M, d, d)``.
-
-    Only the ``M (M - 1) / 2`` blocks above the diagonal are distinct, so only they are normed.
-    """
-    m = t.shape[-3]
-    rows, cols = torch.triu_indices(m, m, 1, device=t.device)
-    norms = spectral_norm(t[..., rows, cols, :, :])  # (..., P)
-    sums = norms.new_zeros(*norms.shape[:-1], m)
-    return sums.index_add(-1, rows, norms).index_add(-1, cols, norms)
+    if d == 2:
+        sums = blocks.flatten(-2) @ _signs(blocks.dtype, blocks.device)  # (..., 4): a + d, c - b, a - d, b + c
+        lengths = (sums.square().unflatten(-1, (2, 2)).sum(-1) + tiny).sqrt()  # (..., 2)
+        return 0.5 * lengths.sum(-1)
+    gram = blocks.transpose(-1, -2) @ blocks
+    return (_TopEigenvalue.apply(gram).clamp_min(0.0) + tiny).sqrt()
 
 
 def _validate(diag, offdiag, eps, delta, mode, graph) -> bool:
@@ -213,33 +280,113 @@ def assemble_block_covariance(
         ``(..., M*d, M*d)`` symmetric positive definite matrix whose diagonal blocks equal
         ``diag`` exactly.
     """
+    return assemble_packed(diag, offdiag, eps, delta, mode, graph, validate).dense()
+
+
+class PackedBlocks(NamedTuple):
+    """An assembled ``(..., n, n)`` matrix (``n = M d``) as its distinct entries.
+
+    ``values (..., K)``: the scaled blocks ``S_ij`` for ``i < j`` (``(P, c, c)`` flattened,
+    ``P = M (M - 1) / 2`` in the order of ``torch.triu_indices(M, M, 1)``), then the diagonal
+    blocks as given (``(M, d)`` variances or ``(M, d, d)`` blocks), then one zero; ``index
+    (n * n,)``: where each entry of the matrix is read (a block below the diagonal reads the
+    transpose of its mirror). One ``index_select`` forms the matrix and its backward is one
+    ``index_add``, where building it blockwise moves the ``(M, M, d, d)`` blocks through several
+    full-size passes (mirror, scale, place the diagonal, reorder).
+    """
+
+    values: torch.Tensor
+    index: torch.Tensor
+    size: int
+
+    def dense(self) -> torch.Tensor:
+        """The matrix ``(..., n, n)``."""
+        v = self.values
+        return v.index_select(-1, self.index).reshape(*v.shape[:-1], self.size, self.size)
+
+    def weights(self, matrix: torch.Tensor) -> torch.Tensor:
+        """``w (..., K)`` with ``<values, w> = <dense(), matrix>`` (the sum of the elementwise
+        product) for any ``matrix (..., n, n)``: each entry of ``matrix`` added to the value it
+        reads."""
+        flat = matrix.reshape(*matrix.shape[:-2], -1)
+        return flat.new_zeros(*flat.shape[:-1], self.values.shape[-1]).index_add(-1, self.index, flat)
+
+
+@_cached_constant
+def _placement(m: int, d: int, c: int, full_blocks: bool, device: torch.device):
+    """``(rows, cols, index)``: the blocks ``i < j`` (``torch.triu_indices(m, m, 1)``) and the
+    ``index`` of :class:`PackedBlocks` for ``M = m`` blocks of size ``d`` coupled on their leading
+    ``c`` coordinates, diagonal blocks as matrices (``full_blocks``) or variances; on ``device``."""
+    n, pairs = m * d, num_offdiag_pairs(m)
+    rows, cols = torch.triu_indices(m, m, 1)
+    pair = torch.zeros(m, m, dtype=torch.long)
+    pair[rows, cols] = pair[cols, rows] = torch.arange(pairs)
+    comp, coord = torch.arange(n) // d, torch.arange(n) % d
+    i, p, j, q = comp[:, None], coord[:, None], comp[None, :], coord[None, :]  # row (i, p), column (j, q)
+    upper = i < j
+    first, second = torch.where(upper, p, q), torch.where(upper, q, p)  # the entry of S_ij (i < j) read
+    offdiag = pair[i, j] * c * c + first * c + second
+    start = pairs * c * c
+    diagonal = start + (i * d * d + p * d + q if full_blocks else i * d + p)
+    zero = start + m * d * (d if full_blocks else 1)
+    index = torch.where((i != j) & (p < c) & (q < c), offdiag, zero)
+    index = torch.where((i == j) & ((p == q) | full_blocks), diagonal, index)
+    return rows.to(device), cols.to(device), index.flatten().to(device)
+
+
+@_cached_constant
+def _incidence(m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(P, M)``: 1 where component ``i`` belongs to the ``p``-th pair ``i < j``, else 0."""
+    rows, cols = torch.triu_indices(m, m, 1)
+    eye = torch.eye(m, dtype=dtype)
+    return (eye[rows] + eye[cols]).to(device)
+
+
+@full_precision
+def assemble_packed(
+    diag: torch.Tensor,
+    offdiag: torch.Tensor,
+    eps: float = 0.9,
+    delta: float = 1e-6,
+    mode: str = "blockwise",
+    graph: torch.Tensor | None = None,
+    validate: bool = True,
+) -> PackedBlocks:
+    """:func:`assemble_block_covariance` (same arguments) as :class:`PackedBlocks`: the same
+    matrix, entry for entry, with only the upper off-diagonal blocks computed."""
     full_blocks = (
         _validate(diag, offdiag, eps, delta, mode, graph)
         if validate
         else diag.dim() == offdiag.dim() - 1
     )
+    m, c, d = offdiag.shape[-4], offdiag.shape[-1], diag.shape[-1]
+    rows, cols, index = _placement(m, d, c, full_blocks, offdiag.device)
+    upper = offdiag[..., rows, cols, :, :]  # (..., P, c, c): T_ij for i < j
     if graph is not None:
-        graph = torch.as_tensor(graph)
-    t = mirror_upper_blocks(offdiag, graph)
-    c, d = t.shape[-1], diag.shape[-1]
+        edge = torch.as_tensor(graph, device=offdiag.device).bool()[rows, cols]
+        # where, not a product: an unused block holding inf must not become NaN (inf * 0).
+        upper = torch.where(edge[:, None, None], upper, torch.zeros((), dtype=upper.dtype, device=upper.device))
     # The scaling needs lambda_min of what the couplings touch: with diagonal variances only the
     # coupled coordinates (the others form a separate diagonal part), else the whole block.
     lam = _lambda_min(diag if full_blocks else diag[..., :c], full_blocks)  # (..., M)
     if mode == "blockwise":
-        a = block_scaling(lam, _blockwise_row_sums(t) + delta, eps)  # (..., M)
-        root = a.sqrt()
-        scale = (root[..., :, None] * root[..., None, :])[..., None, None]  # (..., M, M, 1, 1)
+        norms = spectral_norm(upper)  # (..., P): each distinct block normed once
+        # Row sums as one product with the (P, M) incidence of pairs and components (each sum
+        # adds M - 1 norms).
+        sums = norms @ _incidence(m, norms.dtype, norms.device)  # (..., M)
+        root = block_scaling(lam, sums + delta, eps).sqrt()  # (..., M)
+        scaled = (root[..., rows] * root[..., cols])[..., None, None] * upper
     else:
         # One scaling per scalar row r = (i, p): s_r sums |T_rc| over the other components.
-        row_sums = t.abs().sum(dim=(-3, -1))  # (..., M, c)
-        a = block_scaling(lam[..., None], row_sums + delta, eps)  # (..., M, c)
-        root = a.sqrt()
-        scale = root[..., :, None, :, None] * root[..., None, :, None, :]  # (..., M, M, c, c)
-    blocks = scale * t
-    if c < d:  # the uncoupled coordinates: zero rows and columns outside the diagonal blocks
-        blocks = torch.nn.functional.pad(blocks, (0, d - c, 0, d - c))
-    eye = torch.eye(t.shape[-3], dtype=torch.bool, device=t.device)[..., None, None]
-    diag_blocks = _diag_blocks(diag, full_blocks)
-    # Place S_ii on the block diagonal exactly (the scaled T is zero there).
-    blocks = torch.where(eye, diag_blocks.unsqueeze(-3), blocks)
-    return blocks_to_matrix(blocks)
+        mags = upper.abs()
+        sums = mags.new_zeros(*mags.shape[:-3], m, c)
+        sums = sums.index_add(-2, rows, mags.sum(-1)).index_add(-2, cols, mags.sum(-2))  # (..., M, c)
+        root = block_scaling(lam[..., None], sums + delta, eps).sqrt()  # (..., M, c)
+        scaled = root[..., rows, :, None] * root[..., cols, None, :] * upper
+    dtype = torch.result_type(scaled, diag)
+    batch = torch.broadcast_shapes(scaled.shape[:-3], diag.shape[: diag.dim() - (3 if full_blocks else 2)])
+    parts = [scaled.to(dtype).expand(*batch, *scaled.shape[-3:]).flatten(-3),
+             diag.to(dtype).expand(*batch, *diag.shape[diag.dim() - (3 if full_blocks else 2):])
+             .flatten(-3 if full_blocks else -2),
+             diag.new_zeros(()).to(dtype).expand(*batch, 1)]
+    return PackedBlocks(torch.cat(parts, -1), index, m * d)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyro_mcvae.covariance import assemble_block_covariance
+from pyro_mcvae.covariance import assemble_block_covariance, assemble_packed, num_offdiag_pairs, spectral_norm
 
 from helpers import SEEDS
 
@@ -366,6 +366,68 @@ def test_gradcheck_float64(mode, full, d):
         return assemble_block_covariance(dg, of, mode=mode, graph=graph, validate=False)
 
     assert torch.autograd.gradcheck(f, (diag, off), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral norms (closed form for d = 2, top Gram eigenvalue otherwise) and the packed form
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 16])
+@pytest.mark.parametrize("dtype,rtol,gtol", [(torch.float64, 1e-12, 1e-9), (torch.float32, 1e-6, 3e-5)])
+def test_spectral_norm_and_its_gradient_match_float64_svd(d, dtype, rtol, gtol):
+    """sigma_max and its gradient u_1 v_1^T against NumPy's float64 SVD, for blocks whose entries
+    span 12 orders of magnitude (the gradient where the top singular value is simple: gap >= 1%)."""
+    rng = np.random.default_rng(d)
+    blocks = rng.standard_normal((400, d, d)) * 10.0 ** rng.uniform(-6, 6, (400, 1, 1))
+    t = torch.as_tensor(blocks, dtype=dtype).requires_grad_(True)
+    norm = spectral_norm(t)
+    (grad,) = torch.autograd.grad(norm.sum(), t)
+    u, sv, vt = np.linalg.svd(t.detach().double().numpy())
+    np.testing.assert_allclose(norm.detach().double().numpy(), sv[:, 0], rtol=rtol)
+    simple = (sv[:, 0] - sv[:, 1]) / sv[:, 0] >= 1e-2 if d > 1 else np.ones(400, bool)
+    assert simple.mean() > 0.9
+    want = u[:, :, :1] @ vt[:, :1, :]
+    np.testing.assert_allclose(grad.double().numpy()[simple], want[simple], rtol=0, atol=gtol)
+
+
+@pytest.mark.parametrize("d", [2, 3, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_norm_of_degenerate_blocks(d, dtype):
+    """Zero blocks, multiples of the identity (every singular value repeated) and rank one: the
+    exact value (up to sqrt(tiny)) and a finite gradient; for t I the gradient is a unit-norm
+    subgradient v v^T (t > 0)."""
+    rank_one = torch.outer(torch.arange(1.0, d + 1), torch.ones(d))
+    cases = {0.0: torch.zeros(d, d), 3.0: 3 * torch.eye(d), float(torch.linalg.matrix_norm(rank_one, 2)): rank_one}
+    for value, block in cases.items():
+        t = block.to(dtype).requires_grad_(True)
+        norm = spectral_norm(t)
+        (grad,) = torch.autograd.grad(norm, t)
+        assert abs(norm.item() - value) <= 1e-6 * max(value, 1.0) + 1e-18
+        assert torch.isfinite(grad).all()
+        if value == 3.0:
+            assert torch.allclose(grad, grad.T) and float(grad.trace()) == pytest.approx(1.0, abs=1e-5)
+
+
+@FAST
+@given(**block_layouts(min_m=1), coupled=st.integers(1, 4), seed=SEEDS)
+def test_packed_form_holds_each_distinct_entry_once(m, d, batch, mode, full, coupled, seed):
+    """assemble_packed: ``dense()`` is assemble_block_covariance's matrix; the values are the
+    scaled blocks i < j (c x c), the diagonal blocks as given and one zero; ``weights(A)`` gives
+    ``<values, weights(A)> = <dense, A>`` for any A (the KL's trace)."""
+    c = min(coupled, d)
+    rng = np.random.default_rng(seed)
+    diag_np, off_np = random_inputs(rng, batch, m, d, full, -2.0, 2.0, 0.5)
+    diag, off = torch.as_tensor(diag_np), torch.as_tensor(off_np[..., :c, :c])
+    packed = assemble_packed(diag, off, mode=mode)
+    dense = packed.dense()
+    torch.testing.assert_close(dense, assemble_block_covariance(diag, off, mode=mode), rtol=0, atol=0)
+    n = m * d
+    assert packed.values.shape == (*batch, num_offdiag_pairs(m) * c * c + m * d * (d if full else 1) + 1)
+    assert float(packed.values[..., -1].abs().max()) == 0.0
+    assert packed.index.shape == (n * n,) and packed.size == n
+    diag_values = packed.values[..., num_offdiag_pairs(m) * c * c: -1]
+    np.testing.assert_array_equal(diag_values.numpy(), diag_np.reshape(*batch, -1))
+    a = torch.as_tensor(rng.standard_normal((*batch, n, n)))
+    torch.testing.assert_close((packed.values * packed.weights(a)).sum(-1), (dense * a).sum((-2, -1)))
 
 
 # ---------------------------------------------------------------------------------------------
