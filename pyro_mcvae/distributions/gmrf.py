@@ -6,6 +6,7 @@ structure, so it can take marginals and condition on any subset of components in
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import torch
@@ -16,7 +17,7 @@ from torch.distributions import register_kl
 from torch.distributions.utils import _standard_normal
 
 from ..validation import check_component_indices, check_finite
-from ..covariance import assemble_block_covariance
+from ..covariance import PackedBlocks, assemble_packed
 
 __all__ = ["GMRF", "as_gmrf", "component_indices"]
 
@@ -76,6 +77,10 @@ class GMRF(dist.MultivariateNormal):
     otherwise through the covariance; both use Cholesky solves and never form an inverse.
     """
 
+    # The given matrix's distinct entries where from_blocks assembled it ({"covariance" or
+    # "precision": PackedBlocks}); replaced per instance, never mutated.
+    _packed: Mapping[str, PackedBlocks] = MappingProxyType({})
+
     @full_precision
     def __init__(
         self,
@@ -116,27 +121,51 @@ class GMRF(dist.MultivariateNormal):
         self.component_dim = component_dim
         # The matrix as given, before torch expands it to the batch shape.
         self._given = {"covariance": covariance_matrix, "precision": precision_matrix}
-        if covariance_matrix is None:
-            super().__init__(loc, precision_matrix=precision_matrix, scale_tril=scale_tril,
-                             validate_args=validate_args)
+        if covariance_matrix is None and precision_matrix is None:
+            super().__init__(loc, scale_tril=scale_tril, validate_args=validate_args)
             return
-        # Given a covariance, the Cholesky factor is computed when first needed (torch computes it
-        # here): a posterior that is only completed (complete_from_prior) never needs the factor
-        # of the whole matrix.
-        batch_shape = torch.broadcast_shapes(covariance_matrix.shape[:-2], loc.shape[:-1])
-        self.covariance_matrix = covariance_matrix.expand(batch_shape + (n, n))
+        # Given a covariance or a precision, the Cholesky factor is computed when first needed
+        # (torch computes it here): a posterior that is only completed (complete_from_prior) never
+        # needs the factor of the whole matrix, and the analytic KL to a prior given by its
+        # precision needs the precision's own factor only (its log-determinant), not the
+        # covariance's (a triangular inverse).
+        name = "covariance_matrix" if covariance_matrix is not None else "precision_matrix"
+        batch_shape = torch.broadcast_shapes(matrix.shape[:-2], loc.shape[:-1])
+        setattr(self, name, matrix.expand(batch_shape + (n, n)))
         self.loc = loc.expand(batch_shape + (n,))
         torch.distributions.Distribution.__init__(self, batch_shape, torch.Size([n]), validate_args=validate_args)
 
     @property
     @full_precision
     def _unbroadcasted_scale_tril(self) -> torch.Tensor:
-        """Cholesky factor for the law's own batch shape (formed on first use from a given
-        covariance)."""
+        """The covariance's Cholesky factor for the law's own batch shape (formed on first use
+        from a given covariance, or from a given precision ``Q = R R^T`` as ``R^-T``, as torch's
+        ``MultivariateNormal`` forms it)."""
         if "_tril" not in self.__dict__:
             with torch.enable_grad():  # first use may be inside sample(): the cache keeps its graph
-                self._tril = torch.linalg.cholesky(self._given["covariance"])
+                if self._given["covariance"] is not None:
+                    self._tril = torch.linalg.cholesky(self._given["covariance"])
+                else:
+                    r = self._precision_factor()
+                    eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
+                    self._tril = torch.linalg.solve_triangular(r.transpose(-1, -2), eye, upper=False)
         return self._tril
+
+    @full_precision
+    def _precision_factor(self) -> torch.Tensor:
+        """Upper-triangular ``R`` with ``Q = R R^T`` for a given precision ``Q`` (own batch shape),
+        formed on first use."""
+        if "_rtriu" not in self.__dict__:
+            with torch.enable_grad():
+                self._rtriu = torch.linalg.cholesky(self._given["precision"].flip(-2, -1)).flip(-2, -1)
+        return self._rtriu
+
+    def _log_det_covariance(self) -> torch.Tensor:
+        """``log |Sigma|`` for the law's own batch shape, from the factor at hand: ``-log |Q|``
+        where a precision was given (no triangular inverse), else ``2 sum log diag L``."""
+        if self._given["precision"] is not None:
+            return -2 * self._precision_factor().diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return 2 * self._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
     @_unbroadcasted_scale_tril.setter
     def _unbroadcasted_scale_tril(self, value: torch.Tensor) -> None:
@@ -158,18 +187,17 @@ class GMRF(dist.MultivariateNormal):
         :func:`assemble_block_covariance`); ``parameterization``: ``"covariance"`` or
         ``"precision"`` (which matrix the construction builds).
         """
-        matrix = assemble_block_covariance(diag, offdiag, **assembly)
+        if parameterization not in ("covariance", "precision"):
+            raise ValueError(
+                f"parameterization must be 'covariance' or 'precision', got {parameterization!r}"
+            )
+        packed = assemble_packed(diag, offdiag, **assembly)
         m, d = offdiag.shape[-4], diag.shape[-1]
         # SPD by construction: re-checking it would cost one Cholesky per batch element.
-        if parameterization == "covariance":
-            return cls(loc, covariance_matrix=matrix, num_components=m, component_dim=d,
-                       validate_args=False)
-        if parameterization == "precision":
-            return cls(loc, precision_matrix=matrix, num_components=m, component_dim=d,
-                       validate_args=False)
-        raise ValueError(
-            f"parameterization must be 'covariance' or 'precision', got {parameterization!r}"
-        )
+        law = cls(loc, **{f"{parameterization}_matrix": packed.dense()}, num_components=m, component_dim=d,
+                  validate_args=False)
+        law._packed = {parameterization: packed}
+        return law
 
     @property
     def loc_blocks(self) -> torch.Tensor:
@@ -180,11 +208,12 @@ class GMRF(dist.MultivariateNormal):
         new = self._get_checked_instance(GMRF, _instance)
         new.num_components = self.num_components
         new.component_dim = self.component_dim
-        new._given = self._given
+        new._given, new._packed = self._given, self._packed
         batch_shape = torch.Size(batch_shape)
         n = self.event_shape[0]
-        if "_tril" in self.__dict__ or self._given["covariance"] is None:
-            new._tril = self._unbroadcasted_scale_tril  # (the lazy factor stays lazy otherwise)
+        for cached in ("_tril", "_rtriu"):  # factors formed so far (the others stay lazy)
+            if cached in self.__dict__:
+                setattr(new, cached, self.__dict__[cached])
         new.loc = self.loc.expand(batch_shape + (n,))
         for name in ("covariance_matrix", "scale_tril", "precision_matrix"):
             if name in self.__dict__:
@@ -287,19 +316,23 @@ def _kl_gmrf_gmrf(q: GMRF, p: GMRF) -> torch.Tensor:
     ``0.5 (tr(Q_p S_q) + (mu_p - mu_q)^T Q_p (mu_p - mu_q) - k + log|S_p| - log|S_q|)`` with
     ``tr(Q_p S_q)`` as an elementwise sum (both symmetric): ``O(k^2)`` per batch element where
     torch's generic rule solves a ``k x k`` triangular system against ``p``'s factor broadcast to
-    the whole batch.
+    the whole batch. Where ``q`` was assembled by :meth:`GMRF.from_blocks` the sum runs over its
+    distinct entries, ``<values, w>`` with ``w`` the prior's precision summed per entry
+    (:meth:`~pyro_mcvae.covariance.PackedBlocks.weights`, once per prior).
     """
     if q.event_shape != p.event_shape:
         raise ValueError(f"KL between GMRFs of event shapes {q.event_shape} and {p.event_shape}")
     k = q.event_shape[0]
     prec_p = p._precision_unbroadcast()
-    cov_q = q._covariance_unbroadcast()
     diff = q.loc - p.loc
-    trace = (prec_p * cov_q).sum((-2, -1))
+    packed = q._packed.get("covariance")
+    if packed is not None:
+        # From S_q's distinct entries: the batch of q never forms Q_p * S_q at (M d)^2 per datum.
+        trace = (packed.values * packed.weights(prec_p)).sum(-1)
+    else:
+        trace = (prec_p * q._covariance_unbroadcast()).sum((-2, -1))
     maha = ((diff.unsqueeze(-2) @ prec_p).squeeze(-2) * diff).sum(-1)
-    logdet_p = 2 * p._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    logdet_q = 2 * q._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    kl = 0.5 * (trace + maha - k + logdet_p - logdet_q)
+    kl = 0.5 * (trace + maha - k + p._log_det_covariance() - q._log_det_covariance())
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
 
 
@@ -341,6 +374,5 @@ def _kl_gmrf_diagonal(q: GMRF, p) -> torch.Tensor:
     diff = q.loc - base.loc
     trace = (cov_q.diagonal(dim1=-2, dim2=-1) / var_p).sum(-1)
     maha = (diff.pow(2) / var_p).sum(-1)
-    logdet_q = 2 * q._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    kl = 0.5 * (trace + maha - q.event_shape[0] + var_p.log().sum(-1) - logdet_q)
+    kl = 0.5 * (trace + maha - q.event_shape[0] + var_p.log().sum(-1) - q._log_det_covariance())
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))

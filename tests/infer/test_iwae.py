@@ -123,6 +123,20 @@ def test_detached_distributions_pass_gradients_to_the_value_only():
         detach_distribution(loc)
 
 
+def test_detaching_a_block_assembled_gmrf_detaches_its_packed_entries():
+    """GMRF.from_blocks keeps its covariance's distinct entries (a named tuple) for the KL: the
+    detached copy holds them detached, and its KL passes no gradient to the blocks."""
+    diag = (torch.rand(3, 2, 2) + 0.5).requires_grad_()
+    off = torch.randn(3, 2, 2, 2, 2, requires_grad=True)
+    q = GMRF.from_blocks(torch.zeros(3, 2, 2), diag, off)
+    frozen = detach_distribution(q)
+    assert q._packed["covariance"].values.requires_grad and not frozen._packed["covariance"].values.requires_grad
+    p = GMRF(torch.zeros(4), precision_matrix=torch.eye(4) * 2, num_components=2)
+    kl = torch.distributions.kl_divergence(frozen, p)
+    torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, p))
+    assert not kl.requires_grad
+
+
 def test_objective_names_and_bad_sample_counts():
     assert isinstance(make_elbo("dreg", 3), ImportanceWeightedELBO) and make_elbo("dreg", 3).dreg
     assert make_elbo("iwae", 7).num_samples == 7

@@ -81,6 +81,8 @@ def _detach(value):
         return detach_distribution(value)
     if isinstance(value, dict):
         return {k: _detach(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple (e.g. a GMRF's PackedBlocks)
+        return type(value)._make(_detach(v) for v in value)
     if isinstance(value, (list, tuple)):
         return type(value)(_detach(v) for v in value)
     return value
