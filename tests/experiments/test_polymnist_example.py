@@ -71,6 +71,17 @@ def test_example_one_epoch_writes_table_figures_and_samples(tiny_polymnist, tmp_
     # the GMRF also generates from the anchored mixture (one block from its mixture, the rest conditioned)
     assert 0 <= sampler["anchored"]["unconditional_coherence"]["ours"] <= 1
     assert sampler["anchored"]["digit_fd_unconditional"] >= 0 and "from the anchored mixture" in proc.stdout
+    judges = ROOT.parent / "shared" / "data" / "polymnist" / "mopoe_classifiers"
+    if judges.is_dir():  # the samplers' diagnosis reads the trained run (MoPoE-VAE's judges needed)
+        report = tmp_path / "samplers.json"
+        diag = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "polymnist_samplers.py"), "--run",
+                               str(out / "gmrf"), "--data-dir", str(tiny_polymnist), "--judges", str(judges),
+                               "--tuples", "12", "--fit-tuples", "40", "--components", "2", "--json", str(report)],
+                              capture_output=True, text=True, timeout=600)
+        assert diag.returncode == 0, diag.stderr[-3000:]
+        res = json.loads(report.read_text())["results"]
+        assert len(res["reconstruction_digit_rate"]) == M and 0 <= res["anchored_2_uniform"] <= 1
+        assert {f"anchored_2_on_m{k}" for k in range(M)} <= set(res) and len(res["anchored_2_fitted_weights"]) == M
     for fig in record["figures"]:
         assert Path(fig).stat().st_size > 2_000
     assert (tiny_polymnist / "classifiers-e1.pt").is_file()  # our judges, trained and saved
