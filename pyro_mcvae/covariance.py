@@ -107,32 +107,35 @@ def block_scaling(
     return torch.clamp(eps * lambda_min / row_sums, max=1.0)
 
 
-class _TopEigenvalue(torch.autograd.Function):
-    """Largest eigenvalue of symmetric ``(..., d, d)`` matrices, the values alone in the forward.
+class _GramSpectralNorm(torch.autograd.Function):
+    """``sqrt(lambda_max(T^T T) + tiny)`` of ``(..., d, d)`` blocks, the eigenvalues alone in the
+    forward.
 
     ``eigvalsh`` under autograd computes every eigenvector (``eigh``, about twice the time), yet
-    the gradient of the top eigenvalue is ``v v^T`` with ``v`` its unit eigenvector alone. The
-    backward finds ``v`` by inverse iteration with the shift ``sigma = lambda (1 + 64 eps)``
-    (``eps`` the dtype's machine epsilon, above the error of ``eigvalsh``), the matrix divided by
-    ``sigma`` so that no size can overflow: each step shrinks the part of ``v`` along another
-    eigenvalue ``lambda_k`` by ``(sigma - lambda) / (sigma - lambda_k)``, about
-    ``64 eps lambda / (lambda - lambda_k)``, so three steps from the column of largest diagonal
-    entry leave ``v`` exact to rounding unless the two top eigenvalues agree to about
-    ``(64 eps)^(2/3)`` relative. There the gradient is ill conditioned in ``eigh`` as well (a
-    repeated eigenvalue has no unique eigenvector; any unit vector of its eigenspace gives a
-    valid subgradient).
+    the gradient needs the top one alone: ``d sigma / d T = (T v) v^T / sigma`` for the unit
+    eigenvector ``v`` of ``lambda_max``. The backward finds ``v`` by inverse iteration with the
+    shift ``s = lambda (1 + 64 eps)`` (``eps`` the dtype's machine epsilon, above the error of
+    ``eigvalsh``), the Gram matrix divided by ``s`` so that no size can overflow: each step
+    shrinks the part of ``v`` along another eigenvalue ``lambda_k`` by
+    ``(s - lambda) / (s - lambda_k)``, about ``64 eps lambda / (lambda - lambda_k)``, so three
+    steps from the column of largest diagonal entry leave ``v`` exact to rounding unless the two
+    top eigenvalues agree to about ``(64 eps)^(2/3)`` relative. There the gradient is ill
+    conditioned in ``eigh`` as well (a repeated eigenvalue has no unique eigenvector; any unit
+    vector of its eigenspace gives a valid subgradient).
     """
 
     @staticmethod
-    def forward(ctx, gram):
+    def forward(ctx, blocks):
+        gram = blocks.transpose(-1, -2) @ blocks
         top = torch.linalg.eigvalsh(gram)[..., -1]
-        ctx.save_for_backward(gram, top)
-        return top
+        norm = (top.clamp_min(0.0) + torch.finfo(blocks.dtype).tiny).sqrt()
+        ctx.save_for_backward(blocks, gram, top, norm)
+        return norm
 
     @staticmethod
     @once_differentiable  # the inverse iteration is not the eigenvector's derivative
     def backward(ctx, grad):
-        gram, top = ctx.saved_tensors
+        blocks, gram, top, norm = ctx.saved_tensors
         d = gram.shape[-1]
         info = torch.finfo(gram.dtype)
         shift = (top.abs() * (1 + 64 * info.eps)).clamp_min(info.tiny)[..., None, None]  # (..., 1, 1)
@@ -146,7 +149,8 @@ class _TopEigenvalue(torch.autograd.Function):
         for _ in range(3):
             v = torch.linalg.lu_solve(lu, pivots, v)
             v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True)
-        return grad[..., None, None] * (v @ v.transpose(-1, -2))
+        # (T v) v^T / sigma as a broadcast product (a batched outer product is slow as bmm).
+        return (grad / norm)[..., None, None] * (blocks @ v) * v.transpose(-1, -2)
 
 
 def _cached_constant(fn):
@@ -178,7 +182,7 @@ def spectral_norm(blocks: torch.Tensor) -> torch.Tensor:
       gradient stays finite where the block is a multiple of the identity or zero). The four
       sums come from one product with a matrix of signs (exact: each is one addition).
     - otherwise ``sqrt(lambda_max(T^T T) + tiny)``: the top eigenvalue of the small Gram matrix
-      (values only, :class:`_TopEigenvalue`); its gradient stays finite for repeated singular
+      (values only, :class:`_GramSpectralNorm`); its gradient stays finite for repeated singular
       values (``T = t I``, or ``T = 0`` at initialisation).
 
     ``tiny`` (the dtype's smallest normal number) keeps the square roots differentiable at zero
@@ -192,8 +196,7 @@ def spectral_norm(blocks: torch.Tensor) -> torch.Tensor:
         sums = blocks.flatten(-2) @ _signs(blocks.dtype, blocks.device)  # (..., 4): a + d, c - b, a - d, b + c
         lengths = (sums.square().unflatten(-1, (2, 2)).sum(-1) + tiny).sqrt()  # (..., 2)
         return 0.5 * lengths.sum(-1)
-    gram = blocks.transpose(-1, -2) @ blocks
-    return (_TopEigenvalue.apply(gram).clamp_min(0.0) + tiny).sqrt()
+    return _GramSpectralNorm.apply(blocks)
 
 
 def _validate(diag, offdiag, eps, delta, mode, graph) -> bool:
