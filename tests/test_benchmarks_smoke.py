@@ -23,7 +23,8 @@ SCRIPTS = [pytest.param("step_time.py", marks=_SLOW), pytest.param("conditional_
            "bike_render.py", "completion.py", "ssim.py", "likelihood_strata.py",
            "polymnist_step.py", pytest.param("polymnist_step.py --dataset bikes", marks=_SLOW),
            pytest.param("polymnist_step.py --models gmrf mopoe --mopoe-strata every one", marks=_SLOW),
-           pytest.param("floor.py", marks=_SLOW)]
+           pytest.param("floor.py", marks=_SLOW),
+           pytest.param("step_before_after.py --before . --sizes copula", marks=_SLOW)]  # against itself
 # A markdown table cell holding a ratio such as "| 1.23x |" or "| 1,234.5x |".
 RATIO_CELL = re.compile(r"\|\s*\d[\d,]*\.\d+x\s*\|")
 
