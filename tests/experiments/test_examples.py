@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,16 +85,87 @@ def test_copula_example_defaults_and_model_lists():
     assert copula.parse_args(["--model", "mvae", "gmrf", "mvae"]).model == ["mvae", "gmrf"]
 
 
-def test_nn_mrf_example_one_epoch(tmp_path):
-    """One epoch of both models; the NN-MRF's chains are saved as netCDF (after training and at
-    every epoch) that ArviZ alone reads back with the documented groups and variables."""
+NN_MRF_ARGS = ["--epochs", "1", "--n-train", "512", "--n-test", "100", "--population-n", "500", "--no-progress",
+               "--jobs", "1", "--chain-transitions", "40", "--chains-every", "1", "--likelihood-samples", "10",
+               "--likelihood-tuples", "8", "--sampler-components", "1"]
+
+
+def _check_saved_chains(out):
+    """The NN-MRF run's chains, saved as netCDF after training (``prior_chains.nc``) and at every
+    epoch (``chains_epoch0001.nc``), read back by ArviZ alone with the documented groups and
+    variables; returns the epoch snapshot."""
     import arviz as az
 
+    for path in (out / "nnmrf" / "seed0" / "prior_chains.nc", out / "nnmrf" / "seed0" / "chains_epoch0001.nc"):
+        idata = az.from_netcdf(path)
+        assert {"posterior", "sample_stats"} <= set(idata.groups())
+        assert {"z", "energy", "sqnorm"} <= set(idata.posterior.data_vars)
+        assert {"lp", "energy", "acceptance_rate", "diverging"} <= set(idata.sample_stats.data_vars)
+    summary = az.summary(az.from_netcdf(out / "nnmrf" / "seed0" / "prior_chains.nc"), var_names=["energy", "sqnorm"])
+    assert list(summary.index) == ["energy", "sqnorm"] and (summary["r_hat"] > 0).all()
+    return idata
+
+
+def test_nn_mrf_experiment_saves_diagnoses_and_draws_the_chains(tmp_path, monkeypatch):
+    """What the NN-MRF experiment adds to the copula benchmark, through the runner in this process
+    with the example's default models: the NN-MRF's chain diagnostics at the end of training and
+    after the fixed-parameter transitions, its chains saved as netCDF (after training and at every
+    epoch, ``--chains-every``), ArviZ's trace, rank and energy figures and the diagnostics table;
+    the GMRF has no chains. The copula evaluation is left out here (``evaluate`` returns the one
+    number the runner's report line reads): ``test_copula_example_one_epoch`` runs it, and
+    ``tests/test_mcmc.py`` the NN-MRF's generation by HMC; the example end to end, evaluation
+    included, is ``test_nn_mrf_example_one_epoch`` (slow)."""
+    import torch
+
+    from pyro_mcvae.experiments import get_experiment, parse_config
+    from pyro_mcvae.experiments.nnmrf import chain_figures, diagnostics_table
+    from pyro_mcvae.experiments.runner import run_all
+
+    experiment, out = get_experiment("nnmrf"), tmp_path / "nn"
+    config = parse_config(experiment, [*NN_MRF_ARGS, "--chains", "16", "--out", str(out)])  # ArviZ draws 16 faster
+    assert config.model == ["gmrf", "nnmrf"]  # the example's default
+    evaluated = []
+
+    def evaluate(model, data, config, seed):
+        evaluated.append(model.method)
+        return {"sample": {"unconditional": {"joint_w1_mean": 0.0}}}
+
+    monkeypatch.setattr(experiment, "evaluate", evaluate)
+    threads = torch.get_num_threads()
+    try:
+        results = run_all(experiment, config, experiment.data(config))
+    finally:
+        torch.set_num_threads(threads)
+    assert evaluated == ["gmrf", "nnmrf"] and list(results) == ["gmrf", "nnmrf"]
+    run = results["nnmrf"][0]
+    diag = run["prior_chain_diagnostics"]
+    assert {"max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "acceptance_rate"} <= set(diag)
+    # 40 transitions after training, after a fresh warm-up that forgets the draws of training
+    assert run["prior_chain_diagnostics_fixed"]["draws_per_chain"] == 40 and run["prior_chain_transitions"] == 40
+    assert "prior_chains" not in results["gmrf"][0] and "prior_chain_diagnostics" not in results["gmrf"][0]
+    table = diagnostics_table(results)
+    assert "| nnmrf | 0 | 16 x 40 | 40 more, parameters fixed |" in table and "| gmrf |" not in table
+    assert "| nnmrf | 0 | 16 x 4 | end of training |" in table
+    paths = chain_figures(results, out)
+    assert len(paths) == 3
+    for kind in ("trace", "rank", "energy"):
+        assert (out / f"nnmrf_chains_{kind}.png").stat().st_size > 10_000
+    idata = _check_saved_chains(out)
+    assert idata.posterior["z"].shape == (16, 4, 8)  # the epoch's snapshot: --chains 16, 4 draws, M d = 8
+
+
+@pytest.mark.slow
+def test_nn_mrf_example_one_epoch(tmp_path):
+    """One epoch of both models through the example, evaluation and figures included; the NN-MRF's
+    chains are saved as netCDF (after training and at every epoch) that ArviZ alone reads back with
+    the documented groups and variables. Slow (about 2 minutes on 2 loaded cores, most of it the
+    NN-MRF's conditional generation by HMC and the figures): the default suite covers the same
+    through ``test_nn_mrf_experiment_saves_diagnoses_and_draws_the_chains`` (the runner, chains,
+    diagnostics, figures), ``test_copula_example_one_epoch`` (the copula evaluation and figures),
+    ``tests/test_mcmc.py`` (the NN-MRF's generation by HMC) and ``tests/metrics/test_likelihood.py``
+    (no likelihood for an energy prior)."""
     out = tmp_path / "nn"
-    cmd = [sys.executable, str(ROOT / "examples" / "nn_mrf.py"), "--epochs", "1", "--n-train", "512",
-           "--n-test", "100", "--population-n", "500", "--out", str(out), "--no-progress", "--jobs", "1",
-           "--chain-transitions", "40", "--chains-every", "1", "--likelihood-samples", "10",
-           "--likelihood-tuples", "8", "--sampler-components", "1"]
+    cmd = [sys.executable, str(ROOT / "examples" / "nn_mrf.py"), *NN_MRF_ARGS, "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "results.json").read_text())
@@ -107,11 +179,5 @@ def test_nn_mrf_example_one_epoch(tmp_path):
     assert "| nnmrf | 0 |" in proc.stdout and "40 more, parameters fixed" in proc.stdout
     for kind in ("trace", "rank", "energy"):
         assert (out / f"nnmrf_chains_{kind}.png").stat().st_size > 10_000
-    for path in (out / "nnmrf" / "seed0" / "prior_chains.nc", out / "nnmrf" / "seed0" / "chains_epoch0001.nc"):
-        idata = az.from_netcdf(path)
-        assert {"posterior", "sample_stats"} <= set(idata.groups())
-        assert {"z", "energy", "sqnorm"} <= set(idata.posterior.data_vars)
-        assert {"lp", "energy", "acceptance_rate", "diverging"} <= set(idata.sample_stats.data_vars)
+    idata = _check_saved_chains(out)
     assert idata.posterior["z"].shape == (64, 4, 8)  # the epoch's snapshot: 64 chains, 4 draws, M d = 8
-    summary = az.summary(az.from_netcdf(out / "nnmrf" / "seed0" / "prior_chains.nc"), var_names=["energy", "sqnorm"])
-    assert list(summary.index) == ["energy", "sqnorm"] and (summary["r_hat"] > 0).all()
