@@ -1,7 +1,11 @@
 """Helpers shared by the test modules (``from helpers import ...``; pytest puts ``tests/`` on
 ``sys.path`` because the folder is not a package)."""
 
-from contextlib import contextmanager
+import io
+import runpy
+import subprocess
+import sys
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,3 +143,23 @@ def toy_registered(name: str = "toy"):
         yield name
     finally:
         _METHODS.pop(name, None)
+
+
+def run_example(script, args) -> subprocess.CompletedProcess:
+    """Run ``python <script> <args>`` in this process (``runpy``, as ``__main__``), as a
+    :class:`subprocess.CompletedProcess` with the exit status and the text written to
+    ``sys.stdout`` and ``sys.stderr``: the same script and command line as a subprocess, without
+    a second interpreter's start-up (importing torch, Pyro and the experiments: 4-15 s on 2 busy
+    cores). An uncaught exception propagates (the test fails with its traceback); torch's thread
+    count is restored afterwards."""
+    argv, threads, out, err = sys.argv, torch.get_num_threads(), io.StringIO(), io.StringIO()
+    sys.argv, code = [str(script), *map(str, args)], 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([str(script), *args], code, out.getvalue(), err.getvalue())

@@ -1,4 +1,7 @@
-"""The bicycle-assembly example runs end to end for one epoch on a tiny procedural set."""
+"""The bicycle-assembly example runs end to end for one epoch on a tiny procedural set. The runs
+go through the example script in this process (``helpers.run_example``: the same command line
+without a second interpreter's start-up); ``test_biked_example_rejects_bad_data_dir`` runs it as
+its own process."""
 
 import json
 import subprocess
@@ -8,15 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_example
+
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "biked.py"
 
 
 def test_biked_example_one_epoch(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--quick", "--model", "gmrf", "mmvae",
-           "--epochs", "1", "--n-train", "64", "--n-test", "16", "--width", "4", "--batch-size", "32",
-           "--fid", "off", "--save-samples", "6", "--out", str(out), "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = run_example(EXAMPLE, ["--quick", "--model", "gmrf", "mmvae", "--epochs", "1", "--n-train", "32",
+                                 "--n-test", "16", "--width", "4", "--batch-size", "32", "--fid", "off",
+                                 "--regressor-epochs", "1", "--save-samples", "6", "--out", out, "--no-progress"])
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "| gmrf |" in proc.stdout and "| mmvae |" in proc.stdout and "Real test assemblies" in proc.stdout
     record = json.loads((out / "results.json").read_text())
@@ -40,29 +45,28 @@ def test_biked_example_trains_on_incomplete_assemblies(tmp_path):
     """--missing-ratio: components absent at random (never all), the mask reaches the trainer,
     the run lives in train-missing<R>; the test designs stay complete."""
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--quick", "--model", "gmrf", "--epochs", "1",
-           "--n-train", "64", "--n-test", "16", "--width", "4", "--batch-size", "32", "--fid", "off",
-           "--missing-ratio", "0.5", "--out", str(out), "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    args = ["--quick", "--model", "gmrf", "--epochs", "1", "--n-train", "64", "--n-test", "16", "--width", "4",
+            "--batch-size", "32", "--fid", "off", "--missing-ratio", "0.5", "--out", out, "--no-progress"]
+    proc = run_example(EXAMPLE, args)
     assert proc.returncode == 0, proc.stderr[-4000:]
     missing = json.loads((out / "results.json").read_text())["gmrf"]["training"]["missing"]
     assert missing["missing_ratio"] == 0.5 and missing["n_train"] == 64 and missing["min_present"] == 1
     assert missing["expected_absent_fraction"] == pytest.approx(0.4839, abs=1e-4)  # M = 5: (0.5 - 0.5^5) / (1 - 0.5^5)
     assert 0.3 < missing["absent_fraction"] < 0.65 and missing["complete_tuples"] < 64
     assert (out / "gmrf" / "train-missing0.5" / "checkpoint.pt").is_file() and not (out / "gmrf" / "train").exists()
-    proc = subprocess.run([*cmd[:-4], "1.0", *cmd[-3:]], capture_output=True, text=True, timeout=120)
+    proc = run_example(EXAMPLE, [*args[:-4], "1.0", *args[-3:]])
     assert proc.returncode == 2 and "--missing-ratio" in proc.stderr
 
 
 def test_biked_example_rejects_bad_arguments(tmp_path):
     for flag in (["--latent-dim", "0"], ["--save-samples", "-1"], ["--n-train", "0"]):
-        cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--quick", *flag, "--out", str(tmp_path)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        proc = run_example(EXAMPLE, ["--quick", *flag, "--out", tmp_path])
         assert proc.returncode == 2 and flag[0] in proc.stderr, proc.stderr
 
 
 def test_biked_example_rejects_bad_data_dir(tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--quick", "--data-dir", str(tmp_path / "none"),
+    """As its own process: one line on stderr, no traceback."""
+    cmd = [sys.executable, str(EXAMPLE), "--quick", "--data-dir", str(tmp_path / "none"),
            "--out", str(tmp_path / "out"), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "none" in proc.stderr
@@ -75,22 +79,22 @@ def test_biked_presets_budget_and_structure_curve(tmp_path, preset, arch):
     and the structure curve (CSV and PNG)."""
     out = tmp_path / preset
     nets = {"mlp": ["--arch", "mlp", "--hidden", "32"], "resnet": ["--arch", "resnet", "--width", "4"],
-            None: ["--width", "4", "--regressor-epochs", "1"]}[arch]
-    cmd = [sys.executable, str(ROOT / "examples" / "biked.py"), "--preset", preset, "--device", "cpu",
-           "--model", "gmrf", "--n-train", "64", "--n-test", "16", *nets, "--batch-size", "32",
-           "--minutes", "0.1", "--curve-every", "1", "--curve-tuples", "16", "--beta", "0.5", "--fid", "off",
-           "--out", str(out), "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            None: ["--width", "4"]}[arch]
+    # a budget of 1.2 s (the first step ends past it: one step, two curve rows) and regressors of one epoch
+    proc = run_example(EXAMPLE, ["--preset", preset, "--device", "cpu", "--model", "gmrf", "--n-train", "64",
+                                 "--n-test", "16", *nets, "--batch-size", "32", "--minutes", "0.02", "--curve-every",
+                                 "1", "--curve-tuples", "16", "--beta", "0.5", "--fid", "off", "--regressor-epochs", "1",
+                                 "--out", out, "--no-progress"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "gmrf" / "results.json").read_text())
     settings = record["settings"]
-    assert settings["preset"] == preset and settings["minutes"] == 0.1
+    assert settings["preset"] == preset and settings["minutes"] == 0.02
     assert float(settings["beta"]) == 0.5
     assert settings["arch"] == (arch or "resnet") and settings["width"] == (8 if arch == "mlp" else 4)
     assert settings["prior_form"] == "standardized" and settings["subset_posteriors"] == 1
     if arch == "mlp":
         assert settings["hidden"] == [32]
-    assert record["training"]["minutes_budget"] == 0.1 and record["training"]["steps"] >= 1
+    assert record["training"]["minutes_budget"] == 0.02 and record["training"]["steps"] >= 1
     rows = (out / "gmrf" / "curve.csv").read_text().strip().splitlines()
     assert rows[0] == "step,seconds,eval_com_w1_unconditional,eval_com_w1_conditional,eval_ssim_bike"
     assert rows[1].startswith("0,")
