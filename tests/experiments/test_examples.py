@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_example
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_copula_example_one_epoch(tmp_path):
+    """Two seeds of the GMRF through the example, in this process and one after the other
+    (``--jobs 1``; worker processes: ``test_copula_example_runs_every_baseline_in_parallel_workers``),
+    with log-likelihoods of K 20 on 8 test tuples (the default K 1000 on 200 took 70-90 s a seed
+    on 2 loaded cores)."""
     out = tmp_path / "copula"
-    cmd = [sys.executable, str(ROOT / "examples" / "copula.py"), "--model", "gmrf", "--epochs", "1",
-           "--seeds", "2", "--n-train", "512", "--n-test", "200", "--population-n", "2000",
-           "--out", str(out), "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_example(ROOT / "examples" / "copula.py", [
+        "--model", "gmrf", "--epochs", "1", "--seeds", "2", "--n-train", "512", "--n-test", "200", "--population-n",
+        "2000", "--out", out, "--no-progress", "--jobs", "1", "--likelihood-samples", "20", "--likelihood-tuples", "8"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| gmrf |" in proc.stdout and "noise floor" in proc.stdout
     record = json.loads((out / "results.json").read_text())
@@ -29,14 +34,17 @@ def test_copula_example_one_epoch(tmp_path):
             assert set(scores["unconditional"]["joint_w1"]) == {"1", "2"}
             assert set(scores["conditional"]["by_source"]) == {"0", "1", "2", "3"}
             assert scores["unconditional"]["joint_w1_mean"] > 0 and scores["spearman_population_error"] >= 0
+        joint = r["likelihood"]["joint"]
+        assert joint["num_samples"] == 20 and joint["num_data"] == 8 and joint["mean"] < 0
+        assert set(r["latent_sampler"]) == {"1", "10", "seconds"}  # the default mixture sizes
+    assert "**Log-likelihoods**" in proc.stdout and "| true law (exact density) |" in proc.stdout
     assert (out / "pairplot_gmrf.png").stat().st_size > 10_000
     assert (out / "gmrf" / "seed1" / "checkpoint.pt").exists()
     assert (out / "table.md").read_text().startswith("**Protocol `sample`**")
 
 
 def test_copula_example_rejects_bad_arguments(tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "copula.py"), "--epochs", "0", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = run_example(ROOT / "examples" / "copula.py", ["--epochs", "0", "--out", tmp_path])
     assert proc.returncode == 2 and "--epochs" in proc.stderr
 
 
