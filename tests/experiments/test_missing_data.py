@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import run_example
 from pyro_mcvae.data import expected_absent_fraction, make_copula_splits, missing_mask
 from pyro_mcvae.experiments import runner
 from pyro_mcvae.experiments.base import MASK_SEED_OFFSET, get_experiment, parse_config
@@ -50,9 +51,9 @@ def test_training_data_are_masked_seeded_and_the_mask_reaches_the_trainer(tmp_pa
     assert seen["mask"] is None and seen["out_dir"].name == "seed0"
 
 
-def _copula(args, timeout=300):
-    cmd = [sys.executable, str(ROOT / "examples" / "copula.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def _copula(args):
+    """The copula example in this process (``helpers.run_example``)."""
+    return run_example(ROOT / "examples" / "copula.py", args)
 
 
 def test_copula_example_trains_gmrf_and_a_baseline_on_incomplete_data(tmp_path):
@@ -81,7 +82,7 @@ def test_copula_example_trains_gmrf_and_a_baseline_on_incomplete_data(tmp_path):
     (["--missing-ratio", "1.0"], "--missing-ratio must be in"),
 ])
 def test_copula_example_rejects_what_cannot_run(tmp_path, args, match):
-    proc = _copula([*args, "--out", str(tmp_path), *TINY], timeout=120)
+    proc = _copula([*args, "--out", str(tmp_path), *TINY])
     assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
 
 
