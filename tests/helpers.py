@@ -5,6 +5,7 @@ import io
 import runpy
 import subprocess
 import sys
+import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
@@ -150,16 +151,22 @@ def run_example(script, args) -> subprocess.CompletedProcess:
     :class:`subprocess.CompletedProcess` with the exit status and the text written to
     ``sys.stdout`` and ``sys.stderr``: the same script and command line as a subprocess, without
     a second interpreter's start-up (importing torch, Pyro and the experiments: 4-15 s on 2 busy
-    cores). An uncaught exception propagates (the test fails with its traceback); torch's thread
-    count is restored afterwards."""
-    argv, threads, out, err = sys.argv, torch.get_num_threads(), io.StringIO(), io.StringIO()
+    cores). An uncaught exception propagates (the test fails with its traceback). What a script
+    may set for its whole process is restored afterwards: ``sys.argv``, ``sys.path``, the warning
+    filters, and torch's thread count, gradient mode (a benchmark turns gradients off) and default
+    dtype."""
+    argv, path, threads = sys.argv, list(sys.path), torch.get_num_threads()
+    grad, dtype = torch.is_grad_enabled(), torch.get_default_dtype()
+    out, err = io.StringIO(), io.StringIO()
     sys.argv, code = [str(script), *map(str, args)], 0
     try:
-        with redirect_stdout(out), redirect_stderr(err):
+        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
             runpy.run_path(str(script), run_name="__main__")
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
         torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
+        torch.set_default_dtype(dtype)
     return subprocess.CompletedProcess([str(script), *args], code, out.getvalue(), err.getvalue())

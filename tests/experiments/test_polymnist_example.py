@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_example
 from pyro_mcvae.data import write_polymnist
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +37,11 @@ def tiny_polymnist(tmp_path_factory):
     return root
 
 
-def _run(args, timeout=600):
-    cmd = [sys.executable, str(ROOT / "examples" / "polymnist.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def _run(args):
+    """The example in this process (``helpers.run_example``: the same command line without a
+    second interpreter's start-up); ``test_example_fid_on_without_weights_fails_clearly`` runs it
+    as its own process."""
+    return run_example(ROOT / "examples" / "polymnist.py", args)
 
 
 def test_example_one_epoch_writes_table_figures_and_samples(tiny_polymnist, tmp_path):
@@ -74,10 +77,9 @@ def test_example_one_epoch_writes_table_figures_and_samples(tiny_polymnist, tmp_
     judges = ROOT.parent / "shared" / "data" / "polymnist" / "mopoe_classifiers"
     if judges.is_dir():  # the samplers' diagnosis reads the trained run (MoPoE-VAE's judges needed)
         report = tmp_path / "samplers.json"
-        diag = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "polymnist_samplers.py"), "--run",
-                               str(out / "gmrf"), "--data-dir", str(tiny_polymnist), "--judges", str(judges),
-                               "--tuples", "12", "--fit-tuples", "40", "--components", "2", "--json", str(report)],
-                              capture_output=True, text=True, timeout=600)
+        diag = run_example(ROOT / "benchmarks" / "polymnist_samplers.py", [
+            "--run", out / "gmrf", "--data-dir", tiny_polymnist, "--judges", judges, "--tuples", "12",
+            "--fit-tuples", "40", "--components", "2", "--json", report])
         assert diag.returncode == 0, diag.stderr[-3000:]
         res = json.loads(report.read_text())["results"]
         assert len(res["reconstruction_digit_rate"]) == M and 0 <= res["anchored_2_uniform"] <= 1
@@ -115,7 +117,7 @@ def test_example_fid_on_without_weights_fails_clearly(tiny_polymnist, tmp_path, 
 
 def test_example_rejects_missing_data(tmp_path):
     proc = _run(["--quick", "--data-dir", str(tmp_path / "none"), "--mnist-dir", str(tmp_path / "no-mnist"),
-                 "--out", str(tmp_path / "out"), "--no-progress"], timeout=120)
+                 "--out", str(tmp_path / "out"), "--no-progress"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     # The first missing input is named with its flag (the backgrounds where no shared data is found).
     assert "--mnist-dir" in proc.stderr or "--backgrounds-dir" in proc.stderr
@@ -184,12 +186,12 @@ def test_example_trains_and_evaluates_on_incomplete_unlabelled_tuples(tiny_polym
         assert (out / model / "train-missing0.5" / "checkpoint.pt").is_file()
         # the latent sampler is fitted to the tuples the mask left complete, none other
         assert record["latent_sampler"]["fitted_on"] == missing["complete_tuples"]
-    proc = _run([*args[:-1], "1.5"], timeout=120)
+    proc = _run([*args[:-1], "1.5"])
     assert proc.returncode == 2 and "--missing-ratio" in proc.stderr
 
-    sweep = [sys.executable, str(ROOT / "examples" / "missing_ratio.py"), "--experiment", "polymnist",
-             "--out", str(tmp_path / "sweep"), "--tables-only"]
-    proc = subprocess.run([*sweep, "--ratios", "0.5"], capture_output=True, text=True, timeout=120)
+    sweep, args = ROOT / "examples" / "missing_ratio.py", ["--experiment", "polymnist", "--out", tmp_path / "sweep",
+                                                            "--tables-only"]
+    proc = run_example(sweep, [*args, "--ratios", "0.5"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "sweep" / "table.md").read_text()
     for model in ("gmrf", "mmvae"):
@@ -198,7 +200,7 @@ def test_example_trains_and_evaluates_on_incomplete_unlabelled_tuples(tiny_polym
         assert (f"| {model} | 0.5 | 3 | ours | {coherence['mean']:.3f} | {coherence['by_size']['1']:.3f} |"
                 in table)
     assert (tmp_path / "sweep" / "missing_ratio.png").stat().st_size > 10_000
-    proc = subprocess.run([*sweep, "--ratios", "0", "0.5"], capture_output=True, text=True, timeout=120)
+    proc = run_example(sweep, [*args, "--ratios", "0", "0.5"])
     assert proc.returncode == 2 and "no finished run" in proc.stderr and "ratio0" in proc.stderr
 
 
