@@ -2,6 +2,7 @@
 ``sys.path`` because the folder is not a package)."""
 
 import io
+import os
 import runpy
 import subprocess
 import sys
@@ -147,7 +148,8 @@ def toy_registered(name: str = "toy"):
 
 
 def run_example(script, args) -> subprocess.CompletedProcess:
-    """Run ``python <script> <args>`` in this process (``runpy``, as ``__main__``), as a
+    """Run ``python <script> <args>`` in this process (``runpy``, as ``__main__``, the script's
+    folder first on ``sys.path``), as a
     :class:`subprocess.CompletedProcess` with the exit status and the text written to
     ``sys.stdout`` and ``sys.stderr``: the same script and command line as a subprocess, without
     a second interpreter's start-up (importing torch, Pyro and the experiments: 4-15 s on 2 busy
@@ -159,6 +161,7 @@ def run_example(script, args) -> subprocess.CompletedProcess:
     grad, dtype = torch.is_grad_enabled(), torch.get_default_dtype()
     out, err = io.StringIO(), io.StringIO()
     sys.argv, code = [str(script), *map(str, args)], 0
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as ``python script`` does (benchmarks' _common)
     try:
         with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
             runpy.run_path(str(script), run_name="__main__")

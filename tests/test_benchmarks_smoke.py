@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_example
+
 ROOT = Path(__file__).resolve().parents[1]
 # The six longest entries (8-17 s each, 65 s in all on 2 cores) run only with `make test-slow`, so
 # that `make test` stays under its 10 minutes, install included. They time the library rather than
@@ -30,18 +32,16 @@ RATIO_CELL = re.compile(r"\|\s*\d[\d,]*\.\d+x\s*\|")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_benchmark_quick(script, tmp_path):
+def test_benchmark_quick(script, tmp_path, monkeypatch):
+    """In this process (``helpers.run_example``: the script as ``python benchmarks/NAME.py`` would
+    run it, without a second interpreter's start-up), from the repository root;
+    ``test_cuda_request_fails_clearly_without_cuda`` runs a benchmark as its own process."""
     out_json = tmp_path / "result.json"
-    proc = subprocess.run(
-        # One torch thread: the smoke test checks that the scripts work, not their timings, and a
-        # single thread keeps it fast when other processes compete for the cores.
-        [sys.executable, str(ROOT / "benchmarks" / script.split()[0]), *script.split()[1:], "--quick",
-         "--threads", "1", "--json", str(out_json)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    monkeypatch.chdir(ROOT)
+    # One torch thread: the smoke test checks that the scripts work, not their timings, and a
+    # single thread keeps it fast when other processes compete for the cores.
+    proc = run_example(ROOT / "benchmarks" / script.split()[0],
+                       [*script.split()[1:], "--quick", "--threads", "1", "--json", out_json])
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
     header = [line for line in proc.stdout.splitlines() if line.startswith("|") and "ratio" in line]
     assert header, f"{script} printed no table with a ratio column:\n{proc.stdout}"
@@ -96,17 +96,18 @@ def test_common_quartiles_and_markdown_table():
     assert common.markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
 
 
-def test_likelihood_estimators_script_on_a_tiny_trained_run(tmp_path):
+def test_likelihood_estimators_script_on_a_tiny_trained_run(tmp_path, monkeypatch):
     """benchmarks/likelihood_estimators.py reads a copula run trained by the example and writes
-    the conditional estimators per K (ratio, difference, and the plain difference of before)."""
+    the conditional estimators per K (ratio, difference, and the plain difference of before);
+    both scripts in this process."""
     run = tmp_path / "run"
-    train = subprocess.run([sys.executable, str(ROOT / "examples" / "copula.py"), "--epochs", "1", "--out", str(run),
-                            "--n-train", "512", "--n-test", "100", "--population-n", "500", "--likelihood-samples", "0",
-                            "--sampler-components", "0", "--no-progress", "--jobs", "1"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    monkeypatch.chdir(ROOT)
+    train = run_example(ROOT / "examples" / "copula.py", [
+        "--epochs", "1", "--out", run, "--n-train", "512", "--n-test", "100", "--population-n", "500",
+        "--likelihood-samples", "0", "--sampler-components", "0", "--no-progress", "--jobs", "1"])
     assert train.returncode == 0, train.stderr[-3000:]
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "likelihood_estimators.py"), "--run", str(run),
-                           "--tuples", "5", "--ks", "10", "40"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_example(ROOT / "benchmarks" / "likelihood_estimators.py", ["--run", run, "--tuples", "5",
+                                                                          "--ks", "10", "40"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads((run / "likelihood_estimators_gmrf.json").read_text())
     assert [r["K"] for r in payload["rows"]] == [10, 40] and "command" in payload
