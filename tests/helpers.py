@@ -3,6 +3,7 @@
 
 import io
 import os
+import random
 import runpy
 import subprocess
 import sys
@@ -147,29 +148,42 @@ def toy_registered(name: str = "toy"):
         _METHODS.pop(name, None)
 
 
-def run_example(script, args) -> subprocess.CompletedProcess:
-    """Run ``python <script> <args>`` in this process (``runpy``, as ``__main__``, the script's
-    folder first on ``sys.path``), as a
-    :class:`subprocess.CompletedProcess` with the exit status and the text written to
-    ``sys.stdout`` and ``sys.stderr``: the same script and command line as a subprocess, without
-    a second interpreter's start-up (importing torch, Pyro and the experiments: 4-15 s on 2 busy
-    cores). An uncaught exception propagates (the test fails with its traceback). What a script
-    may set for its whole process is restored afterwards: ``sys.argv``, ``sys.path``, the warning
-    filters, and torch's thread count, gradient mode (a benchmark turns gradients off) and default
-    dtype."""
-    argv, path, threads = sys.argv, list(sys.path), torch.get_num_threads()
-    grad, dtype = torch.is_grad_enabled(), torch.get_default_dtype()
-    out, err = io.StringIO(), io.StringIO()
-    sys.argv, code = [str(script), *map(str, args)], 0
-    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as ``python script`` does (benchmarks' _common)
+@contextmanager
+def process_state():
+    """Restore afterwards what a script, or an experiment run in this process, may set for the
+    whole process, so that the tests after it see what a subprocess would have left them:
+    ``sys.argv``, ``sys.path``, the warning filters, the random states of ``random``, NumPy and
+    torch (the runner seeds them), and torch's thread count, gradient mode (a benchmark turns
+    gradients off) and default dtype."""
+    argv, path, rng = sys.argv, list(sys.path), (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    threads, grad, dtype = torch.get_num_threads(), torch.is_grad_enabled(), torch.get_default_dtype()
     try:
-        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-            runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        with warnings.catch_warnings():
+            yield
     finally:
         sys.argv, sys.path[:] = argv, path
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
         torch.set_num_threads(threads)
         torch.set_grad_enabled(grad)
         torch.set_default_dtype(dtype)
+
+
+def run_example(script, args) -> subprocess.CompletedProcess:
+    """Run ``python <script> <args>`` in this process (``runpy``, as ``__main__``, the script's
+    folder first on ``sys.path``), as a :class:`subprocess.CompletedProcess` with the exit status
+    and the text written to ``sys.stdout`` and ``sys.stderr``: the same script and command line
+    as a subprocess, without a second interpreter's start-up (importing torch, Pyro and the
+    experiments: 4-15 s on 2 busy cores). An uncaught exception propagates (the test fails with
+    its traceback); :func:`process_state` restores the process's settings afterwards."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with process_state():
+        sys.argv = [str(script), *map(str, args)]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as ``python script`` does (benchmarks' _common)
+        try:
+            with redirect_stdout(out), redirect_stderr(err):
+                runpy.run_path(str(script), run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     return subprocess.CompletedProcess([str(script), *args], code, out.getvalue(), err.getvalue())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_example
+from helpers import process_state, run_example
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,8 +123,6 @@ def test_nn_mrf_experiment_saves_diagnoses_and_draws_the_chains(tmp_path, monkey
     number the runner's report line reads): ``test_copula_example_one_epoch`` runs it, and
     ``tests/test_mcmc.py`` the NN-MRF's generation by HMC; the example end to end, evaluation
     included, is ``test_nn_mrf_example_one_epoch`` (slow)."""
-    import torch
-
     from pyro_mcvae.experiments import get_experiment, parse_config
     from pyro_mcvae.experiments.nnmrf import chain_figures, diagnostics_table
     from pyro_mcvae.experiments.runner import run_all
@@ -139,11 +137,8 @@ def test_nn_mrf_experiment_saves_diagnoses_and_draws_the_chains(tmp_path, monkey
         return {"sample": {"unconditional": {"joint_w1_mean": 0.0}}}
 
     monkeypatch.setattr(experiment, "evaluate", evaluate)
-    threads = torch.get_num_threads()
-    try:
+    with process_state():  # the runner seeds the random states
         results = run_all(experiment, config, experiment.data(config))
-    finally:
-        torch.set_num_threads(threads)
     assert evaluated == ["gmrf", "nnmrf"] and list(results) == ["gmrf", "nnmrf"]
     run = results["nnmrf"][0]
     diag = run["prior_chain_diagnostics"]
