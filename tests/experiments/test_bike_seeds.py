@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import run_example
 from pyro_mcvae.experiments.bikes import BIKE_VARIANTS, CPU, SEED_METRICS
 from pyro_mcvae.experiments.seeds import runs_by_seed, seed_summary, seed_table
 
@@ -164,8 +165,7 @@ def test_biked_seeds_script(tmp_path):
     assert summary["sources"] == sources and summary["models"] == ["gmrf", "gmrf (beta 0.001)", "mmvae", "mvae"]
     for missing, message in ((tmp_path / "none", "does not exist"), (tmp_path / "empty", "no results.json")):
         (tmp_path / "empty").mkdir(exist_ok=True)
-        bad = subprocess.run([sys.executable, str(ROOT / "examples" / "biked_seeds.py"), str(missing)],
-                             capture_output=True, text=True, timeout=120)
+        bad = run_example(ROOT / "examples" / "biked_seeds.py", [missing])  # in this process
         assert bad.returncode == 2 and message in bad.stderr
 
 
