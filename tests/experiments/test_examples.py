@@ -161,8 +161,9 @@ def test_nn_mrf_experiment_saves_diagnoses_and_draws_the_chains(tmp_path, monkey
 def test_nn_mrf_example_one_epoch(tmp_path):
     """One epoch of both models through the example, evaluation and figures included; the NN-MRF's
     chains are saved as netCDF (after training and at every epoch) that ArviZ alone reads back with
-    the documented groups and variables. Slow (about 2 minutes on 2 loaded cores, most of it the
-    NN-MRF's conditional generation by HMC and the figures): the default suite covers the same
+    the documented groups and variables. Slow (17 s on 2 idle cores, 89-117 s on 2 busy ones: most
+    of it the NN-MRF's conditional generation by HMC, many small operations, and the figures;
+    measured 2026-12-07): the default suite covers the same
     through ``test_nn_mrf_experiment_saves_diagnoses_and_draws_the_chains`` (the runner, chains,
     diagnostics, figures), ``test_copula_example_one_epoch`` (the copula evaluation and figures),
     ``tests/test_mcmc.py`` (the NN-MRF's generation by HMC) and ``tests/metrics/test_likelihood.py``
