@@ -1,4 +1,6 @@
-"""Every example runs end to end for one epoch (smoke test through the command line)."""
+"""Every example runs end to end for one epoch (smoke test through the command line: in this
+process through ``helpers.run_example``, the baselines' run as its own process with workers; the
+NN-MRF example in full only with ``make test-slow``)."""
 
 import importlib.util
 import json
