@@ -157,6 +157,9 @@ def test_nn_mrf_experiment_saves_diagnoses_and_draws_the_chains(tmp_path, monkey
         assert (out / f"nnmrf_chains_{kind}.png").stat().st_size > 10_000
     idata = _check_saved_chains(out)
     assert idata.posterior["z"].shape == (16, 4, 8)  # the epoch's snapshot: --chains 16, 4 draws, M d = 8
+    # the example script itself parses the same options (and refuses a bad one)
+    proc = run_example(ROOT / "examples" / "nn_mrf.py", [*NN_MRF_ARGS[2:], "--epochs", "0", "--out", out])
+    assert proc.returncode == 2 and "--epochs" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
