@@ -221,8 +221,7 @@ def image_latent_sampler_scores(model, train_images: torch.Tensor, test_images: 
     "num_generated"[, "anchored": {"unconditional_coherence", "digit_fd_unconditional"}]}``."""
     from .metrics.coherence import unconditional_coherence
     from .metrics.fid import digit_features, frechet_distance, gaussian_statistics
-    from .models.layouts import BlockGuide
-    from .samplers import fit_anchored_sampler, fit_latent_sampler
+    from .samplers import anchoring_problem, fit_anchored_sampler, fit_latent_sampler
 
     shape = tuple(test_images.shape[2:])
     flat = [x.flatten(1) for x in train_images.unbind(1)]
@@ -245,14 +244,9 @@ def image_latent_sampler_scores(model, train_images: torch.Tensor, test_images: 
 
     out = {"num_components": num_components, "num_generated": n}
     out |= scores(fit_latent_sampler(model, flat, num_components=num_components, seed=seed, batch_size=batch_size))
-    if isinstance(model.guide, BlockGuide):
-        try:
-            anchored = fit_anchored_sampler(model, flat, num_components=num_components, seed=seed,
-                                            batch_size=batch_size)
-        except ValueError:  # a prior without a closed-form conditional (the ALMRF's)
-            anchored = None
-        if anchored is not None:
-            out["anchored"] = scores(anchored)
+    if anchoring_problem(model) is None:  # not for shared latents or the ALMRF's non-Gaussian prior
+        out["anchored"] = scores(fit_anchored_sampler(model, flat, num_components=num_components, seed=seed,
+                                                      batch_size=batch_size))
     return out
 
 

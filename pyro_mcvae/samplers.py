@@ -32,8 +32,8 @@ from .models.base import MCVAE
 from .models.layouts import BlockGuide
 from .validation import check_finite
 
-__all__ = ["AnchoredMixture", "GaussianMixture", "LatentSampler", "encode_latents", "fit_anchored_sampler",
-           "fit_latent_sampler"]
+__all__ = ["AnchoredMixture", "GaussianMixture", "LatentSampler", "anchoring_problem", "encode_latents",
+           "fit_anchored_sampler", "fit_latent_sampler"]
 
 _COVARIANCES = ("full", "diag")
 
@@ -378,6 +378,19 @@ def fit_latent_sampler(model: MCVAE, data, num_components: int = 10, covariance:
     return LatentSampler(model, mixture.fit(latents.flatten(1)))
 
 
+def anchoring_problem(model: MCVAE) -> str | None:
+    """Why :func:`fit_anchored_sampler` cannot serve ``model`` (one line), or None when it can: it
+    needs one latent block per component and a Gaussian prior to condition in closed form."""
+    if not isinstance(model.guide, BlockGuide):
+        return (f"the anchored sampler needs a block-latent model (one latent block per component: "
+                f"gmrf, diagonal), got the guide {type(model.guide).__name__}")
+    try:
+        as_gmrf(model.prior(), model.guide.num_components, model.guide.latent_dim)
+    except ValueError as err:
+        return f"the anchored sampler conditions the prior in closed form: {err}"
+    return None
+
+
 def fit_anchored_sampler(model: MCVAE, data, num_components: int = 10, anchors=None, covariance: str = "full",
                          use_mean: bool = True, batch_size: int = 1024, seed: int = 0, max_iter: int = 100,
                          tol: float = 1e-3, reg: float = 1e-6, n_init: int = 1,
@@ -390,21 +403,19 @@ def fit_anchored_sampler(model: MCVAE, data, num_components: int = 10, anchors=N
     :meth:`AnchoredMixture.fit_weights`). Returns a :class:`LatentSampler`."""
     if weights not in ("uniform", "fitted"):
         raise ValueError(f"weights must be 'uniform' or 'fitted', got {weights!r}")
-    if not isinstance(model.guide, BlockGuide):
-        raise ValueError(f"the anchored sampler needs a block-latent model (one latent block per component: "
-                         f"gmrf, diagonal), got the guide {type(model.guide).__name__}")
+    reason = anchoring_problem(model)
+    if reason is not None:
+        raise ValueError(reason)
     m, d = model.guide.num_components, model.guide.latent_dim
-    try:
-        prior = as_gmrf(model.prior(), m, d)
-    except ValueError as err:
-        raise ValueError(f"the anchored sampler conditions the prior in closed form: {err}") from None
+    prior = as_gmrf(model.prior(), m, d)
     anchors = list(range(m)) if anchors is None else sorted(set(int(k) for k in anchors))
+    bad = [k for k in anchors if not 0 <= k < m]
+    if bad:  # before the encoding, the costly part
+        raise ValueError(f"anchor {bad[0]} is not one of the model's {m} components")
     latents = encode_latents(model, data, use_mean, batch_size, seed)
     check_finite(latents, "the encoded latents")
     mixtures = {}
     for k in anchors:
-        if not 0 <= k < m:
-            raise ValueError(f"anchor {k} is not one of the model's {m} components")
         mixture = GaussianMixture(num_components, covariance, max_iter, tol, reg, seed + k, n_init)
         mixtures[k] = mixture.fit(latents[:, k * d:(k + 1) * d].detach())
     density = AnchoredMixture(prior, mixtures, dtype=latents.dtype, seed=seed)
