@@ -12,11 +12,14 @@ from .experts import (
     subset_masks,
     valid_subsets,
 )
+from .factorized import CoordinateLaplace, CoordinateNormal
 from .completed_gmrf import CompletedGMRF, complete_from_prior
 from .gmrf import GMRF, as_gmrf, component_indices
 
 __all__ = [
     "CompletedGMRF",
+    "CoordinateLaplace",
+    "CoordinateNormal",
     "GIGMixtureNormal",
     "GMRF",
     "LATENT_FAMILIES",

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 import pyro.distributions as dist
 
+from ..distributions.factorized import CoordinateLaplace, CoordinateNormal
+
 __all__ = ["ComponentLikelihood", "LIKELIHOODS"]
 
 LIKELIHOODS = ("normal", "laplace", "bernoulli")
@@ -49,12 +51,13 @@ class ComponentLikelihood(nn.Module):
         return ("bernoulli", 0.0, 1.0) if self.kind == "bernoulli" else None
 
     def forward(self, params: torch.Tensor) -> dist.Distribution:
-        """Distribution with event shape ``(D_k,)`` and batch shape ``params.shape[:-1]``."""
+        """Distribution with event shape ``(D_k,)`` and batch shape ``params.shape[:-1]``
+        (Normal and Laplace: the laws of ``distributions/factorized.py``, the torch laws' values
+        with the scale kept per coordinate)."""
         if self.kind == "bernoulli":
             return dist.Bernoulli(logits=params, validate_args=False).to_event(1)
-        scale = self.log_scale.exp().expand_as(params)
-        base = dist.Normal if self.kind == "normal" else dist.Laplace
-        return base(params, scale).to_event(1)
+        law = CoordinateNormal if self.kind == "normal" else CoordinateLaplace
+        return law(params, self.log_scale.exp())
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """Expected value of ``x_k``: the location, or the probability for Bernoulli."""
