@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import torch
+from pyro import poutine
 from pyro.infer import ELBO
 
 from ...models.base import EncoderGuide
@@ -93,27 +94,42 @@ class SubsetELBO(ELBO):
 
     def _stacked(self, xs, mask):
         """The ``T`` terms as one batch: the data repeated ``T`` times, each copy with its mask;
-        returns the data, the mask of the guide and the mask of the model."""
+        returns the data, the mask of the guide, the mask of the model, ``T``, and which stacked
+        rows hold a term (None: all). With ``"all"`` a term whose components are all absent from
+        its datum (every component alone given, on incomplete data) does not exist, and its row is
+        left out of both programs (its guide then sees the datum's present components, any law
+        that can be built; the completed posterior needs one). With ``"subset"`` such a row is the
+        ELBO of no component, zero, as it stands."""
         stacked = isinstance(xs, torch.Tensor)
         parts = [xs] if stacked else list(xs)
         batch = parts[0].shape[0]
         terms = self.terms(parts[0].device, batch)
         t = terms.shape[0]
         rows = terms if terms.dim() == 3 else terms.unsqueeze(1).expand(t, batch, -1)  # (T, batch, M)
+        held = None
         if mask is not None:
             rows = rows & mask.unsqueeze(0)
+            valid = rows.any(-1)
+            if self.score == "all" and not bool(valid.all()):
+                rows = torch.where(valid.unsqueeze(-1), rows, mask.unsqueeze(0))
+                held = valid.reshape(t * batch)
         parts = [p.repeat(t, *([1] * (p.dim() - 1))) for p in parts]
         guide_mask = rows.reshape(t * batch, -1)
         if self.score == "subset":
             model_mask = guide_mask
         else:
             model_mask = None if mask is None else mask.repeat(t, 1)
-        return (parts[0] if stacked else parts), guide_mask, model_mask, t
+        return (parts[0] if stacked else parts), guide_mask, model_mask, t, held
 
     def _call(self, method, model, guide, xs, args, mask, kwargs):
-        xs, guide_mask, model_mask, t = self._stacked(xs, mask)
+        xs, guide_mask, model_mask, t, held = self._stacked(xs, mask)
+
+        def without_void_rows(program):  # rows without a term count nothing in either program
+            return program if held is None else poutine.mask(program, mask=held)
+
         if self.score == "subset":
-            return getattr(self.elbo, method)(model, guide, xs, *args, mask=guide_mask, **kwargs)
+            return getattr(self.elbo, method)(without_void_rows(model), without_void_rows(guide), xs, *args,
+                                              mask=guide_mask, **kwargs)
 
         # The stacked rows are copies of one batch: a guide that can runs its networks once per
         # datum (the same law, EncoderGuide.forward's ``copies``).
@@ -123,7 +139,8 @@ class SubsetELBO(ELBO):
         def guide_given_subset(*a, mask=None, **kw):  # the model's mask is not the guide's here
             return guide(*a, mask=guide_mask, **copies, **kw)
 
-        return getattr(self.elbo, method)(model, guide_given_subset, xs, *args, mask=model_mask, **kwargs)
+        return getattr(self.elbo, method)(without_void_rows(model), without_void_rows(guide_given_subset), xs, *args,
+                                          mask=model_mask, **kwargs)
 
     def loss(self, model, guide, xs, *args, mask=None, **kwargs) -> float:
         return self._call("loss", model, guide, xs, args, mask, kwargs)
