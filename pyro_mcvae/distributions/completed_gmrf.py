@@ -32,7 +32,7 @@ from torch.distributions.utils import _standard_normal
 from .._precision import full_precision
 from .gmrf import GMRF, _kl_gmrf_diagonal, _kl_gmrf_gmrf, _prior_moments
 
-__all__ = ["CompletedGMRF", "complete_from_prior"]
+__all__ = ["CompletedGMRF", "complete_from_prior", "present_blocks"]
 
 
 def _per_pattern(mats: torch.Tensor, which: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -74,6 +74,26 @@ def _prior_terms(mu_p: torch.Tensor, cov_p: torch.Tensor, rows: torch.Tensor, co
     }
 
 
+def present_blocks(cov: torch.Tensor, present: torch.Tensor, component_dim: int, rows=None) -> list[dict]:
+    """The present blocks of a posterior's covariance, rows grouped by their number ``s`` of
+    present components: ``cov`` ``(R, n, n)`` and ``present`` ``(R, M)`` for the rows ``rows``
+    ``(R,)`` of a flat batch (default ``0..R-1``). Each group: ``rows``, their present
+    coordinates ``idx`` ``(R_s, s d)`` (increasing), the block ``cov`` ``S_q,AA`` and its Cholesky
+    factor ``tril``: what :class:`CompletedGMRF` reads of ``q``."""
+    d = component_dim
+    rows = torch.arange(present.shape[0], device=present.device) if rows is None else rows
+    count = present.sum(-1)
+    order = torch.argsort((~present).to(torch.int8), dim=-1, stable=True)  # present components first
+    offsets = torch.arange(d, device=present.device)
+    groups = []
+    for size in torch.unique(count).tolist():
+        sel = (count == size).nonzero().squeeze(-1)
+        idx = (order[sel, :size, None] * d + offsets).reshape(len(sel), size * d)
+        block = cov[sel[:, None, None], idx[:, :, None], idx[:, None, :]]
+        groups.append({"rows": rows[sel], "idx": idx, "cov": block, "tril": torch.linalg.cholesky(block)})
+    return groups
+
+
 class CompletedGMRF(GMRF):
     """``q(z_A | x_A) p(z_B | z_A)`` row by row, in factored form (see the module docstring).
 
@@ -88,11 +108,16 @@ class CompletedGMRF(GMRF):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, loc_q, covariance, present, prior_loc, prior_cov, terms: dict, which, *, validate_args=None):
+    def __init__(self, loc_q, covariance, present, prior_loc, prior_cov, terms: dict, which, *, groups=None,
+                 validate_args=None):
         m, n = present.shape[-1], loc_q.shape[-1]
         self.num_components, self.component_dim = m, n // m
         self._rows = {"present": present, "which": which, "a": present.repeat_interleave(n // m, -1).to(loc_q.dtype)}
-        self._q = {"loc": loc_q, "cov": covariance}  # q's mean (zero off A) and covariance (read on A only)
+        # q's mean (zero off A) and covariance (read on A only), or only its present blocks
+        # (``groups``, see present_blocks; the dense covariance is then formed when asked).
+        self._q = {"loc": loc_q, "cov": covariance}
+        if groups is not None:
+            self._q["groups"] = groups
         self._prior = {"loc": prior_loc, "cov": prior_cov}
         self._terms = terms
         self._given = {"covariance": None, "precision": None}
@@ -122,17 +147,18 @@ class CompletedGMRF(GMRF):
         return self._q["groups"]
 
     def _make_groups(self) -> list[dict]:
-        present, cov, d = self._flat("present"), self._flat("cov"), self.component_dim
-        count = present.sum(-1)
-        order = torch.argsort((~present).to(torch.int8), dim=-1, stable=True)  # present components first
-        offsets = torch.arange(d, device=present.device)
-        groups = []
-        for size in torch.unique(count).tolist():
-            rows = (count == size).nonzero().squeeze(-1)
-            idx = (order[rows, :size, None] * d + offsets).reshape(len(rows), size * d)
-            block = cov[rows[:, None, None], idx[:, :, None], idx[:, None, :]]
-            groups.append({"rows": rows, "idx": idx, "cov": block, "tril": torch.linalg.cholesky(block)})
-        return groups
+        return present_blocks(self._flat("cov"), self._flat("present"), self.component_dim)
+
+    def _q_covariance(self) -> torch.Tensor:
+        """q's covariance ``(*batch, n, n)``, zero off the present blocks when built from them."""
+        if self._q["cov"] is None:
+            n = self.event_shape[0]
+            flat = self._flat("loc")
+            cov = flat.new_zeros(flat.shape[0], n, n)
+            for g in self._q["groups"]:
+                cov = cov.index_put((g["rows"][:, None, None], g["idx"][:, :, None], g["idx"][:, None, :]), g["cov"])
+            self._q["cov"] = cov.reshape(*self._q["loc"].shape[:-1], n, n)
+        return self._q["cov"]
 
     def _half_logdet_q(self) -> torch.Tensor:
         """``log|L_q|`` per row ``(B,)``."""
@@ -228,10 +254,11 @@ class CompletedGMRF(GMRF):
     def _dense_covariance(self) -> torch.Tensor:
         a, which, t = self._flat("a"), self._flat("which"), self._terms
         lift = torch.diag_embed(a) + t["gain"][which]
-        cov_pad = self._flat("cov") * (a.unsqueeze(-1) * a.unsqueeze(-2))
+        n = self.event_shape[0]
+        cov_pad = self._q_covariance().reshape(-1, n, n) * (a.unsqueeze(-1) * a.unsqueeze(-2))
         cov = lift @ cov_pad @ lift.transpose(-1, -2) + t["cond"][which]
         cov = 0.5 * (cov + cov.transpose(-1, -2))
-        return cov.reshape(*self._q["cov"].shape[:-2], *cov.shape[-2:])
+        return cov.reshape(*self._q["loc"].shape[:-1], *cov.shape[-2:])
 
     @property
     @full_precision
@@ -259,7 +286,11 @@ class CompletedGMRF(GMRF):
         new._rows = {"present": self._rows["present"].expand(*batch_shape, self.num_components),
                      "which": self._rows["which"].expand(batch_shape),
                      "a": self._rows["a"].expand(*batch_shape, n)}
-        new._q = {"loc": self._q["loc"].expand(*batch_shape, n), "cov": self._q["cov"].expand(*batch_shape, n, n)}
+        if batch_shape == self.batch_shape:  # Pyro's plates expand to the same shape: keep q's blocks
+            new._q = dict(self._q)
+        else:
+            new._q = {"loc": self._q["loc"].expand(*batch_shape, n),
+                      "cov": self._q_covariance().expand(*batch_shape, n, n)}
         new._given = {"covariance": None, "precision": None}
         new.loc = self.loc.expand(*batch_shape, n)
         torch.distributions.Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
@@ -289,6 +320,7 @@ def complete_from_prior(
     present: torch.Tensor,
     prior,
     component_dim: int,
+    groups: list[dict] | None = None,
 ) -> CompletedGMRF:
     """The law ``q(z_A) p(z_B | z_A)`` for the present components ``A`` of each batch element.
 
@@ -307,6 +339,10 @@ def complete_from_prior(
         prior: Gaussian over ``(M*d,)`` with batch shape ``()``: a :class:`GMRF`, a
             ``MultivariateNormal`` or ``Normal(...).to_event(1)``.
         component_dim: ``d``.
+        groups: instead of ``covariance`` (then None), only its present blocks, as
+            :func:`present_blocks` gives them, for a flat batch ``(B,)``: a caller that knows
+            them (a lone component's diagonal block, a block shared by copies of a row) skips
+            the dense ``(B, M*d, M*d)`` matrix, which is formed only if asked for.
 
     Returns:
         a :class:`CompletedGMRF`: mean ``H (a * mu_q) + c`` and covariance
@@ -322,14 +358,21 @@ def complete_from_prior(
         raise ValueError("present must be a bool (..., M) tensor with a True in every row")
     m, d = present.shape[-1], component_dim
     n = m * d
-    if loc.shape[-1] != n or covariance.shape[-2:] != (n, n):
+    if (covariance is None) == (groups is None):
+        raise ValueError("give exactly one of covariance and groups")
+    if groups is not None and (loc.dim() != 2 or present.shape != (loc.shape[0], m)):
+        raise ValueError(f"with groups, loc must be (B, M*d) and present (B, M); got {tuple(loc.shape)} and "
+                         f"{tuple(present.shape)}")
+    if loc.shape[-1] != n or (covariance is not None and covariance.shape[-2:] != (n, n)):
         raise ValueError(f"loc and covariance must have M*d = {n} coordinates, got "
-                         f"{tuple(loc.shape)} and {tuple(covariance.shape)}")
+                         f"{tuple(loc.shape)} and {None if covariance is None else tuple(covariance.shape)}")
     mu_p, cov_p = _prior_moments(prior)
-    shape = torch.broadcast_shapes(loc.shape[:-1], covariance.shape[:-2], present.shape[:-1])
+    shape = torch.broadcast_shapes(loc.shape[:-1], present.shape[:-1],
+                                   *([] if covariance is None else [covariance.shape[:-2]]))
     present = present.expand(*shape, m)
     rows, which = torch.unique(present.reshape(-1, m), dim=0, return_inverse=True)  # (U, M), (B,)
     terms = _prior_terms(mu_p, cov_p, rows, d)
     a = present.repeat_interleave(d, -1).to(loc.dtype)
-    return CompletedGMRF(loc.expand(*shape, n) * a, covariance.expand(*shape, n, n), present, mu_p, cov_p, terms,
-                         which.reshape(shape), validate_args=False)
+    cov = None if covariance is None else covariance.expand(*shape, n, n)
+    return CompletedGMRF(loc.expand(*shape, n) * a, cov, present, mu_p, cov_p, terms, which.reshape(shape),
+                         groups=groups, validate_args=False)

@@ -27,6 +27,7 @@ from torch import nn
 from .._precision import full_precision
 from ..covariance import assemble_block_covariance
 from ..distributions import GMRF
+from ..distributions.completed_gmrf import present_blocks
 from ..nets import MLPNets, NetworkFactory, VectorDecoder
 from .base import CommonConfig, has_absent
 from .checks import (boolean, field_problems, fraction, graph_matrix, non_negative_int, one_of, optional,
@@ -302,54 +303,72 @@ class GMRFGuide(BlockGuide):
     def _sample_copies(self, xs: list[torch.Tensor], mask, copies: int):
         return pyro.sample("z", self._posterior(xs, mask, copies))
 
-    def _copied_blocks(self, xs: list[torch.Tensor], mask, copies: int):
-        """``loc``, ``var`` ``(batch, M, d)`` and the off-diagonal blocks of ``copies`` stacked
-        copies of the first ``batch / copies`` rows, the networks run once per distinct datum:
-        the encoders read one component each and the global network the whole tuple, so only the
-        rows with two or more but not all components present need the global network again, on
-        their present components (what :meth:`_posterior` computes row by row)."""
-        rows = xs[0].shape[0] // copies
-        base = [x[:rows] for x in xs]
-        loc, var = (t.repeat(copies, 1, 1) for t in self.encoder(base))
-        offdiag = self.global_net(base).repeat(copies, 1, 1, 1, 1)
-        if has_absent(mask):
-            loc, var = self._present_only(loc, var, mask)
-            count = mask.sum(-1)
-            partial = ((count >= 2) & (count < self.num_components)).nonzero().flatten()
-            if partial.numel():
-                present = mask[partial]
-                sub = [torch.where(present[:, k, None], x[partial], torch.zeros_like(x[partial]))
-                       for k, x in enumerate(xs)]
-                offdiag = offdiag.index_put((partial,), self.global_net(sub))
-            pair = mask[:, :, None] & mask[:, None, :]
-            offdiag = torch.where(pair[..., None, None], offdiag, 0.0)
-        return loc, var, offdiag
+    def _copied_blocks(self, xs: list[torch.Tensor], copies: int):
+        """``loc``, ``var`` ``(rows, M, d)`` and the off-diagonal blocks of the first
+        ``rows = batch / copies`` rows: the networks run once per distinct datum."""
+        base = [x[: xs[0].shape[0] // copies] for x in xs]
+        loc, var = self.encoder(base)
+        return loc, var, self.global_net(base)
+
+    def _copied_posterior(self, xs: list[torch.Tensor], mask, copies: int) -> GMRF:
+        """The posterior of ``copies`` stacked copies of the first ``batch / copies`` rows, each
+        row with its own ``mask``, computing each piece once: the encoders read one component
+        each and the global network the whole tuple, so a row with every component present has
+        the assembly (and its Cholesky factor) of its first copy, a row with one component
+        present has no off-diagonal block (its covariance is the encoder's diagonal, its factor
+        the square roots), and only the rows with two or more but not all components present
+        need the global network and the assembly again, on their present components. The law
+        is completed from these present blocks alone (no dense matrix per row); it is the law
+        of :meth:`_posterior` row by row (``tests/infer/test_subset_posterior_terms.py``)."""
+        loc_b, var_b, off_b = self._copied_blocks(xs, copies)
+        rows, m, d = loc_b.shape
+        if not has_absent(mask):
+            loc, var, off = (t.repeat(copies, *([1] * (t.dim() - 1))) for t in (loc_b, var_b, off_b))
+            return self._assembled(loc, var, off)
+        loc, var = self._present_only(loc_b.repeat(copies, 1, 1), var_b.repeat(copies, 1, 1), mask)
+        count = mask.sum(-1)
+        groups = []
+        lone = (count == 1).nonzero().flatten()
+        if lone.numel():
+            k = mask[lone].to(torch.int8).argmax(-1)
+            v = var[lone, k]  # (R, d)
+            groups.append({"rows": lone, "idx": k[:, None] * d + torch.arange(d, device=k.device),
+                           "cov": torch.diag_embed(v), "tril": torch.diag_embed(v.sqrt())})
+        full = (count == m).nonzero().flatten()
+        if full.numel():
+            first = present_blocks(self._assembled(loc_b, var_b, off_b)._covariance_unbroadcast(),
+                                   torch.ones_like(mask[:rows]), d)[0]
+            pick = full % rows
+            groups.append({"rows": full, "idx": first["idx"][pick], "cov": first["cov"][pick],
+                           "tril": first["tril"][pick]})
+        partial = ((count >= 2) & (count < m)).nonzero().flatten()
+        if partial.numel():
+            present = mask[partial]
+            sub = [torch.where(present[:, k, None], x[partial], torch.zeros_like(x[partial]))
+                   for k, x in enumerate(xs)]
+            pair = present[:, :, None] & present[:, None, :]
+            off = torch.where(pair[..., None, None], self.global_net(sub), 0.0)
+            cov = self._assembled(loc[partial], var[partial], off)._covariance_unbroadcast()
+            groups += present_blocks(cov, present, d, rows=partial)
+        return self._complete(loc.flatten(-2), None, mask, groups=groups)
+
+    def _assembled(self, loc, var, offdiag) -> GMRF:
+        return GMRF.from_blocks(loc, var, offdiag, eps=self.eps, delta=self.delta, mode=self.mode,
+                                graph=self.graph, validate=False)
 
     def _posterior(self, xs: list[torch.Tensor], mask=None, copies: int = 1) -> GMRF:
         if copies > 1:
-            loc, var, offdiag = self._copied_blocks(xs, mask, copies)
-        elif not has_absent(mask):
+            return self._copied_posterior(xs, mask, copies)
+        if not has_absent(mask):
             loc, var = self.encoder(xs)
-            offdiag = self.global_net(xs)
-        else:
-            # Absent components feed zeros to the global network and get no off-diagonal blocks,
-            # so q factorises into present and absent parts; the absent part is then replaced.
-            xs = [torch.where(mask[:, k, None], x, torch.zeros_like(x)) for k, x in enumerate(xs)]
-            loc, var = self._present_only(*self.encoder(xs), mask)
-            pair = mask[:, :, None] & mask[:, None, :]
-            offdiag = torch.where(pair[..., None, None], self.global_net(xs), 0.0)
-        q = GMRF.from_blocks(
-            loc,
-            var,
-            offdiag,
-            eps=self.eps,
-            delta=self.delta,
-            mode=self.mode,
-            graph=self.graph,
-            validate=False,
-        )
-        return q if not has_absent(mask) else self._complete(q.loc, q._covariance_unbroadcast(), mask)
-
+            return self._assembled(loc, var, self.global_net(xs))
+        # Absent components feed zeros to the global network and get no off-diagonal blocks,
+        # so q factorises into present and absent parts; the absent part is then replaced.
+        xs = [torch.where(mask[:, k, None], x, torch.zeros_like(x)) for k, x in enumerate(xs)]
+        loc, var = self._present_only(*self.encoder(xs), mask)
+        pair = mask[:, :, None] & mask[:, None, :]
+        q = self._assembled(loc, var, torch.where(pair[..., None, None], self.global_net(xs), 0.0))
+        return self._complete(q.loc, q._covariance_unbroadcast(), mask)
 
 
 class DiagonalGaussianGuide(BlockGuide):

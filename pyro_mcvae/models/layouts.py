@@ -51,11 +51,11 @@ class BlockGuide(EncoderGuide):
     conditions the prior on their blocks; absent components are completed from the prior
     conditioned on the present ones, ``q(z_A) p(z_B | z_A)``."""
 
-    def _complete(self, loc, covariance, mask) -> GMRF:
+    def _complete(self, loc, covariance, mask, groups=None) -> GMRF:
         if self.prior_ref is None:
             raise ValueError(f"{type(self).__name__} needs the model's prior for samples with absent "
                              "components: build it with prior=<the model's prior module>")
-        return complete_from_prior(loc, covariance, mask, self.prior_ref(), self.latent_dim)
+        return complete_from_prior(loc, covariance, mask, self.prior_ref(), self.latent_dim, groups=groups)
 
     def _observed_latent(self, data, components, use_mean: bool) -> torch.Tensor:
         """Latents ``(batch, |A|, d)`` of observed components from their own encoders: the

@@ -194,3 +194,33 @@ def test_under_bf16_autocast_the_algebra_runs_in_float32():
     torch.testing.assert_close(lp, law.log_prob(z))
     torch.testing.assert_close(kl, torch.distributions.kl_divergence(law, prior))
     torch.testing.assert_close(ent, law.entropy())
+
+
+@pytest.mark.parametrize("m,d", CASES)
+def test_completion_from_present_blocks_equals_the_dense_one(m, d):
+    """``groups`` (only the present blocks of q, as ``present_blocks`` gives them, rows shuffled
+    between groups) in place of the dense covariance: the same mean, draws, log density, KL,
+    dense covariance (zero off the present blocks of q) and expansion."""
+    from pyro_mcvae.distributions.completed_gmrf import present_blocks
+
+    present, mu_q, cov_q, mu_p, cov_p = random_case(m, d, seed=3)
+    dense, prior = build(present, mu_q, cov_q, mu_p, cov_p, d, torch.float64)
+    flags = torch.as_tensor(present)
+    cov = torch.as_tensor(cov_q)
+    order = torch.randperm(len(flags), generator=torch.Generator().manual_seed(0))
+    half = len(order) // 2  # two calls over disjoint rows, as a caller assembling pieces would
+    groups = (present_blocks(cov[order[:half]], flags[order[:half]], d, rows=order[:half])
+              + present_blocks(cov[order[half:]], flags[order[half:]], d, rows=order[half:]))
+    law = complete_from_prior(torch.as_tensor(mu_q), None, flags, prior, d, groups=groups)
+    torch.testing.assert_close(law.loc, dense.loc)
+    e = torch.randn(3, *dense.batch_shape, dense.event_shape[0], dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(law._draw(e), dense._draw(e))
+    z = dense._draw(e)
+    torch.testing.assert_close(law.log_prob(z), dense.log_prob(z))
+    torch.testing.assert_close(torch.distributions.kl_divergence(law, prior),
+                               torch.distributions.kl_divergence(dense, prior))
+    torch.testing.assert_close(law.covariance_matrix, dense.covariance_matrix)
+    torch.testing.assert_close(law.expand((2, len(flags))).log_prob(z[:2]), dense.expand((2, len(flags))).log_prob(z[:2]))
+    with pytest.raises(ValueError, match="exactly one of covariance and groups"):
+        complete_from_prior(torch.as_tensor(mu_q), cov, flags, prior, d, groups=groups)

@@ -30,8 +30,8 @@ class DenseReference(GMRF):
         return new
 
 
-def dense_completion(loc, covariance, present, prior, d):
-    law = complete_from_prior(loc, covariance, present, prior, d)
+def dense_completion(loc, covariance, present, prior, d, groups=None):
+    law = complete_from_prior(loc, covariance, present, prior, d, groups=groups)
     ref = DenseReference(law.mean, covariance_matrix=law.covariance_matrix, num_components=present.shape[-1],
                          component_dim=d, validate_args=False)
     ref._factored = law

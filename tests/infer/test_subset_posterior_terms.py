@@ -16,6 +16,7 @@ from helpers import affine_decoder
 from pyro_mcvae.infer import seed_everything
 from pyro_mcvae.infer.objectives import SubsetELBO, make_objective, objective_for
 from pyro_mcvae.models import build_model
+from pyro_mcvae.models.layouts import subset_rows
 
 M, D, NOISE = 3, 2, 0.3
 
@@ -213,3 +214,58 @@ def test_networks_run_once_per_datum_with_the_same_loss_and_gradients(max_size, 
     assert grads1.keys() == grads0.keys() and any("global_net" in n for n in grads1)
     for name in grads0:
         torch.testing.assert_close(grads1[name], grads0[name], rtol=1e-9, atol=1e-11, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["meanfield", "dreg"])
+@pytest.mark.parametrize("coupled", [None, 1])
+def test_networks_once_per_datum_give_the_same_loss_and_gradients(kind, coupled):
+    """``encode_once`` (the guide's networks and the assembly once per distinct datum, a lone
+    component's covariance read from its encoder) against every stacked row computed on its own:
+    the whole tuple, every component alone, a random pair per datum, with some components absent
+    from the data as well; float64, couplings in the prior and the posterior."""
+    seed_everything(0)
+    model = build_model("gmrf", [D] * M, hidden=(8,), block_dim=2, coupled_dims=coupled).double()
+    with torch.no_grad():
+        model.prior.offdiag.normal_(0, 0.5)
+        for p in model.guide.global_net.parameters():
+            p.normal_(0, 0.5)
+    x = torch.randn(6, M, D, dtype=torch.float64)
+    mask = torch.ones(6, M, dtype=torch.bool)
+    mask[1, 2] = mask[4, 0] = False
+    rows = torch.cat([torch.ones(1, M, dtype=torch.bool), torch.eye(M, dtype=torch.bool)])
+    pool = subset_rows(M, max_size=M - 1)
+    results = []
+    for once in (True, False):
+        base = make_objective(kind, num_particles=2 if kind == "dreg" else 1)
+        objective = SubsetELBO(base, rows, num_random=1, pool=pool, score="all", per_example=True, encode_once=once)
+        model.zero_grad()
+        pyro.set_rng_seed(5)
+        loss = objective.loss_and_grads(model.model, model.guide, x, mask=mask)
+        results.append((loss, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (loss1, g1), (loss2, g2) = results
+    assert loss1 == pytest.approx(loss2, rel=1e-10)
+    assert len(g1) == len(g2) > 0
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_a_term_whose_given_component_is_absent_counts_nothing():
+    """Every component alone given, on a datum without component 2: the objective is the two
+    terms that exist (given 0, given 1), in standard errors, and nothing is drawn for the third."""
+    model = linear_gmrf()
+    x = torch.randn(M, D, dtype=torch.float64)
+    copies = 400
+    mask = torch.tensor([True, True, False]).expand(copies, M)
+    singles = SubsetELBO(make_objective("meanfield"), torch.eye(M, dtype=torch.bool), score="all")
+    existing = SubsetELBO(make_objective("meanfield"), torch.eye(M, dtype=torch.bool)[:2], score="all")
+    means = []
+    for objective in (singles, existing):
+        values = []
+        with torch.no_grad():
+            for i in range(20):
+                pyro.set_rng_seed(300 + i)
+                values.append(-objective.loss(model.model, model.guide, x.expand(copies, M, D).clone(), mask=mask) / copies)
+        means.append((np.mean(values), np.std(values, ddof=1) / math.sqrt(len(values))))
+    (a, se_a), (b, se_b) = means
+    assert abs(a - b) < 4 * math.hypot(se_a, se_b), (a, b, se_a, se_b)
+    assert np.isfinite(a)
