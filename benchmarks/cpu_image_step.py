@@ -26,7 +26,11 @@ the variants alternate step by step (``interleaved``), so load on the machine af
   construction's spectral norms grow with the block size);
 - ``mlp-elementwise``, ``mlp-d32-elementwise``, ``mlp-d64-elementwise``: the elementwise
   construction (``--construction elementwise``: absolute values per entry, no decompositions)
-  at 16, 32 and 64 coordinates per modality.
+  at 16, 32 and 64 coordinates per modality;
+- ``mlp-singles-d32``, ``mlp-singles-d32-elementwise``: the ``cpu`` preset's step with 32
+  coordinates per modality (``--latent-dim 32``), blockwise and elementwise;
+  ``mlp-singles-d32-coupled16``: the same with 16 of the 32 coupled across modalities
+  (``--coupled-dims 16``: the other 16 independent of every other block).
 
 ``--profile`` adds, for every variant, the operators with the largest self time over two steps
 (``torch.profiler``).
@@ -59,11 +63,16 @@ VARIANTS = {  # name: (arch, bf16 autocast, subset-posterior terms, latent size 
     "mlp-elementwise": ("mlp", False, 0, 16, "elementwise"),
     "mlp-d32-elementwise": ("mlp", False, 0, 32, "elementwise"),
     "mlp-d64-elementwise": ("mlp", False, 0, 64, "elementwise"),
+    "mlp-singles-d32": ("mlp", False, 0, 32, "blockwise"),
+    "mlp-singles-d32-elementwise": ("mlp", False, 0, 32, "elementwise"),
+    "mlp-singles-d32-coupled16": ("mlp", False, 0, 32, "blockwise"),
 }
 #: Settings of a variant beyond the tuple above: the run's coupled coordinates, the objective's
 #: encode_once.
 EXTRA = {"mlp-subset1-twopass": {"encode_once": False}, "mlp-subset1-coupled8": {"coupled_dims": 8},
-         "mlp-singles": {"subset_singles": True}, "mlp-singles-bf16": {"subset_singles": True}}
+         "mlp-singles": {"subset_singles": True}, "mlp-singles-bf16": {"subset_singles": True},
+         "mlp-singles-d32": {"subset_singles": True}, "mlp-singles-d32-elementwise": {"subset_singles": True},
+         "mlp-singles-d32-coupled16": {"subset_singles": True, "coupled_dims": 16}}
 #: The variants a run without ``--variants`` times (those recorded in docs/benchmarks.md section 7).
 DEFAULT_VARIANTS = ["resnet", "resnet-bf16", "mlp", "mlp-bf16", "mlp-subset1", "mlp-d32"]
 
