@@ -146,12 +146,14 @@ def test_presets_code_path_at_a_tiny_size(tiny_polymnist, tmp_path, preset):
     settings = record["settings"]
     assert settings["preset"] == preset
     assert settings["arch"] == ("mlp" if preset == "cpu" else "resnet")
-    assert settings["prior_form"] == "standardized" and settings["prior_init_shared"] == 8
-    if preset == "cpu":  # one term per modality given alone (2026-12-07)
+    assert settings["prior_form"] == "standardized"
+    if preset == "cpu":  # one term per modality given alone (2026-12-07), 32 per block, half coupled (2026-12-08)
         assert settings["subset_posteriors"] == 0 and settings["subset_singles"] is True
+        assert settings["latent_dim"] == 32 and settings["prior_init_shared"] == 16
     else:
         assert settings["subset_posteriors"] == 1 and settings["subset_max_size"] == 1
         assert settings["subset_singles"] is False
+        assert settings["latent_dim"] == 16 and settings["prior_init_shared"] == 8
     assert settings["subset_per_example"] is True
     training = record["training"]
     if preset == "cpu":  # a number of steps, whatever the machine's speed

@@ -16,9 +16,9 @@ label = POLYMNIST_VARIANTS.label
 
 # the settings examples/polymnist.py records for the GMRF on the cpu preset, given no options
 CPU_GMRF = {"model": "gmrf", "seed": 0, "preset": "cpu", "quick": False, "beta": 0.001, "lr": 0.001, "batch_size": 128,
-            "arch": "mlp", "hidden": [512, 512], "width": 16, "minutes": None, "steps": 2000, "latent_dim": 16,
+            "arch": "mlp", "hidden": [512, 512], "width": 16, "minutes": None, "steps": 2000, "latent_dim": 32,
             "likelihood_scale": 0.75, "num_train": None, "elbo": None, "particles": 1, "missing_ratio": 0.0,
-            "offdiag_keep": 0.25, "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 8,
+            "offdiag_keep": 0.25, "prior_form": "standardized", "prior_lr": None, "prior_init_shared": 16,
             "subset_posteriors": 0, "subset_max_size": 1, "subset_per_example": True, "subset_singles": True,
             "private_dim": None}
 #: the same for the baselines (their own number of steps)
@@ -38,6 +38,8 @@ def test_polymnist_variant_labels():
     assert label(before_steps) == "gmrf (minutes 22.0, steps None)"
     assert label(_settings(coupled_dims=8)) == "gmrf (coupled_dims 8)"
     assert label(_settings(beta="0.001")) == "gmrf"  # --beta's text as recorded
+    # the preset's block before 2026-12-08: 16 per modality, 8 starting coupled
+    assert label(_settings(latent_dim=16, prior_init_shared=8)) == "gmrf (latent_dim 16, prior_init_shared 8)"
     # the preset before every modality was given alone (2026-12-07), and a record of it from
     # before subset_singles existed
     before = "gmrf (steps 3500, subset_posteriors 1, subset_singles False)"
@@ -67,7 +69,7 @@ def test_polymnist_variant_labels():
     assert label(_settings(width=64)) == "gmrf"
     assert label(_settings(hidden=[256])) == "gmrf (hidden [256])"
     gpu = _settings(preset="gpu", arch="resnet", hidden=None, width=64, minutes=15.0, steps=None, subset_posteriors=1,
-                    subset_singles=False)
+                    subset_singles=False, latent_dim=16, prior_init_shared=8)
     assert label(gpu) == "gmrf"
     gpu["settings"]["width"] = 32
     assert label(gpu) == "gmrf (width 32)"
@@ -115,7 +117,7 @@ def test_polymnist_seeds_script(tmp_path, monkeypatch, capsys):
             path.write_text(json.dumps(dict(_result(cond + 0.01 * seed, 0.1),
                                             settings={**(CPU_GMRF if model == "gmrf" else CPU_BASELINE),
                                                       "model": model, "seed": seed, "latent_dim":
-                                                      16 if model == "gmrf" else 512,
+                                                      32 if model == "gmrf" else 512,
                                                       "beta": 0.001 if model == "gmrf" else 1.0})))
             files.append(str(path))
     out = tmp_path / "table.md"
