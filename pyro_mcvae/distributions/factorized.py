@@ -5,7 +5,7 @@ the decoder output's shape ``(..., D)`` evaluates ``log(2 * scale)`` and ``|x - 
 by entry over the whole batch, and its backward pass keeps or recomputes most of those tensors:
 on PolyMNIST's training step (six stacked copies of a batch of 128, 2,352 pixels, five
 modalities) that is a tenth of the step, memory traffic over tensors of 7 MB each. The laws here
-take the scale per coordinate (anything broadcastable to ``loc``) and compute
+take the scale per coordinate (anything broadcastable to ``loc``) and compute::
 
     log p(x) = -sum_j |x_j - loc_j| / s_j - sum_j log(2 s_j)                  (Laplace)
     log p(x) = -1/2 sum_j (x_j - loc_j)^2 / s_j^2 - sum_j log s_j - D/2 log(2 pi)  (Normal)
