@@ -223,3 +223,27 @@ def make_batches(cfg: dict, seed: int, device) -> list[torch.Tensor]:
         num_components=NUM_COMPONENTS, num_coordinates=cfg["dim"],
     ).train
     return list(torch.from_numpy(data).to(device).split(BATCH))
+
+
+def polymnist_run_parser(doc: str, tuples: int, tuples_help: str) -> argparse.ArgumentParser:
+    """The options of the scripts that examine a finished run of ``examples/polymnist.py``:
+    ``--run`` (its ``<out>/<model>`` folder), ``--data-dir``, ``--judges`` (MoPoE-VAE's
+    classifiers; both default to the folders beside this checkout), ``--tuples``, ``--seed``,
+    ``--json``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="a model folder of examples/polymnist.py (<out>/<model>)")
+    p.add_argument("--data-dir", default=os.path.join(root, "..", "data", "polymnist"))
+    p.add_argument("--judges", default=os.path.join(root, "..", "shared", "data", "polymnist", "mopoe_classifiers"))
+    p.add_argument("--tuples", type=int, default=tuples, help=tuples_help)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the numbers here")
+    return p
+
+
+def check_polymnist_dirs(args) -> None:
+    """Exit with one line when ``--data-dir`` or ``--judges`` is not a directory."""
+    for path, what in ((args.data_dir, "--data-dir"), (args.judges, "--judges")):
+        if not os.path.isdir(path):
+            sys.exit(f"{what} {path} is not a directory")
+

@@ -17,7 +17,6 @@ encoder that does not put the digit into its block; a column, a decoder that doe
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import check_polymnist_dirs, polymnist_run_parser  # noqa: E402
 from pyro_mcvae import load_model  # noqa: E402
 from pyro_mcvae.data.polymnist import load_polymnist  # noqa: E402
 from pyro_mcvae.distributions import as_gmrf  # noqa: E402
@@ -37,14 +37,7 @@ from pyro_mcvae.provenance import provenance  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="a model folder of examples/polymnist.py (<out>/<model>)")
-    p.add_argument("--data-dir", default=str(ROOT.parent / "data" / "polymnist"))
-    p.add_argument("--judges", default=str(ROOT.parent / "shared" / "data" / "polymnist" / "mopoe_classifiers"))
-    p.add_argument("--tuples", type=int, default=1000, help="test tuples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="write the numbers here")
-    return p.parse_args(argv)
+    return polymnist_run_parser(__doc__, 1000, "test tuples").parse_args(argv)
 
 
 def digit_matrix(model, xs: list[torch.Tensor], labels: torch.Tensor, judges, draw: bool) -> list[list[float]]:
@@ -71,9 +64,7 @@ def digit_matrix(model, xs: list[torch.Tensor], labels: torch.Tensor, judges, dr
 def main(argv=None) -> dict:
     args = parse(argv)
     torch.set_grad_enabled(False)
-    for path, what in ((args.data_dir, "--data-dir"), (args.judges, "--judges")):
-        if not Path(path).is_dir():
-            sys.exit(f"{what} {path} is not a directory")
+    check_polymnist_dirs(args)
     model = load_model(Path(args.run) / "train")
     if not hasattr(model.guide, "_observed_latent"):
         sys.exit(f"{args.run}: a block-latent model (one block per modality) is needed")

@@ -21,7 +21,6 @@ Needs the PolyMNIST data (``--data-dir``) and MoPoE-VAE's classifiers (``--judge
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import check_polymnist_dirs, polymnist_run_parser  # noqa: E402
 from pyro_mcvae import load_model  # noqa: E402
 from pyro_mcvae.data.polymnist import load_polymnist  # noqa: E402
 from pyro_mcvae.metrics.coherence import predict_digits, unconditional_coherence  # noqa: E402
@@ -41,24 +41,16 @@ from pyro_mcvae.samplers import GaussianMixture, LatentSampler, encode_latents, 
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="a model folder of examples/polymnist.py (<out>/<model>)")
-    p.add_argument("--data-dir", default=str(ROOT.parent / "data" / "polymnist"))
-    p.add_argument("--judges", default=str(ROOT.parent / "shared" / "data" / "polymnist" / "mopoe_classifiers"))
-    p.add_argument("--tuples", type=int, default=2000, help="test tuples, and tuples generated per sampler")
+    p = polymnist_run_parser(__doc__, 2000, "test tuples, and tuples generated per sampler")
     p.add_argument("--fit-tuples", type=int, default=10000, help="training tuples whose encodings are fitted")
     p.add_argument("--components", type=int, nargs="+", default=[10, 50], help="mixture sizes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="write the numbers here")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse(argv)
     torch.set_grad_enabled(False)
-    for path, what in ((args.data_dir, "--data-dir"), (args.judges, "--judges")):
-        if not Path(path).is_dir():
-            sys.exit(f"{what} {path} is not a directory")
+    check_polymnist_dirs(args)
     model = load_model(Path(args.run) / "train")
     train = load_polymnist(args.data_dir, "train", cache=True)
     test = load_polymnist(args.data_dir, "test", cache=True)

@@ -84,6 +84,15 @@ def test_example_one_epoch_writes_table_figures_and_samples(tiny_polymnist, tmp_
         res = json.loads(report.read_text())["results"]
         assert len(res["reconstruction_digit_rate"]) == M and 0 <= res["anchored_2_uniform"] <= 1
         assert {f"anchored_2_on_m{k}" for k in range(M)} <= set(res) and len(res["anchored_2_fitted_weights"]) == M
+        cross = tmp_path / "cross.json"  # the digit rate from each modality given alone to each generated one
+        diag = run_example(ROOT / "benchmarks" / "polymnist_cross_digits.py", [
+            "--run", out / "gmrf", "--data-dir", tiny_polymnist, "--judges", judges, "--tuples", "12", "--json", cross])
+        assert diag.returncode == 0, diag.stderr[-3000:]
+        res = json.loads(cross.read_text())["results"]
+        for law in ("conditional_mean", "conditional_draw"):
+            matrix = res[law]["matrix"]
+            assert len(matrix) == M and all(len(row) == M and all(0 <= v <= 1 for v in row) for row in matrix)
+            assert res[law]["one_given"] == pytest.approx(sum(res[law]["one_given_by_modality"]) / M, abs=1e-3)
     for fig in record["figures"]:
         assert Path(fig).stat().st_size > 2_000
     assert (tiny_polymnist / "classifiers-e1.pt").is_file()  # our judges, trained and saved
