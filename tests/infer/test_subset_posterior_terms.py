@@ -219,10 +219,10 @@ def test_networks_run_once_per_datum_with_the_same_loss_and_gradients(max_size, 
 @pytest.mark.parametrize("kind", ["meanfield", "dreg"])
 @pytest.mark.parametrize("coupled", [None, 1])
 def test_networks_once_per_datum_give_the_same_loss_and_gradients(kind, coupled):
-    """``encode_once`` (the guide's networks and the assembly once per distinct datum, a lone
-    component's covariance read from its encoder) against every stacked row computed on its own:
-    the whole tuple, every component alone, a random pair per datum, with some components absent
-    from the data as well; float64, couplings in the prior and the posterior."""
+    """As the test above, for what it leaves out: DReG besides the mean-field ELBO, and every
+    component given alone on data with absent components, so that some stacked rows hold no term
+    (a lone component's covariance read from its encoder, void rows masked out); the whole tuple
+    and a random subset per datum beside them; float64, couplings in the prior and the posterior."""
     seed_everything(0)
     model = build_model("gmrf", [D] * M, hidden=(8,), block_dim=2, coupled_dims=coupled).double()
     with torch.no_grad():
