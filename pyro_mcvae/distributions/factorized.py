@@ -108,6 +108,12 @@ class _CoordinateLocScale(TorchDistribution):
         """The data-independent part, summed over coordinates, on the scale's own shape."""
         raise NotImplementedError
 
+    def _over_coordinates(self, values: torch.Tensor) -> torch.Tensor:
+        """The sum over the ``D`` coordinates of a per-coordinate quantity given on the scale's
+        shape (broadcast along the coordinates where the scale is)."""
+        d = self.loc.shape[-1]
+        return values.sum(-1) * (d // values.shape[-1]) if values.dim() else values * d
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
@@ -125,9 +131,7 @@ class CoordinateLaplace(_CoordinateLocScale):
         return 2 * self._full_scale() ** 2
 
     def _log_normaliser(self) -> torch.Tensor:
-        d = self.loc.shape[-1]
-        log2s = torch.log(2 * self.scale)
-        return log2s.sum(-1) * (d // log2s.shape[-1]) if log2s.dim() else log2s * d
+        return self._over_coordinates(torch.log(2 * self.scale))
 
     def _residual(self, value: torch.Tensor) -> torch.Tensor:
         return -_LaplaceResidual.apply(self.loc, value, self.scale.reciprocal())
@@ -143,10 +147,7 @@ class CoordinateNormal(_CoordinateLocScale):
         return self._full_scale() ** 2
 
     def _log_normaliser(self) -> torch.Tensor:
-        d = self.loc.shape[-1]
-        logs = torch.log(self.scale)
-        total = logs.sum(-1) * (d // logs.shape[-1]) if logs.dim() else logs * d
-        return total + 0.5 * d * math.log(2 * math.pi)
+        return self._over_coordinates(torch.log(self.scale)) + 0.5 * self.loc.shape[-1] * math.log(2 * math.pi)
 
     def _residual(self, value: torch.Tensor) -> torch.Tensor:
         diff = value - self.loc

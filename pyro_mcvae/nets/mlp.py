@@ -48,25 +48,16 @@ class StackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(num_components, out_dim).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor, components: Sequence[int] | None = None) -> torch.Tensor:
-        return _from_major(self.major(_to_major(x), components), x.shape[:-2])
+        return self.major(x.movedim(-2, 0), components).movedim(0, -2)
 
     def major(self, x: torch.Tensor, components: Sequence[int] | None = None) -> torch.Tensor:
-        """The same map with the components first: ``(M, N, in) -> (M, N, out)``, one batched
+        """The same map with the components first: ``(M, ..., in) -> (M, ..., out)``, one batched
         product with the bias added in it (``baddbmm``), no transposed copies."""
         w, b = self.weight, self.bias
         if components is not None:
             w, b = w[list(components)], b[list(components)]
-        return torch.baddbmm(b.unsqueeze(1), x, w)
-
-
-def _to_major(x: torch.Tensor) -> torch.Tensor:
-    """``(..., M, F) -> (M, N, F)`` with ``N`` the product of the leading dimensions."""
-    return x.movedim(-2, 0).reshape(x.shape[-2], -1, x.shape[-1])
-
-
-def _from_major(x: torch.Tensor, lead) -> torch.Tensor:
-    """``(M, N, F) -> (..., M, F)``, the inverse of :func:`_to_major` for leading shape ``lead``."""
-    return x.reshape(x.shape[0], *lead, x.shape[-1]).movedim(0, -2)
+        out = torch.baddbmm(b.unsqueeze(1), x.reshape(x.shape[0], -1, x.shape[-1]), w)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 class StackedMLP(nn.Module):
@@ -80,10 +71,10 @@ class StackedMLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, components: Sequence[int] | None = None) -> torch.Tensor:
-        return _from_major(self.major(_to_major(x), components), x.shape[:-2])
+        return self.major(x.movedim(-2, 0), components).movedim(0, -2)
 
     def major(self, x: torch.Tensor, components: Sequence[int] | None = None) -> torch.Tensor:
-        """The MLPs with the components first, ``(M, N, in) -> (M, N, out)``."""
+        """The MLPs with the components first, ``(M, ..., in) -> (M, ..., out)``."""
         for i, layer in enumerate(self.layers):
             x = layer.major(x, components)
             if i < len(self.layers) - 1:
@@ -113,10 +104,7 @@ class ComponentNets(nn.Module):
         if self.stacked:
             full = components is None or comps == list(range(self.num_components))
             # Components first throughout: the stacked inputs are already (K, ..., in).
-            x = torch.stack(list(inputs))
-            lead = x.shape[1:-1]
-            out = self.net.major(x.reshape(x.shape[0], -1, x.shape[-1]), None if full else comps)
-            return list(out.reshape(out.shape[0], *lead, out.shape[-1]).unbind(0))
+            return list(self.net.major(torch.stack(list(inputs)), None if full else comps).unbind(0))
         return [self.nets[k](x) for k, x in zip(comps, inputs)]
 
 

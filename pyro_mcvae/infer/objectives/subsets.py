@@ -109,8 +109,8 @@ class SubsetELBO(ELBO):
         held = None
         if mask is not None:
             rows = rows & mask.unsqueeze(0)
-            valid = rows.any(-1)
-            if self.score == "all" and not bool(valid.all()):
+            valid = rows.any(-1) if self.score == "all" else None
+            if valid is not None and not bool(valid.all()):
                 rows = torch.where(valid.unsqueeze(-1), rows, mask.unsqueeze(0))
                 held = valid.reshape(t * batch)
         parts = [p.repeat(t, *([1] * (p.dim() - 1))) for p in parts]
