@@ -55,10 +55,16 @@ def parse_cpu_benchmark(doc: str, argv, reason: str):
     """The common options parsed and set up, for a benchmark that measures the CPU only:
     ``(args, device, default_threads)``; exits with ``reason`` on another device."""
     args = make_parser(doc).parse_args(argv)
+    return (args, *setup_cpu(args, reason))
+
+
+def setup_cpu(args, reason: str) -> tuple[torch.device, int]:
+    """:func:`setup` for a benchmark that measures the CPU only (its own options parsed): exits
+    with ``reason`` on another device."""
     device, default_threads = setup(args)
     if device.type != "cpu":
         raise SystemExit(f"{reason}; run it with --device cpu")
-    return args, device, default_threads
+    return device, default_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -246,4 +252,20 @@ def check_polymnist_dirs(args) -> None:
     for path, what in ((args.data_dir, "--data-dir"), (args.judges, "--judges")):
         if not os.path.isdir(path):
             sys.exit(f"{what} {path} is not a directory")
+
+
+def random_images(shape, seed: int) -> torch.Tensor:
+    """Seeded random 8-bit images as floats in [0, 1], shape ``shape`` (the image benchmarks'
+    stand-in for PolyMNIST tuples: the step's cost does not depend on the pixels)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, tuple(shape), generator=gen, dtype=torch.uint8).float().div(255)
+
+
+def image_step_sizes(args, reps: int) -> tuple[int, tuple[int, int], int]:
+    """``(batch, MLP hidden sizes, repetitions)`` of the CPU image-step benchmarks: the ``cpu``
+    preset's 128 and (512, 512) (``--quick``: 8 and (32, 32)), ``--batch`` and ``--reps`` when given
+    (``reps`` the default; 2 quick)."""
+    batch = args.batch or (8 if args.quick else 128)
+    hidden = (32, 32) if args.quick else (512, 512)
+    return batch, hidden, args.reps or (2 if args.quick else reps)
 

@@ -43,7 +43,10 @@ from __future__ import annotations
 
 import torch
 
-from _common import interleaved, make_parser, markdown_table, print_header, setup, step_summary, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    image_step_sizes, interleaved, make_parser, markdown_table, print_header, random_images, setup_cpu, step_summary,
+    write_json,
+)
 from polymnist_step import ImageStepper  # noqa: E402
 from pyro_mcvae.experiments.polymnist import PolyMNISTRun, build_polymnist_model
 from pyro_mcvae.infer.trainer import _autocast
@@ -115,17 +118,11 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="print each variant's most expensive operators")
     args = p.parse_args()
     width = args.width or (4 if args.quick else 16)
-    batch = args.batch or (8 if args.quick else 128)
-    hidden = (32, 32) if args.quick else (512, 512)
-    reps = args.reps or (2 if args.quick else 5)
-    device, default_threads = setup(args)
-    if device.type != "cpu":
-        raise SystemExit("error: cpu_image_step.py times the CPU step; use polymnist_step.py --device cuda")
+    batch, hidden, reps = image_step_sizes(args, 5)
+    device, default_threads = setup_cpu(args, "cpu_image_step.py times the CPU step (polymnist_step.py --device cuda times a GPU)")
     info = print_header(BENCHMARK, args, device, default_threads,
                         extra=f", batch {batch}, width {width}, MLP hidden {hidden}, reps {reps}")
-    gen = torch.Generator().manual_seed(args.seed)
-    images = torch.randint(0, 256, (batch, 5, 3 * 28 * 28), generator=gen, dtype=torch.uint8).float().div(255)
-    data = list(images.unbind(1))
+    data = list(random_images((batch, 5, 3 * 28 * 28), args.seed).unbind(1))
     steppers = {name: build_stepper(name, data, width, hidden, args.seed) for name in args.variants}
     times = interleaved({n: (s.active, s.step) for n, s in steppers.items()}, reps, inner=1, warmup=2,
                         device=device)

@@ -48,7 +48,7 @@ from pyro.infer import SVI
 
 from _common import (  # benchmarks/ is on sys.path when run as a script
     CONFIGS, NUM_COMPONENTS, interleaved, make_batches, make_parser, markdown_table, print_header, quartiles,
-    setup, validation, write_json,
+    random_images, setup, validation, write_json,
 )
 from pyro_mcvae.infer.config import TrainConfig, build_objective
 from pyro_mcvae.infer.optim import svi_step
@@ -72,8 +72,7 @@ def build(name: str, seed: int, quick: bool):
         run = PolyMNISTRun(model=kind, preset="cpu", device="cpu", hidden=[32, 32] if quick else None)
         model = build_polymnist_model(run)
         batch = 8 if quick else run.batch_size
-        gen = torch.Generator().manual_seed(seed)
-        images = torch.randint(0, 256, (2, batch, 5, 3 * 28 * 28), generator=gen, dtype=torch.uint8).float() / 255
+        images = random_images((2, batch, 5, 3 * 28 * 28), seed)
         batches = [list(b.unbind(1)) for b in images]
         config = TrainConfig(lr=run.lr, elbo=run.elbo or get_method(kind).objective, num_particles=run.particles,
                              beta=run.resolved_beta(), seed=seed)

@@ -23,7 +23,10 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from _common import interleaved, make_parser, markdown_table, print_header, setup, step_summary, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    image_step_sizes, interleaved, make_parser, markdown_table, print_header, random_images, setup_cpu, step_summary,
+    write_json,
+)
 from step_before_after import load_before  # noqa: E402
 
 BENCHMARK = "image_step_before_after"
@@ -61,18 +64,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None, help="tuples per step (default 128; quick 8)")
     p.add_argument("--latent", type=int, default=16, help="latent size per modality (the preset: 16)")
     args = p.parse_args()
-    batch = args.batch or (8 if args.quick else 128)
-    hidden = (32, 32) if args.quick else (512, 512)
-    reps = args.reps or (2 if args.quick else 7)
-    device, default_threads = setup(args)
-    if device.type != "cpu":
-        raise SystemExit("error: image_step_before_after.py times the CPU step")
+    batch, hidden, reps = image_step_sizes(args, 7)
+    device, default_threads = setup_cpu(args, "image_step_before_after.py times the CPU step")
     info = print_header(BENCHMARK, args, device, default_threads,
                         extra=f", batch {batch}, MLP hidden {hidden}, latent {args.latent}, reps {reps}")
     load_before(args.before)
-    gen = torch.Generator().manual_seed(args.seed)
-    images = torch.randint(0, 256, (batch, 5, 3 * 28 * 28), generator=gen, dtype=torch.uint8).float().div(255)
-    data = list(images.unbind(1))
+    data = list(random_images((batch, 5, 3 * 28 * 28), args.seed).unbind(1))
     torch.manual_seed(args.seed)
     after = PackageStepper("pyro_mcvae", data, args.latent, hidden)
     before = PackageStepper("pyro_mcvae_before", data, args.latent, hidden, after.model.state_dict())

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from _common import interleaved, make_parser, markdown_table, print_header, setup, step_summary, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    interleaved, make_parser, markdown_table, print_header, random_images, setup, step_summary, write_json,
+)
 from scaling import Stepper  # noqa: E402
 from pyro_mcvae.experiments.bikes import BikeRun, build_bike_model
 from pyro_mcvae.experiments.polymnist import MODELS, PolyMNISTRun, build_polymnist_model
@@ -67,7 +69,7 @@ def main() -> None:
     if bikes:  # sparse ink like real components: most pixels background
         images = (torch.rand(batch, m, size, generator=gen) < 0.1).float()
     else:
-        images = torch.randint(0, 256, (batch, m, size), generator=gen, dtype=torch.uint8).float().div(255)
+        images = random_images((batch, m, size), args.seed)
     data = [x.to(device) for x in images.unbind(1)]
     steppers, sizes, model_of = {}, {}, {}
     for model_name in args.models:
